@@ -4,6 +4,8 @@
  * @module
  */
 import type { Plugin, PluginContext, PluginRole } from "../lib/plugins/types.ts";
+import { jsonl } from "./jsonl.ts";
+import { webhook } from "./webhook.ts";
 
 /** The type of one option of a built-in plugin, checked before the plugin is created. */
 export interface OptionSpec {
@@ -23,4 +25,6 @@ export interface BuiltinPlugin {
 
 /** Built-in plugins by name. Each file in this folder adds one line here. */
 export const builtinPlugins: Record<string, BuiltinPlugin> = {
+  jsonl,
+  webhook,
 };
