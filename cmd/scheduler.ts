@@ -1,0 +1,42 @@
+/**
+ * `cluster scheduler`: runs the scheduler until SIGINT/SIGTERM.
+ *
+ * @module
+ */
+import { defineCommand } from "citty";
+import { dirname, resolve } from "node:path";
+import { Scheduler } from "../lib/scheduler/server.ts";
+import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown } from "./_args.ts";
+import { pluginSpecsFromFile } from "./_plugins.ts";
+
+const args = {
+  host: { type: "string", description: "Address to listen on", default: "127.0.0.1" },
+  port: { type: "string", description: "Port (0 takes a free one)", default: "8786" },
+  plugins: { type: "string", description: "plugins.toml to apply" },
+  preload: { type: "string", description: "Module with clusterSetup(scheduler, options); repeatable" },
+  "events-kept": { type: "string", description: "Events kept for replay", default: "20000" },
+  ...commonArgs,
+} as const;
+
+/** The `scheduler` subcommand. */
+export const schedulerCommand = defineCommand({
+  meta: { name: "scheduler", description: "Run the scheduler" },
+  args,
+  async run({ args: a, rawArgs }) {
+    checkFlags(rawArgs, args);
+    applyTokenFile(a["token-file"]);
+    const port = intFlag(a.port, "port", { fallback: 8786 });
+    const plugins = await pluginSpecsFromFile(a.plugins);
+    const scheduler = await Scheduler.start({
+      host: a.host,
+      port,
+      plugins,
+      preload: collect(rawArgs, "preload").map((p) => resolve(p)),
+      baseDir: a.plugins ? dirname(resolve(a.plugins)) : process.cwd(),
+      eventsKept: intFlag(a["events-kept"], "events-kept", { fallback: 20_000, min: 10_000 }),
+    });
+    console.log(`scheduler listening at ${scheduler.address}`);
+    onShutdown(() => scheduler.close());
+    await new Promise(() => {});
+  },
+});

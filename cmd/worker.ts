@@ -1,0 +1,91 @@
+/**
+ * `cluster worker` and `cluster nanny`: runs a worker, or a nanny that runs the worker as a
+ * child process and restarts it.
+ *
+ * @module
+ */
+import { defineCommand } from "citty";
+import { dirname, resolve } from "node:path";
+import { Worker } from "../lib/worker/worker.ts";
+import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown, schedulerUrl, UsageError } from "./_args.ts";
+import { pluginSpecsFromFile } from "./_plugins.ts";
+import { parseMemoryLimit } from "../lib/nanny/memory.ts";
+
+const args = {
+  scheduler: { type: "positional", description: "Scheduler URL, e.g. http://127.0.0.1:8786", required: true },
+  nanny: { type: "boolean", description: "Run under a nanny that restarts the worker" },
+  name: { type: "string", description: "Worker name (unique in the cluster)" },
+  nthreads: { type: "string", description: "Tasks run at once", default: "1" },
+  host: { type: "string", description: "Address of the worker's data endpoint", default: "127.0.0.1" },
+  port: { type: "string", description: "Port of the worker's data endpoint (0: free)", default: "0" },
+  plugins: { type: "string", description: "plugins.toml: applies its [worker] (and [nanny]) section" },
+  preload: { type: "string", description: "Module with clusterSetup(worker, options); repeatable" },
+  tasks: { type: "string", description: "Task module whose exports become MODULE.EXPORT; repeatable" },
+  "memory-limit": { type: "string", description: "Restart the worker past this RSS (nanny): 2GiB, 500MB, 0.5" },
+  "local-directory": { type: "string", description: "Directory for files, packages and plugins" },
+  "connect-timeout": { type: "string", description: "Seconds to keep trying to reach the scheduler", default: "10" },
+  ...commonArgs,
+} as const;
+
+async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNanny: boolean): Promise<void> {
+  checkFlags(rawArgs, args);
+  applyTokenFile(a["token-file"]);
+  const url = schedulerUrl(a.scheduler);
+  const nthreads = intFlag(a.nthreads, "nthreads", { fallback: 1, min: 1 });
+  const port = intFlag(a.port, "port", { fallback: 0 });
+  const memoryLimit = a["memory-limit"] === undefined ? undefined : parseMemoryLimit(String(a["memory-limit"]));
+  const connectTimeoutMs = intFlag(a["connect-timeout"], "connect-timeout", { fallback: 10 }) * 1000;
+  const plugins = typeof a.plugins === "string" ? a.plugins : undefined;
+  const common = {
+    scheduler: url,
+    name: a.name as string | undefined,
+    nthreads,
+    host: String(a.host),
+    port,
+    preload: collect(rawArgs, "preload").map((p) => resolve(p)),
+    tasks: collect(rawArgs, "tasks").map((p) => resolve(p)),
+    localDirectory: a["local-directory"] ? resolve(String(a["local-directory"])) : undefined,
+    connectTimeoutMs,
+    baseDir: plugins ? dirname(resolve(plugins)) : process.cwd(),
+  };
+  if (a.nanny || forceNanny) {
+    const { Nanny } = await import("../lib/nanny/nanny.ts");
+    const nanny = await Nanny.start({
+      ...common,
+      memoryLimit,
+      pluginsFile: plugins ? resolve(plugins) : undefined,
+      nannyPlugins: await pluginSpecsFromFile(plugins, ["nanny"]),
+      workerArgs: rawArgs,
+    });
+    console.log(`nanny ${nanny.name} listening at ${nanny.address}`);
+    onShutdown(() => nanny.close());
+    await nanny.closed;
+    process.exit(0);
+  }
+  if (memoryLimit !== undefined && !process.env.CLUSTER_NANNY) {
+    throw new UsageError("--memory-limit needs --nanny (the nanny watches the worker's memory)");
+  }
+  const worker = await Worker.start({
+    ...common,
+    plugins: await pluginSpecsFromFile(plugins, ["worker"]),
+    nanny: !!process.env.CLUSTER_NANNY,
+  });
+  console.log(`worker ${worker.name} listening at ${worker.address}`);
+  onShutdown(() => worker.close());
+  await worker.closed;
+  process.exit(0);
+}
+
+/** The `worker` subcommand. */
+export const workerCommand = defineCommand({
+  meta: { name: "worker", description: "Run a worker (with --nanny: under a nanny)" },
+  args,
+  run: ({ args: a, rawArgs }) => runWorker(a, rawArgs, false),
+});
+
+/** The `nanny` subcommand: `worker --nanny`. */
+export const nannyCommand = defineCommand({
+  meta: { name: "nanny", description: "Run a nanny that starts and restarts a worker" },
+  args,
+  run: ({ args: a, rawArgs }) => runWorker(a, rawArgs, true),
+});

@@ -1,0 +1,314 @@
+/**
+ * The TypeScript client: submit tasks and graphs, gather results, register plugins, log and
+ * follow events. It speaks CBOR over one WebSocket (`/api/v1/client`); tasks submitted in the
+ * same tick travel as one graph.
+ *
+ * @example
+ * ```ts
+ * import { Client } from "./lib/client/mod.ts";
+ * const client = await Client.connect("http://127.0.0.1:8786");
+ * const [a, b] = client.map("builtin.inc", [1, 2]);
+ * console.log(await client.gather([a, b])); // [2, 3]
+ * await client.close();
+ * ```
+ *
+ * @module
+ */
+import { decodeCbor, decodeFrame, encodeCbor, type Message } from "../protocol.ts";
+import { preparePluginFiles } from "../plugins/prepare.ts";
+
+/** A task's result, to be had later. Pass it as an argument to make a dependency. */
+export class Future {
+  constructor(readonly key: string, readonly client: Client) {}
+  /** Waits for the result; throws the task's error. */
+  async result(): Promise<unknown> {
+    const [value] = await this.client.gather([this]);
+    return value;
+  }
+  /** The client no longer needs this result. */
+  release(): Promise<void> {
+    return this.client.release([this.key]);
+  }
+  toJSON(): { $ref: string } {
+    return { $ref: this.key };
+  }
+}
+
+/** A task that failed on the cluster. */
+export class TaskError extends Error {
+  override name = "TaskError";
+  constructor(readonly key: string, message: string, readonly traceback: string) {
+    super(message);
+  }
+}
+
+/** One task of a graph, as in SPEC section 2. */
+export interface GraphTask {
+  key: string;
+  fn: string;
+  args?: unknown[];
+  retries?: number;
+  annotations?: Record<string, unknown>;
+}
+
+/** A plugin registration: one plugins.toml entry plus its role. */
+export interface PluginRegistration {
+  role: "scheduler" | "worker" | "nanny";
+  use: string;
+  name?: string;
+  [option: string]: unknown;
+}
+
+type Pending = { resolve: (m: Message) => void; reject: (e: Error) => void };
+
+function toArg(value: unknown): unknown {
+  if (value instanceof Future) return { $ref: value.key };
+  if (Array.isArray(value)) return value.map(toArg);
+  if (value !== null && typeof value === "object" && value.constructor === Object) {
+    const out: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(value)) out[k] = toArg(v);
+    return out;
+  }
+  return value;
+}
+
+/** A connection to a scheduler. */
+export class Client {
+  readonly url: string;
+  id = "";
+  #socket: WebSocket;
+  #token?: string;
+  #nextId = 0;
+  #pending = new Map<number, Pending>();
+  #batch: GraphTask[] = [];
+  #batchKeys: string[] = [];
+  #closed = false;
+  #subscriptions = new Set<WebSocket>();
+
+  private constructor(url: string, socket: WebSocket, token?: string) {
+    this.url = url;
+    this.#socket = socket;
+    this.#token = token;
+  }
+
+  /** Connects to a scheduler (`http://host:port`). */
+  static connect(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<Client> {
+    const token = options.token ?? process.env.CLUSTER_TOKEN;
+    const wsUrl = new URL("/api/v1/client", url);
+    wsUrl.protocol = wsUrl.protocol === "https:" ? "wss:" : "ws:";
+    if (token) wsUrl.searchParams.set("token", token);
+    return new Promise((resolve, reject) => {
+      let socket: WebSocket;
+      try {
+        socket = new WebSocket(wsUrl.href);
+      } catch (err) {
+        reject(new Error(`Cannot reach scheduler at "${url}": ${(err as Error).message}`));
+        return;
+      }
+      socket.binaryType = "arraybuffer";
+      const client = new Client(url, socket, token);
+      const timer = setTimeout(() => {
+        socket.close();
+        reject(new Error(`Cannot reach scheduler at "${url}": timed out`));
+      }, options.timeoutMs ?? 10_000);
+      let welcomed = false;
+      socket.onmessage = (event) => {
+        for (const msg of decodeFrame(event.data)) {
+          if (msg.op === "welcome" && !welcomed) {
+            welcomed = true;
+            client.id = String(msg.client);
+            clearTimeout(timer);
+            resolve(client);
+            continue;
+          }
+          client.#onMessage(msg);
+        }
+      };
+      socket.onerror = () => {};
+      socket.onclose = (event) => {
+        clearTimeout(timer);
+        if (!welcomed) {
+          reject(new Error(`Cannot reach scheduler at "${url}": ${event.reason || (event.code === 1006 ? "connection refused or unauthorized" : `code ${event.code}`)}`));
+          return;
+        }
+        client.#closed = true;
+        const err = new Error(`Connection to the scheduler closed: ${event.reason || `code ${event.code}`}`);
+        for (const p of client.#pending.values()) p.reject(err);
+        client.#pending.clear();
+      };
+    });
+  }
+
+  #onMessage(msg: Message): void {
+    const pending = this.#pending.get(msg.id as number);
+    if (!pending) return;
+    this.#pending.delete(msg.id as number);
+    if (msg.op === "error") {
+      const err = new Error(String(msg.error)) as Error & { status?: number };
+      err.status = msg.status as number;
+      pending.reject(err);
+    } else pending.resolve(msg);
+  }
+
+  #request(msg: Record<string, unknown>): Promise<Message> {
+    if (this.#closed) return Promise.reject(new Error("The client is closed"));
+    const id = ++this.#nextId;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#socket.send(encodeCbor([{ ...msg, id }]));
+    });
+  }
+
+  /** Submits one task; tasks submitted in the same tick go as one graph. */
+  submit(fn: string, ...args: unknown[]): Future {
+    const key = `${fn.split(".").pop()}-${crypto.randomUUID()}`;
+    this.#queue({ key, fn, args: args.map(toArg) });
+    return new Future(key, this);
+  }
+
+  /** Submits `fn(item)` for every item. */
+  map(fn: string, items: Iterable<unknown>): Future[] {
+    const prefix = `${fn.split(".").pop()}-${crypto.randomUUID().slice(0, 8)}`;
+    const futures: Future[] = [];
+    let i = 0;
+    for (const item of items) {
+      const key = `${prefix}-${i++}`;
+      this.#queue({ key, fn, args: [toArg(item)] });
+      futures.push(new Future(key, this));
+    }
+    return futures;
+  }
+
+  #queue(task: GraphTask): void {
+    this.#batch.push(task);
+    this.#batchKeys.push(task.key);
+    if (this.#batch.length === 1) queueMicrotask(() => this.#sendBatch());
+  }
+
+  #sendBatch(): void {
+    const tasks = this.#batch;
+    const keys = this.#batchKeys;
+    this.#batch = [];
+    this.#batchKeys = [];
+    const sent = this.#request({ op: "graph", graph: { tasks, keys } });
+    // A rejected batch surfaces at the next flush/gather, not as an unhandled rejection.
+    sent.catch(() => {});
+    this.#lastBatch = sent;
+  }
+
+  #lastBatch: Promise<Message> | null = null;
+
+  /** Waits until what was submitted so far has been accepted (throws a rejected graph's error). */
+  async flush(): Promise<void> {
+    if (this.#batch.length > 0) this.#sendBatch();
+    if (this.#lastBatch) await this.#lastBatch;
+  }
+
+  /**
+   * Submits a whole graph (SPEC section 2) and returns a future per wanted key.
+   * Throws when the scheduler rejects it (with the message naming the key).
+   */
+  async compute(graph: { tasks: GraphTask[]; keys?: string[] }): Promise<Record<string, Future>> {
+    const reply = await this.#request({ op: "graph", graph });
+    const out: Record<string, Future> = {};
+    for (const key of reply.keys as string[]) out[key] = new Future(key, this);
+    return out;
+  }
+
+  /** Waits for results; throws a `TaskError` for the first erred task unless `errors: "skip"`. */
+  async gather(futures: Array<Future | string>, options: { errors?: "raise" | "skip" } = {}): Promise<unknown[]> {
+    await this.flush();
+    const keys = futures.map((f) => (typeof f === "string" ? f : f.key));
+    const { values, errors } = await this.results(keys);
+    const out: unknown[] = [];
+    for (const key of keys) {
+      if (key in errors) {
+        if (options.errors !== "skip") throw new TaskError(key, errors[key].error, errors[key].traceback);
+        out.push(undefined);
+      } else if (key in values) out.push(values[key]);
+      else if (options.errors !== "skip") throw new TaskError(key, `Key "${key}" was lost or released`, "");
+      else out.push(undefined);
+    }
+    return out;
+  }
+
+  /** Waits for results and returns values and errors by key, without throwing for erred tasks. */
+  async results(keys: string[]): Promise<{ values: Record<string, unknown>; errors: Record<string, { error: string; traceback: string }> }> {
+    await this.flush();
+    const reply = await this.#request({ op: "gather", keys });
+    return {
+      values: reply.values as Record<string, unknown>,
+      errors: reply.errors as Record<string, { error: string; traceback: string }>,
+    };
+  }
+
+  /** The client no longer wants these keys. */
+  async release(keys: Array<Future | string>): Promise<void> {
+    await this.flush();
+    await this.#request({ op: "release", keys: keys.map((k) => (typeof k === "string" ? k : k.key)) });
+  }
+
+  /**
+   * Registers a plugin on the cluster. A module plugin (`use` a path) is read here and sent as
+   * source; files of `upload-file`/`upload-directory` are read here too.
+   */
+  async registerPlugin(spec: PluginRegistration): Promise<{ name: string; warnings: string[] }> {
+    const prepared = await preparePluginFiles(spec, process.cwd());
+    const reply = await this.#request({ op: "register-plugin", spec: prepared });
+    return { name: reply.name as string, warnings: (reply.warnings as string[]) ?? [] };
+  }
+
+  /** Unregisters a plugin (its teardown/close run). */
+  async unregisterPlugin(role: "scheduler" | "worker" | "nanny", name: string): Promise<void> {
+    await this.#request({ op: "unregister-plugin", role, name });
+  }
+
+  /** Logs an event to a topic (Dask's `log_event`). */
+  async logEvent(topic: string, msg: Record<string, unknown>): Promise<void> {
+    await this.#request({ op: "event", topic, msg });
+  }
+
+  /** What `/api/v1/info` shows. */
+  async info(): Promise<Record<string, unknown>> {
+    return (await this.#request({ op: "info" })).info as Record<string, unknown>;
+  }
+
+  /**
+   * Calls `handler` for every event of a topic; returns a function that stops it.
+   * Pass `since` to replay kept events first.
+   */
+  subscribe(topic: string, handler: (event: Record<string, unknown>) => void, options: { since?: number } = {}): () => void {
+    const url = new URL("/api/v1/events", this.url);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    url.searchParams.set("topic", topic);
+    url.searchParams.set("format", "cbor");
+    url.searchParams.set("batch", "1");
+    if (options.since !== undefined) url.searchParams.set("since", String(options.since));
+    if (this.#token) url.searchParams.set("token", this.#token);
+    const socket = new WebSocket(url.href);
+    socket.binaryType = "arraybuffer";
+    socket.onmessage = (event) => {
+      const batch = decodeCbor(event.data as ArrayBuffer) as Record<string, unknown>[];
+      for (const e of batch) handler(e);
+    };
+    this.#subscriptions.add(socket);
+    return () => {
+      this.#subscriptions.delete(socket);
+      socket.close();
+    };
+  }
+
+  /** Closes the connection; the scheduler releases what this client wanted. */
+  async close(): Promise<void> {
+    if (this.#batch.length > 0) this.#sendBatch();
+    for (const s of this.#subscriptions) s.close();
+    this.#subscriptions.clear();
+    if (this.#closed) return;
+    this.#closed = true;
+    await new Promise<void>((resolve) => {
+      this.#socket.addEventListener("close", () => resolve());
+      this.#socket.close(1000, "client closing");
+      setTimeout(resolve, 1000);
+    });
+  }
+}

@@ -1,0 +1,414 @@
+/**
+ * The nanny: a small parent process that registers with the scheduler, sets up nanny plugins
+ * (environment, files) before the first worker starts, runs the worker as a child process of the
+ * same program, restarts it with backoff when it dies or passes its memory limit, and forwards
+ * SIGINT/SIGTERM to it.
+ *
+ * @module
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdir } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
+import { delimiter, join, resolve } from "node:path";
+import { Hono } from "hono";
+import { errorMessage } from "../errors.ts";
+import { createLogger } from "../log.ts";
+import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { PluginManager } from "../plugins/manager.ts";
+import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
+import { clusterToken, decodeFrame, encodeCbor, type Message, version } from "../protocol.ts";
+import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { formatBytes, processRss } from "./memory.ts";
+
+/** Options of `cluster worker --nanny`. */
+export interface NannyOptions {
+  scheduler: string;
+  name?: string;
+  nthreads: number;
+  host: string;
+  port: number;
+  preload: string[];
+  tasks: string[];
+  localDirectory?: string;
+  connectTimeoutMs: number;
+  memoryLimit?: number;
+  /** plugins.toml handed to the worker for its `[worker]` section. */
+  pluginsFile?: string;
+  /** The `[nanny]` section of the nanny's own plugins.toml. */
+  nannyPlugins: WirePluginSpec[];
+  workerArgs: string[];
+  baseDir?: string;
+}
+
+const log = createLogger("nanny");
+
+/** Consecutive deaths within this time of a start count as a failing start-up. */
+const startupWindowMs = 10_000;
+/** After this many failing start-ups in a row the nanny gives up. */
+const maxStartupFailures = 5;
+
+/**
+ * A running nanny.
+ *
+ * @example
+ * ```ts
+ * const nanny = await Nanny.start({ scheduler: "http://127.0.0.1:8786", nthreads: 1, ... });
+ * await nanny.close();
+ * ```
+ */
+export class Nanny {
+  readonly name: string;
+  address = "";
+  localDirectory = "";
+  readonly env: Record<string, string> = {};
+  readonly taskPaths: string[] = [];
+  readonly plugins: PluginManager<NannyPlugin>;
+  readonly api: NannyApi;
+  /** Resolves when the nanny has closed. */
+  readonly closed: Promise<void>;
+  restarts = 0;
+  #resolveClosed!: () => void;
+  #options: NannyOptions;
+  #server: RunningServer | null = null;
+  #socket: WebSocket | null = null;
+  #child: ChildProcess | null = null;
+  #childReady: Promise<void> | null = null;
+  #intentionalExit = new WeakSet<ChildProcess>();
+  #closing = false;
+  #closePromise: Promise<void> | null = null;
+  #startupFailures = 0;
+  #memoryTimer: ReturnType<typeof setInterval> | null = null;
+  #restartChain: Promise<void> = Promise.resolve();
+  #token = clusterToken();
+
+  private constructor(options: NannyOptions) {
+    this.#options = options;
+    this.name = options.name ?? `${hostname()}-${process.pid}`;
+    this.closed = new Promise((r) => (this.#resolveClosed = r));
+    this.plugins = new PluginManager<NannyPlugin>((name, hook, err) => {
+      log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
+      this.#send({ op: "plugin-error", plugin: name, hook, error: errorMessage(err) });
+    });
+    const self = this;
+    this.api = {
+      role: "nanny",
+      get name() {
+        return self.name;
+      },
+      get address() {
+        return self.address;
+      },
+      get localDirectory() {
+        return self.localDirectory;
+      },
+      env: this.env,
+      taskPaths: this.taskPaths,
+      restartWorker: (reason) => this.restartWorker(reason),
+      log: log.child("plugin"),
+    };
+  }
+
+  /** Starts a nanny: registers, sets up nanny plugins, then starts the worker. */
+  static async start(options: NannyOptions): Promise<Nanny> {
+    const nanny = new Nanny(options);
+    await nanny.#start();
+    return nanny;
+  }
+
+  async #start(): Promise<void> {
+    const opts = this.#options;
+    this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-nanny-${this.name.replace(/[^\w.-]/g, "_")}`));
+    await mkdir(this.localDirectory, { recursive: true });
+    const app = new Hono();
+    app.get("/health", (c) => c.json({ status: "ok", role: "nanny", version, name: this.name, worker: this.#child?.pid ?? null, restarts: this.restarts }));
+    this.#server = await runtime.serve(app, { hostname: opts.host, port: 0 });
+    this.address = `http://${this.#server.hostname}:${this.#server.port}`;
+    for (const spec of opts.nannyPlugins) {
+      const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd(), false);
+      if (error) {
+        await this.#server.stop();
+        throw new Error(error);
+      }
+    }
+    await this.#connect();
+    await this.#startWorker();
+    if (opts.memoryLimit) this.#memoryTimer = setInterval(() => this.#checkMemory(), 250);
+  }
+
+  // ---- the scheduler -------------------------------------------------------------------------
+
+  async #connect(): Promise<void> {
+    const deadline = Date.now() + this.#options.connectTimeoutMs;
+    let delay = 100;
+    let last = "";
+    while (Date.now() < deadline && !this.#closing) {
+      try {
+        await this.#open();
+        return;
+      } catch (err) {
+        last = errorMessage(err);
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${last}`);
+  }
+
+  #open(): Promise<void> {
+    const url = new URL("/api/v1/nanny", this.#options.scheduler);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (this.#token) url.searchParams.set("token", this.#token);
+    return new Promise((resolveOpen, rejectOpen) => {
+      const socket = new WebSocket(url.href);
+      socket.binaryType = "arraybuffer";
+      let settled = false;
+      socket.onopen = () => {
+        this.#socket = socket;
+        socket.send(encodeCbor([{ op: "register", name: this.name, address: this.address, pid: process.pid }]));
+      };
+      socket.onmessage = (event) => {
+        let messages: Message[];
+        try {
+          messages = decodeFrame(event.data);
+        } catch (err) {
+          log.error(`Malformed frame from the scheduler: ${errorMessage(err)}`);
+          return;
+        }
+        for (const msg of messages) {
+          if (msg.op === "welcome" && !settled) {
+            this.#welcome(msg).then(() => {
+              settled = true;
+              resolveOpen();
+            }, (err) => {
+              settled = true;
+              rejectOpen(err);
+            });
+          } else this.#handle(msg);
+        }
+      };
+      socket.onerror = () => {};
+      socket.onclose = (event) => {
+        if (this.#socket === socket) this.#socket = null;
+        if (!settled) {
+          settled = true;
+          rejectOpen(new Error(event.reason || `connection closed (code ${event.code})`));
+        } else if (!this.#closing) this.#reconnect();
+      };
+    });
+  }
+
+  async #welcome(msg: Message): Promise<void> {
+    // Nanny plugins first, so the first worker starts with their environment and files.
+    for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
+      const error = await this.#addPlugin(spec, this.localDirectory, false);
+      if (error) log.error(error);
+    }
+    if (this.#child) this.#send({ op: "worker", worker: this.name, restarts: this.restarts });
+  }
+
+  async #reconnect(): Promise<void> {
+    log.warn("Lost the scheduler; reconnecting");
+    let delay = 200;
+    while (!this.#closing) {
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        await this.#open();
+        return;
+      } catch {
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  #send(msg: Message): void {
+    try {
+      if (this.#socket?.readyState === WebSocket.OPEN) this.#socket.send(encodeCbor([msg]));
+    } catch {
+      // reconnecting
+    }
+  }
+
+  #handle(msg: Message): void {
+    switch (msg.op) {
+      case "plugin-add":
+        this.#addPlugin(msg.spec as WirePluginSpec, this.localDirectory, true).then((error) => {
+          this.#send({ op: "reply", id: msg.id, error: error ?? undefined });
+        });
+        break;
+      case "plugin-remove":
+        this.plugins.remove(msg.name as string, (p) => p.teardown?.(this.api)).then(() => {
+          this.#send({ op: "reply", id: msg.id });
+        });
+        break;
+      case "restart-worker":
+        this.restartWorker(String(msg.reason ?? "restart requested")).then(
+          () => this.#send({ op: "reply", id: msg.id, pid: this.#child?.pid }),
+          (err) => this.#send({ op: "reply", id: msg.id, error: errorMessage(err) }),
+        );
+        break;
+      default:
+        log.warn(`Unknown message "${msg.op}" from the scheduler`);
+    }
+  }
+
+  /** Adds a plugin; returns an error message or null. Restarts the worker if the plugin asks. */
+  async #addPlugin(spec: WirePluginSpec, baseDir: string, mayRestart: boolean): Promise<string | null> {
+    try {
+      const loaded = await instantiatePlugin<NannyPlugin>(spec, {
+        baseDir,
+        moduleDir: join(this.localDirectory, "plugins"),
+        log: log.child(`plugin:${spec.name ?? spec.use}`),
+      });
+      const result = await this.plugins.add({ ...loaded, spec }, {
+        start: (p) => p.setup?.(this.api),
+        teardown: (p) => p.teardown?.(this.api),
+      });
+      if (result !== "kept" && mayRestart && loaded.plugin.restart && this.#child) {
+        await this.restartWorker(`plugin "${loaded.name}" asks for a restart`);
+      }
+      return null;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  // ---- the worker process --------------------------------------------------------------------
+
+  #workerCommand(): { command: string; args: string[] } {
+    const [command, ...lead] = runtime.selfCommand();
+    const o = this.#options;
+    const args = [...lead, "worker", o.scheduler, "--name", this.name, "--nthreads", String(o.nthreads),
+      "--host", o.host, "--port", String(o.port), "--local-directory", join(this.localDirectory, "worker"),
+      "--connect-timeout", String(Math.ceil(o.connectTimeoutMs / 1000))];
+    for (const p of o.preload) args.push("--preload", p);
+    for (const t of o.tasks) args.push("--tasks", t);
+    if (o.pluginsFile) args.push("--plugins", o.pluginsFile);
+    if (o.workerArgs.includes("--debug")) args.push("--debug");
+    return { command, args };
+  }
+
+  /** Starts the worker and resolves when it has registered (its ready line). */
+  #startWorker(): Promise<void> {
+    const { command, args } = this.#workerCommand();
+    const env: Record<string, string> = {
+      ...process.env as Record<string, string>,
+      ...this.env,
+      CLUSTER_NANNY: "1",
+      CLUSTER_WORKER_RESTARTS: String(this.restarts),
+    };
+    if (this.taskPaths.length > 0) env.CLUSTER_TASK_PATHS = this.taskPaths.join(delimiter);
+    const child = spawn(command, args, { env, stdio: ["pipe", "pipe", "inherit"] });
+    this.#child = child;
+    const startedAt = Date.now();
+    this.#childReady = new Promise<void>((resolveReady, rejectReady) => {
+      let buffer = "";
+      let ready = false;
+      child.stdout!.setEncoding("utf8");
+      child.stdout!.on("data", (chunk: string) => {
+        if (ready) return;
+        buffer += chunk;
+        if (/worker .* listening at /.test(buffer)) {
+          ready = true;
+          this.#startupFailures = 0;
+          this.#send({ op: "worker", worker: this.name, restarts: this.restarts, pid: child.pid });
+          resolveReady();
+        }
+      });
+      child.on("exit", (code, signal) => {
+        if (!ready) rejectReady(new Error(`Worker exited during start-up (${signal ?? `code ${code}`})`));
+        this.#onExit(child, code, signal, startedAt);
+      });
+      child.on("error", (err) => rejectReady(err));
+    });
+    this.#childReady.catch(() => {});
+    log.info(`Started worker process ${child.pid}`);
+    return this.#childReady;
+  }
+
+  #onExit(child: ChildProcess, code: number | null, signal: string | null, startedAt: number): void {
+    if (this.#child === child) this.#child = null;
+    if (this.#intentionalExit.has(child) || this.#closing) return;
+    log.warn(`Worker process ${child.pid} exited unexpectedly (${signal ?? `code ${code}`})`);
+    if (Date.now() - startedAt < startupWindowMs) this.#startupFailures++;
+    if (this.#startupFailures >= maxStartupFailures) {
+      log.error(`Worker keeps dying at start-up (${this.#startupFailures} times in a row); giving up`);
+      this.#send({ op: "event", topic: "log", msg: { level: "error", message: `nanny ${this.name} gave up restarting its worker` } });
+      this.close().then(() => process.exit(1));
+      return;
+    }
+    const delay = Math.min(100 * 2 ** this.#startupFailures, 5000);
+    this.#restartChain = this.#restartChain.then(async () => {
+      await new Promise((r) => setTimeout(r, delay));
+      if (this.#closing || this.#child) return;
+      this.restarts++;
+      await this.#startWorker().catch((err) => log.warn(errorMessage(err)));
+    });
+  }
+
+  async #checkMemory(): Promise<void> {
+    const child = this.#child;
+    const limit = this.#options.memoryLimit;
+    if (!child?.pid || !limit) return;
+    const rss = await processRss(child.pid);
+    if (rss > limit && this.#child === child && !this.#intentionalExit.has(child)) {
+      log.warn(`Worker process ${child.pid} uses ${formatBytes(rss)}, past its memory limit of ${formatBytes(limit)}: restarting it`);
+      this.#send({ op: "event", topic: "log", msg: { level: "warning", message: `worker ${this.name} exceeded its memory limit`, rss, limit } });
+      // Not intentional from the supervisor's view: the restart path handles it as a death.
+      child.kill("SIGKILL");
+    }
+  }
+
+  /** Stops the worker (gracefully, then killed after `timeoutMs`) and waits for its exit. */
+  async #stopWorker(timeoutMs = 10_000): Promise<void> {
+    const child = this.#child;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    this.#intentionalExit.add(child);
+    const exited = new Promise<void>((r) => child.once("exit", () => r()));
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => {
+      log.warn(`Worker process ${child.pid} did not exit in time; killing it`);
+      child.kill("SIGKILL");
+    }, timeoutMs);
+    await exited;
+    clearTimeout(timer);
+    if (this.#child === child) this.#child = null;
+  }
+
+  /** Restarts the worker process; resolves when the new one has registered. */
+  restartWorker(reason: string): Promise<void> {
+    const run = async () => {
+      if (this.#closing) return;
+      log.info(`Restarting the worker: ${reason}`);
+      await this.#stopWorker(5_000);
+      this.restarts++;
+      await this.#startWorker();
+    };
+    const next = this.#restartChain.then(run, run);
+    this.#restartChain = next.catch(() => {});
+    return next;
+  }
+
+  /** The worker's PID, or null. */
+  get workerPid(): number | null {
+    return this.#child?.pid ?? null;
+  }
+
+  /** Closes: the worker exits gracefully, nanny plugins tear down, the nanny leaves. */
+  close(): Promise<void> {
+    this.#closePromise ??= (async () => {
+      this.#closing = true;
+      if (this.#memoryTimer) clearInterval(this.#memoryTimer);
+      await this.#stopWorker();
+      await this.plugins.closeAll((p) => p.teardown?.(this.api));
+      try {
+        this.#socket?.close(1000, "nanny closing");
+      } catch {
+        // already closed
+      }
+      await this.#server?.stop();
+      log.info(`Nanny "${this.name}" closed`);
+      this.#resolveClosed();
+    })();
+    return this.#closePromise;
+  }
+}

@@ -1,0 +1,132 @@
+/**
+ * Turns a plugin spec (a plugins.toml entry, an API registration, or what the scheduler ships to
+ * workers) into a live plugin: a built-in by name, or a TypeScript/JavaScript module that
+ * default-exports a plugin (object, class or factory) or exports `clusterSetup`.
+ *
+ * @module
+ */
+import { createHash } from "node:crypto";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { basename, extname, isAbsolute, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { builtinPlugins } from "../../plugins/mod.ts";
+import { ConfigError, errorMessage } from "../errors.ts";
+import type { Logger, Plugin, PluginContext, PluginRole } from "./types.ts";
+
+/** A plugin spec as it travels: one plugins.toml entry, resolved. */
+export interface WirePluginSpec {
+  role: PluginRole;
+  use: string;
+  name?: string;
+  options: Record<string, unknown>;
+  /** The module's source text, for module plugins shipped to workers and nannies. */
+  source?: string;
+  /** The absolute module path where it was loaded from, when local. */
+  modulePath?: string;
+  /** Files sent with the registration (upload-file, upload-directory). */
+  files?: Record<string, Uint8Array>;
+}
+
+/** A plugin made from a spec. */
+export interface LoadedPlugin<P extends Plugin = Plugin> {
+  name: string;
+  plugin: P;
+  use: string;
+}
+
+/** Whether `use` names a module rather than a built-in. */
+export function isModuleUse(use: string): boolean {
+  return use.startsWith("./") || use.startsWith("../") || isAbsolute(use) || /\.(m?[jt]s|tsx?)$/.test(use);
+}
+
+/** Reads a module plugin's source so it can be shipped to workers. */
+export async function withSource(spec: WirePluginSpec, baseDir: string): Promise<WirePluginSpec> {
+  if (!isModuleUse(spec.use) || spec.source !== undefined) return spec;
+  const path = spec.modulePath ?? resolve(baseDir, spec.use);
+  let source: string;
+  try {
+    source = await readFile(path, "utf8");
+  } catch (err) {
+    throw new ConfigError(`Cannot load plugin "${spec.name ?? spec.use}": file "${path}" cannot be read: ${errorMessage(err)}`);
+  }
+  return { ...spec, modulePath: path, source };
+}
+
+function isClass(fn: unknown): boolean {
+  return typeof fn === "function" && /^class[\s{]/.test(Function.prototype.toString.call(fn));
+}
+
+/**
+ * Makes a plugin from a spec.
+ *
+ * @param spec what to load
+ * @param context where relative paths resolve, where shipped modules are written, the logger
+ */
+export async function instantiatePlugin<P extends Plugin = Plugin>(
+  spec: WirePluginSpec,
+  context: { baseDir: string; moduleDir: string; log: Logger },
+): Promise<LoadedPlugin<P>> {
+  const ctx: PluginContext = { role: spec.role, baseDir: context.baseDir, files: spec.files ?? {}, log: context.log };
+  if (!isModuleUse(spec.use)) {
+    const builtin = builtinPlugins[spec.use];
+    if (!builtin) {
+      throw new ConfigError(`Unknown built-in plugin "${spec.use}" (known: ${Object.keys(builtinPlugins).join(", ")})`);
+    }
+    if (builtin.role !== spec.role) {
+      throw new ConfigError(`Plugin "${spec.use}" is a ${builtin.role} plugin, not a ${spec.role} plugin`);
+    }
+    const plugin = await builtin.create(spec.options, ctx) as P;
+    return { name: spec.name ?? plugin.name ?? spec.use, plugin, use: spec.use };
+  }
+  let path: string;
+  if (spec.source !== undefined) {
+    const hash = createHash("sha256").update(spec.source).digest("hex").slice(0, 12);
+    const ext = extname(spec.use) || ".ts";
+    await mkdir(context.moduleDir, { recursive: true });
+    path = join(context.moduleDir, `${basename(spec.use, extname(spec.use))}-${hash}${ext}`);
+    await writeFile(path, spec.source);
+  } else {
+    path = spec.modulePath ?? resolve(context.baseDir, spec.use);
+  }
+  let mod: Record<string, unknown>;
+  try {
+    mod = await import(pathToFileURL(path).href);
+  } catch (err) {
+    throw new ConfigError(`Cannot load plugin module "${spec.use}": ${errorMessage(err)}`, { cause: err });
+  }
+  const defaultName = basename(spec.use, extname(spec.use));
+  const made = await fromModule(mod, spec, ctx);
+  if (!made) {
+    throw new ConfigError(`Plugin module "${spec.use}" exports no plugin: expected a default export or clusterSetup()`);
+  }
+  return { name: spec.name ?? made.name ?? defaultName, plugin: made as P, use: spec.use };
+}
+
+async function fromModule(mod: Record<string, unknown>, spec: WirePluginSpec, ctx: PluginContext): Promise<Plugin | null> {
+  const exported = mod.default;
+  if (typeof exported === "function") {
+    if (isClass(exported)) return new (exported as new (o: unknown, c: unknown) => Plugin)(spec.options, ctx);
+    return await (exported as (o: unknown, c: unknown) => Plugin | Promise<Plugin>)(spec.options, ctx);
+  }
+  if (exported && typeof exported === "object") return exported as Plugin;
+  const setup = mod.clusterSetup as ((server: unknown, options: unknown) => unknown) | undefined;
+  if (typeof setup !== "function") return null;
+  const teardown = mod.clusterTeardown as ((server: unknown) => unknown) | undefined;
+  let server: unknown;
+  if (spec.role === "scheduler") {
+    return {
+      start: (s: unknown) => {
+        server = s;
+        return setup(s, spec.options) as void;
+      },
+      close: () => teardown?.(server) as void,
+    };
+  }
+  return {
+    setup: (s: unknown) => {
+      server = s;
+      return setup(s, spec.options) as void;
+    },
+    teardown: () => teardown?.(server) as void,
+  };
+}

@@ -1,0 +1,88 @@
+/**
+ * What the registrant does before a plugin travels: a module plugin's source is read, and the
+ * files of `upload-file` and `upload-directory` are read from the registrant's disk, so that the
+ * receiving workers and nannies need no copy of anything.
+ *
+ * @module
+ */
+import { readdir, readFile, stat } from "node:fs/promises";
+import { basename, join, relative, resolve } from "node:path";
+import { ConfigError, errorMessage } from "../errors.ts";
+import { isModuleUse, type WirePluginSpec } from "./load.ts";
+
+/** Glob-ish match of `skip` patterns against a path inside the directory (`*`, `**`, `?`). */
+export function matchesSkip(path: string, patterns: string[]): boolean {
+  const parts = path.split("/");
+  for (const pattern of patterns) {
+    const re = new RegExp(
+      "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*\*/g, "\u0000").replace(/\*/g, "[^/]*")
+        .replace(/\?/g, "[^/]").replace(/\u0000/g, ".*") + "$",
+    );
+    if (re.test(path)) return true;
+    // A pattern without a slash matches any single path segment (like .gitignore).
+    if (!pattern.includes("/") && parts.some((p) => re.test(p))) return true;
+  }
+  return false;
+}
+
+async function readTree(root: string, skip: string[]): Promise<Record<string, Uint8Array>> {
+  const files: Record<string, Uint8Array> = {};
+  const walk = async (dir: string) => {
+    for (const entry of await readdir(dir, { withFileTypes: true })) {
+      const full = join(dir, entry.name);
+      const rel = relative(root, full).split("\\").join("/");
+      if (matchesSkip(rel, skip)) continue;
+      if (entry.isDirectory()) await walk(full);
+      else if (entry.isFile()) files[rel] = new Uint8Array(await readFile(full));
+    }
+  };
+  await walk(root);
+  return files;
+}
+
+/**
+ * Fills in `source` and `files` of a spec from the registrant's disk.
+ *
+ * @example
+ * ```ts
+ * const spec = await preparePluginFiles({ role: "worker", use: "upload-file", options: { path: "tasks.ts" } }, ".");
+ * ```
+ */
+export async function preparePluginFiles(
+  raw: { role: string; use: string; name?: string; options?: Record<string, unknown>; [k: string]: unknown },
+  baseDir: string,
+): Promise<WirePluginSpec> {
+  const { role, use, name, options: nested, source, files, modulePath: _m, ...rest } = raw;
+  const options = { ...(nested ?? {}), ...rest } as Record<string, unknown>;
+  const spec: WirePluginSpec = {
+    role: role as WirePluginSpec["role"],
+    use,
+    name,
+    options,
+    source: source as string | undefined,
+    files: (files as Record<string, Uint8Array> | undefined) ?? {},
+  };
+  if (name === undefined) delete spec.name;
+  try {
+    if (isModuleUse(use) && spec.source === undefined) {
+      const path = resolve(baseDir, use);
+      spec.source = await readFile(path, "utf8");
+      spec.modulePath = path;
+    }
+    if (use === "upload-file" && typeof options.path === "string" && Object.keys(spec.files!).length === 0) {
+      const path = resolve(baseDir, options.path);
+      spec.files = { [basename(path)]: new Uint8Array(await readFile(path)) };
+      options.path = basename(path);
+    }
+    if (use === "upload-directory" && typeof options.path === "string" && Object.keys(spec.files!).length === 0) {
+      const path = resolve(baseDir, options.path);
+      if (!(await stat(path)).isDirectory()) throw new Error(`"${path}" is not a directory`);
+      const skip = Array.isArray(options.skip) ? options.skip.map(String) : [];
+      spec.files = await readTree(path, skip);
+      options.path = basename(path);
+    }
+  } catch (err) {
+    throw new ConfigError(`Cannot prepare plugin "${name ?? use}": ${errorMessage(err)}`);
+  }
+  return spec;
+}

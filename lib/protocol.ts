@@ -1,0 +1,105 @@
+/**
+ * The wire format: every WebSocket frame between scheduler, workers, nannies and clients is one
+ * CBOR-encoded array of messages `{op, ...}`, so that many tasks travel in one frame.
+ * The message shapes are documented in docs/protocol.md.
+ *
+ * @module
+ */
+import { Encoder } from "cbor-x";
+
+/** The largest frame a server accepts (bytes). */
+export const maxFrameBytes = 256 * 1024 * 1024;
+
+/** Results at most this many bytes travel inline with messages and are kept by the scheduler. */
+export const inlineLimitBytes = 64 * 1024;
+
+/** The version of this program, reported by /health and --version. */
+export const version = "0.1.0";
+
+const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false });
+
+/** One protocol message. */
+export interface Message {
+  op: string;
+  [field: string]: unknown;
+}
+
+/**
+ * Encodes a value as CBOR. The result is a view on a shared buffer: send it as it is.
+ *
+ * @example
+ * ```ts
+ * socket.send(encodeCbor([{ op: "heartbeat" }]));
+ * ```
+ */
+export function encodeCbor(value: unknown): Uint8Array {
+  return encoder.encode(value);
+}
+
+/** Decodes one CBOR value; throws a `SyntaxError` on malformed input. */
+export function decodeCbor(data: Uint8Array | ArrayBuffer): unknown {
+  const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+  try {
+    return encoder.decode(bytes);
+  } catch (err) {
+    throw new SyntaxError(`Malformed CBOR: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
+/** Decodes a frame into its messages; throws a `TypeError` when it is not an array of `{op}`. */
+export function decodeFrame(data: unknown): Message[] {
+  let bytes: Uint8Array;
+  if (data instanceof Uint8Array) bytes = data;
+  else if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
+  else throw new TypeError("Expected a binary CBOR frame");
+  if (bytes.byteLength > maxFrameBytes) throw new RangeError(`Frame of ${bytes.byteLength} bytes is too large`);
+  const value = decodeCbor(bytes);
+  const messages = Array.isArray(value) ? value : [value];
+  for (const msg of messages) {
+    if (msg === null || typeof msg !== "object" || typeof (msg as Message).op !== "string") {
+      throw new TypeError("Expected messages of the form {op: string, ...}");
+    }
+  }
+  return messages as Message[];
+}
+
+/**
+ * Estimates the encoded size of a value, cheaply for primitives.
+ * Returns the size and, when it had to encode, the encoded bytes.
+ */
+export function sizeOf(value: unknown): number {
+  switch (typeof value) {
+    case "number":
+    case "boolean":
+    case "undefined":
+      return 8;
+    case "string":
+      return value.length + 1;
+    case "bigint":
+      return 16;
+    default:
+      if (value === null) return 1;
+      if (value instanceof Uint8Array) return value.byteLength;
+      try {
+        return encoder.encode(value).byteLength;
+      } catch {
+        return 0;
+      }
+  }
+}
+
+/** Compares two strings in constant time (for tokens). */
+export function timingSafeEqual(a: string, b: string): boolean {
+  const ab = new TextEncoder().encode(a);
+  const bb = new TextEncoder().encode(b);
+  let diff = ab.length ^ bb.length;
+  const n = Math.max(ab.length, bb.length);
+  for (let i = 0; i < n; i++) diff |= (ab[i % (ab.length || 1)] ?? 0) ^ (bb[i % (bb.length || 1)] ?? 0);
+  return diff === 0;
+}
+
+/** Reads the cluster token from `CLUSTER_TOKEN` (already resolved from `--token-file`). */
+export function clusterToken(): string | undefined {
+  const token = process.env.CLUSTER_TOKEN;
+  return token ? token.trim() : undefined;
+}

@@ -1,0 +1,51 @@
+/**
+ * The Bun runtime adapter: `Bun.serve` with Hono's Bun WebSocket helper.
+ *
+ * @module
+ */
+import { upgradeWebSocket, websocket } from "hono/bun";
+import type { Runtime } from "./types.ts";
+import { maxFrameBytes } from "../protocol.ts";
+
+declare const Bun: {
+  serve(options: Record<string, unknown>): {
+    port: number;
+    hostname: string;
+    stop(closeActive?: boolean): Promise<void> | void;
+  };
+  main: string;
+  argv: string[];
+};
+
+/** Bun's adapter. */
+export const bunRuntime: Runtime = {
+  name: "bun",
+  serve(app, { hostname, port }) {
+    const server = Bun.serve({
+      hostname,
+      port,
+      fetch: app.fetch,
+      websocket: { ...websocket, maxPayloadLength: maxFrameBytes, idleTimeout: 0, backpressureLimit: 64 * 1024 * 1024 },
+      development: false,
+    });
+    return Promise.resolve({
+      hostname: server.hostname,
+      port: server.port,
+      stop: async () => {
+        await server.stop(true);
+      },
+    });
+  },
+  upgradeWebSocket,
+  bufferedAmount(ws) {
+    const raw = ws.raw as { getBufferedAmount?: () => number } | undefined;
+    return raw?.getBufferedAmount?.() ?? 0;
+  },
+  prepareSocket() {},
+  selfCommand() {
+    // In a compiled binary Bun.main is a virtual path under /$bunfs; the binary is the command.
+    const main = Bun.main;
+    if (main.startsWith("/$bunfs") || main.startsWith("B:/~BUN")) return [process.execPath];
+    return [process.execPath, main];
+  },
+};

@@ -1,0 +1,43 @@
+/**
+ * The Deno runtime adapter: `Deno.serve` with Hono's Deno WebSocket helper.
+ *
+ * @module
+ */
+import { upgradeWebSocket } from "hono/deno";
+import type { Runtime } from "./types.ts";
+import { fileURLToPath } from "node:url";
+
+declare const Deno: {
+  serve(
+    options: { hostname: string; port: number; onListen?: (addr: { hostname: string; port: number }) => void },
+    handler: (req: Request, info: unknown) => Response | Promise<Response>,
+  ): { addr: { hostname: string; port: number }; shutdown(): Promise<void>; finished: Promise<void> };
+  execPath(): string;
+  mainModule: string;
+};
+
+/** Deno's adapter. */
+export const denoRuntime: Runtime = {
+  name: "deno",
+  serve(app, { hostname, port }) {
+    const server = Deno.serve({ hostname, port, onListen: () => {} }, (req, info) => app.fetch(req, info));
+    return Promise.resolve({
+      hostname: server.addr.hostname,
+      port: server.addr.port,
+      stop: async () => {
+        await server.shutdown();
+      },
+    });
+  },
+  upgradeWebSocket,
+  bufferedAmount(ws) {
+    return (ws.raw as WebSocket | undefined)?.bufferedAmount ?? 0;
+  },
+  prepareSocket(ws) {
+    const raw = ws.raw as WebSocket | undefined;
+    if (raw) raw.binaryType = "arraybuffer";
+  },
+  selfCommand() {
+    return [Deno.execPath(), "run", "-A", fileURLToPath(Deno.mainModule)];
+  },
+};

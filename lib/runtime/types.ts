@@ -1,0 +1,32 @@
+/**
+ * The one interface behind which Bun and Deno differ: serving HTTP with WebSockets, and
+ * re-running this program as a child process. Everything else uses web standards and `node:`
+ * built-ins that both runtimes have.
+ *
+ * @module
+ */
+import type { Hono } from "hono";
+import type { UpgradeWebSocket, WSContext } from "hono/ws";
+
+/** A running HTTP server. */
+export interface RunningServer {
+  readonly hostname: string;
+  readonly port: number;
+  /** Stops accepting connections and closes open ones. */
+  stop(): Promise<void>;
+}
+
+/** What differs between runtimes. */
+export interface Runtime {
+  readonly name: "bun" | "deno";
+  /** Serves a Hono app, WebSockets included. `port: 0` takes a free port. */
+  serve(app: Hono, options: { hostname: string; port: number }): Promise<RunningServer>;
+  /** Hono's WebSocket upgrade helper for this runtime. */
+  readonly upgradeWebSocket: UpgradeWebSocket;
+  /** Bytes queued on a server-side WebSocket and not yet sent. */
+  bufferedAmount(ws: WSContext): number;
+  /** Prepares a freshly opened server-side WebSocket (binary frames as ArrayBuffer). */
+  prepareSocket(ws: WSContext): void;
+  /** The command (executable and leading arguments) that runs this CLI again. */
+  selfCommand(): string[];
+}

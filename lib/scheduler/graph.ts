@@ -1,0 +1,158 @@
+/**
+ * Validation of submitted task graphs: shape, duplicate keys, unknown refs, cycles and unknown
+ * functions are rejected as a whole before anything is applied.
+ *
+ * @module
+ */
+import { builtins } from "../worker/builtins.ts";
+
+/** One task as submitted. */
+export interface TaskSpec {
+  key: string;
+  fn: string;
+  args: unknown[];
+  retries: number;
+  annotations: Record<string, unknown>;
+}
+
+/** A validated graph. `deps` lists each task's referenced keys. */
+export interface ValidGraph {
+  tasks: TaskSpec[];
+  keys: string[];
+  deps: Map<string, string[]>;
+  /** Task keys in dependency order (dependencies first, depth-first from the wanted keys). */
+  order: string[];
+}
+
+/** A graph that cannot be accepted; answered with 400. */
+export class GraphError extends Error {
+  override name = "GraphError";
+  readonly code = "E_GRAPH";
+}
+
+/** Names of the built-in task functions (`builtin.NAME`). */
+export const builtinNames: ReadonlySet<string> = new Set(Object.keys(builtins));
+
+/** Collects the keys referenced by `{"$ref": KEY}` anywhere inside a value. */
+export function collectRefs(value: unknown, out: string[]): void {
+  if (value === null || typeof value !== "object") return;
+  if (Array.isArray(value)) {
+    for (const item of value) if (item !== null && typeof item === "object") collectRefs(item, out);
+    return;
+  }
+  const ref = (value as { $ref?: unknown }).$ref;
+  if (ref !== undefined) {
+    if (typeof ref !== "string") throw new GraphError(`"$ref" must be a string, got ${JSON.stringify(ref)}`);
+    out.push(ref);
+    return;
+  }
+  for (const item of Object.values(value)) if (item !== null && typeof item === "object") collectRefs(item, out);
+}
+
+/**
+ * Validates a submitted graph against the keys the scheduler already has.
+ *
+ * @param graph the decoded JSON or CBOR body
+ * @param options.existing whether a key already exists at the scheduler
+ * @param options.knownModules task modules some worker has; `null` when unknown (no workers)
+ */
+export function validateGraph(
+  graph: unknown,
+  options: { existing: (key: string) => boolean; knownModules: ReadonlySet<string> | null },
+): ValidGraph {
+  if (graph === null || typeof graph !== "object" || Array.isArray(graph)) {
+    throw new GraphError("A graph must be an object with \"tasks\" and \"keys\"");
+  }
+  const { tasks: rawTasks, keys: rawKeys } = graph as { tasks?: unknown; keys?: unknown };
+  if (!Array.isArray(rawTasks)) throw new GraphError("\"tasks\" must be an array");
+  const tasks: TaskSpec[] = [];
+  const deps = new Map<string, string[]>();
+  const byKey = new Map<string, TaskSpec>();
+  for (let i = 0; i < rawTasks.length; i++) {
+    const raw = rawTasks[i] as Record<string, unknown> | null;
+    if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
+      throw new GraphError(`Task #${i} must be an object`);
+    }
+    const key = raw.key;
+    if (typeof key !== "string" || key === "") throw new GraphError(`Task #${i} needs a non-empty string "key"`);
+    if (byKey.has(key)) throw new GraphError(`Duplicate task key "${key}"`);
+    const fn = raw.fn;
+    if (typeof fn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
+    const dot = fn.indexOf(".");
+    if (dot <= 0 || dot === fn.length - 1) throw new GraphError(`Task "${key}" has an invalid fn "${fn}": expected MODULE.NAME`);
+    const prefix = fn.slice(0, dot);
+    if (prefix === "builtin") {
+      if (!builtinNames.has(fn.slice(dot + 1))) throw new GraphError(`Task "${key}" uses an unknown built-in "${fn}"`);
+    } else if (options.knownModules && !options.knownModules.has(prefix)) {
+      throw new GraphError(`Task "${key}" uses an unknown fn prefix "${prefix}" in "${fn}"`);
+    }
+    const args = raw.args === undefined ? [] : raw.args;
+    if (!Array.isArray(args)) throw new GraphError(`Task "${key}": "args" must be an array`);
+    const retries = raw.retries === undefined ? 0 : raw.retries;
+    if (typeof retries !== "number" || !Number.isInteger(retries) || retries < 0) {
+      throw new GraphError(`Task "${key}": "retries" must be a non-negative integer`);
+    }
+    const annotations = raw.annotations === undefined ? {} : raw.annotations;
+    if (annotations === null || typeof annotations !== "object" || Array.isArray(annotations)) {
+      throw new GraphError(`Task "${key}": "annotations" must be an object`);
+    }
+    const refs: string[] = [];
+    try {
+      collectRefs(args, refs);
+    } catch (err) {
+      throw new GraphError(`Task "${key}": ${(err as Error).message}`);
+    }
+    const task: TaskSpec = { key, fn, args, retries, annotations: annotations as Record<string, unknown> };
+    tasks.push(task);
+    byKey.set(key, task);
+    deps.set(key, refs.length > 1 ? [...new Set(refs)] : refs);
+  }
+  for (const [key, refs] of deps) {
+    for (const ref of refs) {
+      if (!byKey.has(ref) && !options.existing(ref)) throw new GraphError(`Task "${key}" refers to unknown key "${ref}"`);
+      if (ref === key) throw new GraphError(`Task "${key}" depends on itself`);
+    }
+  }
+  const keys = rawKeys === undefined ? tasks.map((t) => t.key) : rawKeys;
+  if (!Array.isArray(keys)) throw new GraphError("\"keys\" must be an array of task keys");
+  for (const key of keys) {
+    if (typeof key !== "string") throw new GraphError(`"keys" holds a non-string ${JSON.stringify(key)}`);
+    if (!byKey.has(key) && !options.existing(key)) throw new GraphError(`Wanted key "${key}" is not in the graph`);
+  }
+  return { tasks, keys: keys as string[], deps, order: orderTasks(tasks, deps, keys as string[]) };
+}
+
+/**
+ * Orders the new tasks depth-first from the wanted keys, dependencies before dependents, and
+ * detects cycles. Tasks not reachable from a wanted key follow in submission order.
+ */
+function orderTasks(tasks: TaskSpec[], deps: Map<string, string[]>, keys: string[]): string[] {
+  // 0 = unseen, 1 = on the stack, 2 = done
+  const mark = new Map<string, number>();
+  const order: string[] = [];
+  const visit = (root: string) => {
+    if (mark.get(root) === 2 || !deps.has(root)) return;
+    const stack: Array<[string, number]> = [[root, 0]];
+    mark.set(root, 1);
+    while (stack.length > 0) {
+      const top = stack[stack.length - 1];
+      const refs = deps.get(top[0])!;
+      if (top[1] < refs.length) {
+        const next = refs[top[1]++];
+        if (!deps.has(next)) continue; // an existing task
+        const m = mark.get(next);
+        if (m === 1) throw new GraphError(`Cycle in the graph through key "${next}"`);
+        if (m === 2) continue;
+        mark.set(next, 1);
+        stack.push([next, 0]);
+      } else {
+        mark.set(top[0], 2);
+        order.push(top[0]);
+        stack.pop();
+      }
+    }
+  };
+  for (const key of keys) visit(key);
+  for (const task of tasks) visit(task.key);
+  return order;
+}

@@ -1,0 +1,630 @@
+/**
+ * The worker process: one WebSocket out to the scheduler, a small HTTP server for peers' data
+ * requests, task execution with up to `nthreads` tasks in flight, worker plugins, and
+ * reconnection. The task bookkeeping lives in state.ts.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import { mkdir, readdir } from "node:fs/promises";
+import { hostname, tmpdir } from "node:os";
+import { basename, delimiter, extname, join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { errorMessage } from "../errors.ts";
+import { createLogger } from "../log.ts";
+import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { PluginManager } from "../plugins/manager.ts";
+import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
+import {
+  clusterToken,
+  decodeCbor,
+  decodeFrame,
+  encodeCbor,
+  inlineLimitBytes,
+  type Message,
+  sizeOf,
+  timingSafeEqual,
+  version,
+} from "../protocol.ts";
+import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { builtins, type TaskFunction } from "./builtins.ts";
+import { type ComputeMessage, type FetchState, type WorkerTask, WorkerStateMachine } from "./state.ts";
+
+/** Options of `cluster worker`. */
+export interface WorkerOptions {
+  scheduler: string;
+  /** @default `${hostname}-${pid}` */
+  name?: string;
+  /** @default 1 */
+  nthreads?: number;
+  /** @default "127.0.0.1" */
+  host?: string;
+  /** @default 0 */
+  port?: number;
+  /** The worker's own plugins (plugins.toml `[worker]`). */
+  plugins?: WirePluginSpec[];
+  preload?: string[];
+  /** Task modules (`--tasks`). */
+  tasks?: string[];
+  localDirectory?: string;
+  /** Started by a nanny. */
+  nanny?: boolean;
+  /** How long to keep trying to reach the scheduler at start-up. @default 10000 */
+  connectTimeoutMs?: number;
+  baseDir?: string;
+}
+
+const log = createLogger("worker");
+
+/** A task's own time budget per tick before the event loop gets a turn (ms). */
+const tickBudgetMs = 8;
+
+/**
+ * A running worker.
+ *
+ * @example
+ * ```ts
+ * const worker = await Worker.start({ scheduler: "http://127.0.0.1:8786" });
+ * await worker.close();
+ * ```
+ */
+export class Worker {
+  readonly name: string;
+  readonly nthreads: number;
+  address = "";
+  localDirectory = "";
+  readonly state: WorkerStateMachine;
+  readonly plugins: PluginManager<WorkerPlugin>;
+  readonly api: WorkerApi;
+  #options: WorkerOptions;
+  #socket: WebSocket | null = null;
+  #server: RunningServer | null = null;
+  #outbox: Message[] = [];
+  #flushScheduled = false;
+  #ready: WorkerTask[] = [];
+  #readyHead = 0;
+  #executing = 0;
+  #pumpScheduled = false;
+  #functions = new Map<string, TaskFunction>();
+  #modules = new Map<string, string>();
+  #executors = new Map<string, Executor>();
+  #heartbeat: ReturnType<typeof setInterval> | null = null;
+  #closing: Promise<void> | null = null;
+  #closed = false;
+  #registered = false;
+  #requestId = 0;
+  #relays = new Map<number, (data: Record<string, unknown>) => void>();
+  #token = clusterToken();
+  #pendingLocal: WirePluginSpec[] = [];
+  #connectedOnce = false;
+  #onClosed: Array<() => void> = [];
+  #resolveClosed!: () => void;
+  /** Resolves when the worker has closed (signal, or the scheduler asked). */
+  readonly closed: Promise<void> = new Promise((r) => (this.#resolveClosed = r));
+
+  private constructor(options: WorkerOptions) {
+    this.#options = options;
+    this.name = options.name ?? `${hostname()}-${process.pid}`;
+    this.nthreads = Math.max(1, Math.floor(options.nthreads ?? 1));
+    this.state = new WorkerStateMachine({
+      onTransition: (key, start, finish, info) => this.plugins.callSync("transition", key, start, finish, info),
+      fetch: (deps) => this.#fetch(deps),
+      ready: (task) => this.#enqueue(task),
+      missingData: (task, dep) => this.#send({ op: "missing-data", key: task.key, dep }),
+    });
+    this.plugins = new PluginManager<WorkerPlugin>((name, hook, err) => {
+      log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
+      this.#send({ op: "plugin-error", plugin: name, hook, error: errorMessage(err) });
+    });
+    for (const [name, fn] of Object.entries(builtins)) this.#functions.set(`builtin.${name}`, fn);
+    const self = this;
+    this.api = {
+      role: "worker",
+      get name() {
+        return self.name;
+      },
+      get address() {
+        return self.address;
+      },
+      data: this.state.data,
+      get localDirectory() {
+        return self.localDirectory;
+      },
+      logEvent: (topic, msg) => this.#send({ op: "event", topic, msg }),
+      loadTaskModule: (path) => this.loadTaskModule(path),
+      addExecutor: (name, executor) => {
+        this.#executors.set(name, executor);
+      },
+      log: log.child("plugin"),
+    };
+  }
+
+  /** Starts a worker: data server, local plugins, task modules, then registration. */
+  static async start(options: WorkerOptions): Promise<Worker> {
+    const worker = new Worker(options);
+    await worker.#start();
+    return worker;
+  }
+
+  async #start(): Promise<void> {
+    const opts = this.#options;
+    this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
+    await mkdir(this.localDirectory, { recursive: true });
+    this.#server = await runtime.serve(this.#routes(), { hostname: opts.host ?? "127.0.0.1", port: opts.port ?? 0 });
+    const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
+    this.address = `http://${host}:${this.#server.port}`;
+    for (const path of opts.tasks ?? []) await this.loadTaskModule(path);
+    // Directories a nanny plugin (upload-directory with updatePath) made importable.
+    for (const dir of (process.env.CLUSTER_TASK_PATHS ?? "").split(delimiter).filter(Boolean)) {
+      for (const file of await readdir(dir).catch(() => [] as string[])) {
+        if (/\.(m?[jt]s)$/.test(file) && !file.endsWith(".d.ts")) await this.loadTaskModule(join(dir, file));
+      }
+    }
+    if (opts.nanny) {
+      // Our nanny holds our stdin: when it is gone, so are we.
+      process.stdin.on("end", () => this.close().then(() => process.exit(0)));
+      process.stdin.on("error", () => {});
+      process.stdin.resume();
+    }
+    this.#pendingLocal = [...(opts.plugins ?? [])];
+    for (const path of opts.preload ?? []) this.#pendingLocal.push({ role: "worker", use: resolve(path), options: {} });
+    // Local plugins are set up once, before the first registration; a failing one stops the start.
+    for (const spec of this.#pendingLocal) {
+      const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd());
+      if (error) {
+        await this.#server.stop();
+        throw new Error(error);
+      }
+    }
+    await this.#connect(opts.connectTimeoutMs ?? 10_000);
+    this.#heartbeat = setInterval(() => {
+      this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, executing: this.#executing, ready: this.#ready.length - this.#readyHead });
+    }, 1000);
+  }
+
+  /** Loads a module whose exports become the task functions `MODULE.EXPORT`; returns MODULE. */
+  async loadTaskModule(path: string): Promise<string> {
+    const abs = resolve(path);
+    const name = basename(abs, extname(abs));
+    const mod = await import(pathToFileURL(abs).href) as Record<string, unknown>;
+    let count = 0;
+    for (const [exportName, value] of Object.entries(mod)) {
+      if (typeof value === "function") {
+        this.#functions.set(`${name}.${exportName}`, value as TaskFunction);
+        count++;
+      }
+    }
+    if (count === 0) throw new Error(`Task module "${path}" exports no functions`);
+    this.#modules.set(name, abs);
+    if (this.#registered) this.#send({ op: "modules", modules: [name] });
+    log.info(`Loaded task module "${name}" (${count} functions)`);
+    return name;
+  }
+
+  // ---- connection ----------------------------------------------------------------------------
+
+  #wsUrl(): string {
+    const url = new URL("/api/v1/worker", this.#options.scheduler);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    if (this.#token) url.searchParams.set("token", this.#token);
+    return url.href;
+  }
+
+  /** Connects and registers; retries until `timeoutMs` (then throws). */
+  async #connect(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    let delay = 100;
+    let lastError = "";
+    while (!this.#closed) {
+      try {
+        await this.#open();
+        return;
+      } catch (err) {
+        lastError = errorMessage(err);
+        if (Date.now() + delay > deadline) break;
+        await new Promise((r) => setTimeout(r, delay));
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${lastError}`);
+  }
+
+  #open(): Promise<void> {
+    return new Promise((resolveOpen, rejectOpen) => {
+      const socket = new WebSocket(this.#wsUrl());
+      socket.binaryType = "arraybuffer";
+      let settled = false;
+      socket.onopen = () => {
+        this.#socket = socket;
+        socket.send(encodeCbor([{
+          op: "register",
+          name: this.name,
+          nthreads: this.nthreads,
+          address: this.address,
+          nanny: !!this.#options.nanny,
+          pid: process.pid,
+          modules: [...this.#modules.keys()],
+          restarts: Number(process.env.CLUSTER_WORKER_RESTARTS ?? 0),
+          version,
+        }]));
+      };
+      socket.onmessage = (event) => {
+        let messages: Message[];
+        try {
+          messages = decodeFrame(event.data);
+        } catch (err) {
+          log.error(`Malformed frame from the scheduler: ${errorMessage(err)}`);
+          return;
+        }
+        for (const msg of messages) {
+          if (msg.op === "welcome") {
+            this.#welcome(msg).then(() => {
+              settled = true;
+              resolveOpen();
+            }, (err) => {
+              settled = true;
+              rejectOpen(err);
+            });
+            continue;
+          }
+          this.#handle(msg);
+        }
+      };
+      socket.onerror = () => {};
+      socket.onclose = (event) => {
+        if (this.#socket === socket) this.#socket = null;
+        this.#registered = false;
+        if (!settled) {
+          settled = true;
+          rejectOpen(new Error(event.reason || `connection closed (code ${event.code})`));
+          return;
+        }
+        if (!this.#closed) this.#reconnect(event.reason || `code ${event.code}`);
+      };
+    });
+  }
+
+  async #welcome(msg: Message): Promise<void> {
+    // Plugins registered at the scheduler: set up before this worker accepts any task.
+    for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
+      const error = await this.#addPlugin(spec, this.localDirectory);
+      if (error) log.error(error);
+    }
+    this.#registered = true;
+    this.#connectedOnce = true;
+    this.#send({ op: "ready" });
+    this.#flush();
+    log.info(`Registered with the scheduler at ${this.#options.scheduler} as "${this.name}"`);
+  }
+
+  async #reconnect(reason: string): Promise<void> {
+    log.warn(`Lost the scheduler (${reason}); reconnecting`);
+    this.state.reset();
+    this.#ready = [];
+    this.#readyHead = 0;
+    this.#outbox = [];
+    let delay = 200;
+    while (!this.#closed) {
+      await new Promise((r) => setTimeout(r, delay));
+      try {
+        await this.#open();
+        return;
+      } catch (err) {
+        log.debug(`Reconnect failed: ${errorMessage(err)}`);
+        delay = Math.min(delay * 2, 5000);
+      }
+    }
+  }
+
+  #send(msg: Message): void {
+    this.#outbox.push(msg);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setTimeout(() => this.#flush(), 0);
+    }
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#outbox.length === 0 || !this.#socket || this.#socket.readyState !== WebSocket.OPEN) return;
+    const box = this.#outbox;
+    this.#outbox = [];
+    this.#socket.send(encodeCbor(box));
+  }
+
+  #handle(msg: Message): void {
+    switch (msg.op) {
+      case "compute":
+        this.state.compute(msg as unknown as ComputeMessage);
+        break;
+      case "free":
+        this.state.free(msg.keys as string[]);
+        break;
+      case "get-data": {
+        const data: Record<string, unknown> = {};
+        for (const key of msg.keys as string[]) if (this.state.data.has(key)) data[key] = this.state.data.get(key);
+        this.#send({ op: "data", id: msg.id, data });
+        break;
+      }
+      case "relayed": {
+        const cb = this.#relays.get(msg.id as number);
+        this.#relays.delete(msg.id as number);
+        cb?.(msg.data as Record<string, unknown>);
+        break;
+      }
+      case "plugin-add":
+        this.#addPlugin(msg.spec as WirePluginSpec, this.localDirectory).then((error) => {
+          this.#send({ op: "ack", id: msg.id, error: error ?? undefined });
+        });
+        break;
+      case "plugin-remove":
+        this.plugins.remove(msg.name as string, (p) => p.teardown?.(this.api)).then(() => {
+          this.state.hasTransitionHook = this.plugins.has("transition");
+          this.#send({ op: "ack", id: msg.id });
+        });
+        break;
+      case "close":
+        log.info(`The scheduler asks to close: ${msg.reason ?? ""}`);
+        this.close();
+        break;
+      default:
+        log.warn(`Unknown message "${msg.op}" from the scheduler`);
+    }
+  }
+
+  /** Adds a plugin; returns an error message or null. Same name replaces (teardown first). */
+  async #addPlugin(spec: WirePluginSpec, baseDir: string): Promise<string | null> {
+    try {
+      const loaded = await instantiatePlugin<WorkerPlugin>(spec, {
+        baseDir,
+        moduleDir: join(this.localDirectory, "plugins"),
+        log: log.child(`plugin:${spec.name ?? spec.use}`),
+      });
+      await this.plugins.add({ ...loaded, spec }, {
+        start: (p) => p.setup?.(this.api),
+        teardown: (p) => p.teardown?.(this.api),
+      });
+      this.state.hasTransitionHook = this.plugins.has("transition");
+      return null;
+    } catch (err) {
+      return errorMessage(err);
+    }
+  }
+
+  // ---- execution -----------------------------------------------------------------------------
+
+  #enqueue(task: WorkerTask): void {
+    this.#ready.push(task);
+    this.#schedulePump();
+  }
+
+  #schedulePump(): void {
+    if (this.#pumpScheduled) return;
+    this.#pumpScheduled = true;
+    queueMicrotask(() => this.#pump());
+  }
+
+  #pump(): void {
+    this.#pumpScheduled = false;
+    const started = performance.now();
+    while (this.#executing < this.nthreads && this.#readyHead < this.#ready.length) {
+      const task = this.#ready[this.#readyHead++];
+      if (task.state !== "ready" || this.state.tasks.get(task.key) !== task) continue;
+      this.#run(task);
+      if (performance.now() - started > tickBudgetMs) {
+        // Let the network in: send what is done, take new messages.
+        this.#pumpScheduled = true;
+        setTimeout(() => {
+          this.#pumpScheduled = false;
+          this.#pump();
+        }, 0);
+        break;
+      }
+    }
+    if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
+      this.#ready = this.#ready.slice(this.#readyHead);
+      this.#readyHead = 0;
+    }
+  }
+
+  #run(task: WorkerTask): void {
+    this.state.startExecuting(task);
+    this.#executing++;
+    const start = performance.now();
+    let result: unknown;
+    try {
+      const args = task.depValues ? resolveRefs(task.args, task.depValues) as unknown[] : task.args;
+      const executor = task.annotations?.executor;
+      if (typeof executor === "string" && executor !== "default") {
+        const ex = this.#executors.get(executor);
+        if (!ex) throw new Error(`Unknown executor "${executor}" (add one with the process-pool plugin)`);
+        result = ex.run(task.fn, args, { modules: [...this.#modules.values()] });
+      } else {
+        const fn = this.#functions.get(task.fn);
+        if (!fn) throw new Error(`Unknown task function "${task.fn}" on worker "${this.name}"`);
+        result = (fn as (...a: unknown[]) => unknown)(...args);
+      }
+    } catch (err) {
+      this.#failed(task, err, start);
+      return;
+    }
+    if (result instanceof Promise || (result !== null && typeof result === "object" && typeof (result as PromiseLike<unknown>).then === "function")) {
+      (result as Promise<unknown>).then((value) => this.#succeeded(task, value, start), (err) => this.#failed(task, err, start));
+    } else {
+      this.#succeeded(task, result, start);
+    }
+  }
+
+  #succeeded(task: WorkerTask, value: unknown, start: number): void {
+    this.#executing--;
+    const duration = (performance.now() - start) / 1000;
+    if (value === undefined) value = null;
+    const nbytes = sizeOf(value);
+    if (this.state.finished(task, value, nbytes)) {
+      if (nbytes <= inlineLimitBytes) this.#send({ op: "done", key: task.key, nbytes, value, hasValue: true, duration, stimulusId: `task-finished-${task.key}` });
+      else this.#send({ op: "done", key: task.key, nbytes, duration, stimulusId: `task-finished-${task.key}` });
+    }
+    if (this.#readyHead < this.#ready.length) this.#schedulePump();
+    else this.#checkIdle();
+  }
+
+  #failed(task: WorkerTask, err: unknown, start: number): void {
+    this.#executing--;
+    const duration = (performance.now() - start) / 1000;
+    const exception = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
+    const traceback = err instanceof Error ? err.stack ?? "" : "";
+    if (this.state.erred(task, exception, traceback)) {
+      this.#send({ op: "erred", key: task.key, exception, traceback, duration, stimulusId: `task-erred-${task.key}` });
+    }
+    if (this.#readyHead < this.#ready.length) this.#schedulePump();
+    else this.#checkIdle();
+  }
+
+  #checkIdle(): void {
+    if (this.#executing === 0) for (const cb of this.#onClosed.splice(0)) cb();
+  }
+
+  // ---- data transfer -------------------------------------------------------------------------
+
+  async #fetch(deps: FetchState[]): Promise<void> {
+    // Group by first holder; each group is one request.
+    const groups = new Map<string, FetchState[]>();
+    for (const fs of deps) {
+      const who = fs.who[0] ?? "";
+      let list = groups.get(who);
+      if (!list) groups.set(who, list = []);
+      list.push(fs);
+    }
+    await Promise.all([...groups].map(async ([who, list]) => {
+      const keys = list.map((fs) => fs.key);
+      let data: Record<string, unknown> = {};
+      if (who) {
+        try {
+          data = await this.#fetchFromPeer(who, keys);
+        } catch (err) {
+          log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
+        }
+      }
+      const missing = keys.filter((k) => !(k in data));
+      if (missing.length > 0) Object.assign(data, await this.#relay(missing));
+      const results = new Map<string, unknown>();
+      const failed: string[] = [];
+      for (const key of keys) {
+        if (key in data) results.set(key, data[key]);
+        else failed.push(key);
+      }
+      this.state.fetched(results, failed);
+    }));
+  }
+
+  async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
+    const headers: Record<string, string> = { "content-type": "application/cbor" };
+    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    const res = await fetch(new URL("/api/v1/data", address), {
+      method: "POST",
+      headers,
+      body: encodeCbor({ keys }),
+      signal: AbortSignal.timeout(10_000),
+    });
+    if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    const body = decodeCbor(new Uint8Array(await res.arrayBuffer())) as { data: Record<string, unknown> };
+    return body.data;
+  }
+
+  #relay(keys: string[]): Promise<Record<string, unknown>> {
+    const id = ++this.#requestId;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.#relays.delete(id);
+        resolve({});
+      }, 30_000);
+      this.#relays.set(id, (data) => {
+        clearTimeout(timer);
+        resolve(data);
+      });
+      this.#send({ op: "relay", id, keys });
+    });
+  }
+
+  #routes(): Hono {
+    const app = new Hono();
+    app.get("/health", (c) => c.json({ status: "ok", role: "worker", version, name: this.name }));
+    app.post("/api/v1/data", async (c) => {
+      if (this.#token) {
+        const header = c.req.header("authorization") ?? "";
+        if (!header.startsWith("Bearer ") || !timingSafeEqual(header.slice(7), this.#token)) {
+          return c.json({ error: "Unauthorized" }, 401);
+        }
+      }
+      let keys: string[];
+      try {
+        keys = (decodeCbor(new Uint8Array(await c.req.arrayBuffer())) as { keys: string[] }).keys;
+        if (!Array.isArray(keys)) throw new TypeError("keys must be an array");
+      } catch (err) {
+        return c.json({ error: errorMessage(err) }, 400);
+      }
+      const data: Record<string, unknown> = {};
+      for (const key of keys) if (this.state.data.has(key)) data[key] = this.state.data.get(key);
+      return c.body(encodeCbor({ data }) as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/cbor" });
+    });
+    return app;
+  }
+
+  // ---- close ---------------------------------------------------------------------------------
+
+  /** Closes gracefully: running tasks finish (bounded), plugins tear down, the socket closes. */
+  close(timeoutMs = 10_000): Promise<void> {
+    this.#closing ??= this.#close(timeoutMs);
+    return this.#closing;
+  }
+
+  async #close(timeoutMs: number): Promise<void> {
+    this.#closed = true;
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    // Hand back queued work: the scheduler reschedules what we do not finish.
+    this.#ready = [];
+    this.#readyHead = 0;
+    if (this.#executing > 0) {
+      await Promise.race([
+        new Promise<void>((r) => this.#onClosed.push(r)),
+        new Promise((r) => setTimeout(r, timeoutMs)),
+      ]);
+    }
+    this.#flush();
+    await this.plugins.closeAll((p) => p.teardown?.(this.api));
+    this.#flush();
+    for (const ex of this.#executors.values()) await ex.close().catch(() => {});
+    try {
+      this.#socket?.close(1000, "worker closing");
+    } catch {
+      // already closed
+    }
+    await this.#server?.stop();
+    log.info(`Worker "${this.name}" closed`);
+    this.#resolveClosed();
+  }
+
+  /** Whether the worker has registered at least once. */
+  get connected(): boolean {
+    return this.#connectedOnce;
+  }
+}
+
+/** Replaces `{"$ref": KEY}` inside a value by the dependency's result. */
+export function resolveRefs(value: unknown, deps: Map<string, unknown>): unknown {
+  if (value === null || typeof value !== "object") return value;
+  if (Array.isArray(value)) {
+    const out = new Array(value.length);
+    for (let i = 0; i < value.length; i++) out[i] = resolveRefs(value[i], deps);
+    return out;
+  }
+  if (value instanceof Uint8Array) return value;
+  const ref = (value as { $ref?: unknown }).$ref;
+  if (typeof ref === "string") {
+    if (!deps.has(ref)) throw new Error(`Missing dependency "${ref}"`);
+    return deps.get(ref);
+  }
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = resolveRefs(v, deps);
+  return out;
+}
