@@ -9,6 +9,7 @@ import { Hono } from "hono";
 import { mkdir, readdir } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { basename, delimiter, extname, join, resolve } from "node:path";
+import { setImmediate } from "node:timers";
 import { pathToFileURL } from "node:url";
 import { errorMessage } from "../errors.ts";
 import { createLogger } from "../log.ts";
@@ -320,7 +321,7 @@ export class Worker {
     this.#outbox.push(msg);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
-      setTimeout(() => this.#flush(), 0);
+      setImmediate(() => this.#flush());
     }
   }
 
