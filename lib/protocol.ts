@@ -36,6 +36,14 @@ export function encodeCbor(value: unknown): Uint8Array {
   return encoder.encode(value);
 }
 
+/**
+ * Encodes the messages of one WebSocket frame. The bytes are copied out of cbor-x's shared
+ * buffer: a runtime may keep (or take over) a sent buffer while the next frame is encoded.
+ */
+export function encodeFrame(messages: unknown[]): Uint8Array {
+  return encoder.encode(messages).slice();
+}
+
 /** Decodes one CBOR value; throws a `SyntaxError` on malformed input. */
 export function decodeCbor(data: Uint8Array | ArrayBuffer): unknown {
   const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
@@ -53,6 +61,8 @@ export function decodeFrame(data: unknown): Message[] {
   else if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
   else throw new TypeError("Expected a binary CBOR frame");
   if (bytes.byteLength > maxFrameBytes) throw new RangeError(`Frame of ${bytes.byteLength} bytes is too large`);
+  // Bun's WebSocket client sometimes delivers an empty message after a large fragmented one.
+  if (bytes.byteLength === 0) return [];
   const value = decodeCbor(bytes);
   const messages = Array.isArray(value) ? value : [value];
   for (const msg of messages) {

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { decodeCbor, decodeFrame, encodeCbor, type Message } from "../protocol.ts";
+import { decodeCbor, decodeFrame, encodeFrame, type Message } from "../protocol.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
 
 /** A task's result, to be had later. Pass it as an argument to make a dependency. */
@@ -155,7 +155,7 @@ export class Client {
     const id = ++this.#nextId;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#socket.send(encodeCbor([{ ...msg, id }]));
+      this.#socket.send(encodeFrame([{ ...msg, id }]));
     });
   }
 

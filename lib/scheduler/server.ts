@@ -22,7 +22,7 @@ import type {
   TaskStateView,
   TransitionInfo,
 } from "../plugins/types.ts";
-import { clusterToken, decodeCbor, decodeFrame, encodeCbor, type Message, timingSafeEqual, version } from "../protocol.ts";
+import { clusterToken, decodeCbor, decodeFrame, encodeCbor, encodeFrame, type Message, timingSafeEqual, version } from "../protocol.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
@@ -343,7 +343,7 @@ export class Scheduler {
       if (box.length === 0) continue;
       conn.outbox = [];
       try {
-        conn.ws.send(encodeCbor(box));
+        conn.ws.send(encodeFrame(box));
       } catch (err) {
         log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
       }
@@ -364,7 +364,7 @@ export class Scheduler {
     return new Promise((resolve) => {
       nanny.requests.set(id, resolve);
       try {
-        nanny.ws.send(encodeCbor([{ ...msg, id }]));
+        nanny.ws.send(encodeFrame([{ ...msg, id }]));
       } catch (err) {
         nanny.requests.delete(id);
         resolve({ op: "reply", id, error: errorMessage(err) });
@@ -664,7 +664,7 @@ export class Scheduler {
       };
       this.#nannies.set(conn.name, conn);
       setNanny(conn);
-      ws.send(encodeCbor([{ op: "welcome", plugins: this.remotePlugins.nanny, version }]));
+      ws.send(encodeFrame([{ op: "welcome", plugins: this.remotePlugins.nanny, version }]));
       return;
     }
     switch (msg.op) {
@@ -938,7 +938,7 @@ export class Scheduler {
     let client: ClientState | null = null;
     const reply = (ws: WSContext, msg: Message) => {
       try {
-        ws.send(encodeCbor([msg]));
+        ws.send(encodeFrame([msg]));
       } catch {
         // the client left
       }

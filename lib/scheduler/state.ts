@@ -551,8 +551,15 @@ export class SchedulerState {
    * least busy. Root tasks go to `queued` (returns "queue") when every worker is saturated.
    */
   _decideWorker(ts: TaskState): WorkerState | "queue" | null {
-    const running = this.#running;
+    let running = this.#running;
     if (running.length === 0) return null;
+    const restrict = ts.annotations.workers;
+    if (restrict !== undefined) {
+      // Dask's `workers=` restriction: only these worker names (or addresses).
+      const allowed = new Set(Array.isArray(restrict) ? restrict.map(String) : [String(restrict)]);
+      running = running.filter((ws) => allowed.has(ws.name) || allowed.has(ws.address));
+      if (running.length === 0) return null;
+    }
     if (ts.deps.size === 0) {
       let best: WorkerState | null = null;
       let bestLoad = Infinity;

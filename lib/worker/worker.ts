@@ -21,6 +21,7 @@ import {
   decodeCbor,
   decodeFrame,
   encodeCbor,
+  encodeFrame,
   inlineLimitBytes,
   type Message,
   sizeOf,
@@ -237,7 +238,7 @@ export class Worker {
       let settled = false;
       socket.onopen = () => {
         this.#socket = socket;
-        socket.send(encodeCbor([{
+        socket.send(encodeFrame([{
           op: "register",
           name: this.name,
           nthreads: this.nthreads,
@@ -287,9 +288,13 @@ export class Worker {
 
   async #welcome(msg: Message): Promise<void> {
     // Plugins registered at the scheduler: set up before this worker accepts any task.
+    // A plugin that fails here is reported and left out; the worker still joins.
     for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
       const error = await this.#addPlugin(spec, this.localDirectory);
-      if (error) log.error(error);
+      if (error) {
+        log.error(error);
+        this.#send({ op: "plugin-error", plugin: spec.name ?? spec.use, hook: "setup", error });
+      }
     }
     this.#registered = true;
     this.#connectedOnce = true;
@@ -330,7 +335,7 @@ export class Worker {
     if (this.#outbox.length === 0 || !this.#socket || this.#socket.readyState !== WebSocket.OPEN) return;
     const box = this.#outbox;
     this.#outbox = [];
-    this.#socket.send(encodeCbor(box));
+    this.#socket.send(encodeFrame(box));
   }
 
   #handle(msg: Message): void {
