@@ -606,7 +606,9 @@ export class SchedulerState {
 
 type TransitionFn = (s: SchedulerState, ts: TaskState, stimulusId: string) => void;
 
-function releaseDependencies(s: SchedulerState, ts: TaskState): void {
+function releaseDependencies(s: SchedulerState, ts: TaskState, always = false): void {
+  // A task that is wanted goes straight back to waiting: keep what it will need again.
+  if (!always && (ts.whoWants.size > 0 || ts.waiters.size > 0)) return;
   for (const dep of ts.deps) {
     dep.waiters.delete(ts);
     if (dep.waiters.size === 0 && dep.whoWants.size === 0 && dep.state !== "released" && dep.state !== "erred") {
@@ -683,7 +685,7 @@ function erredCommon(s: SchedulerState, ts: TaskState, stimulusId: string): void
   for (const dts of ts.dependentTasks) {
     if (dts.state !== "erred" && dts.state !== "memory" && dts.state !== "forgotten") s._recommend(dts, "erred");
   }
-  releaseDependencies(s, ts);
+  releaseDependencies(s, ts, true);
 }
 
 const transitions: Record<string, TransitionFn> = {
