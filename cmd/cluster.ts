@@ -63,8 +63,13 @@ process.on("unhandledRejection", (err) => {
   if (isDebug() && err instanceof Error) process.stderr.write(`${err.stack}\n`);
 });
 
-try {
-  await run(process.argv.slice(2));
-} catch (err) {
-  fail(err);
+if (process.env.CLUSTER_EXECUTOR_CHILD === "1") {
+  // A process-pool child (plugins/process-pool.ts): it runs tasks from stdin, not the CLI.
+  await (await import("../lib/worker/executor-child.ts")).runExecutorChild();
+} else {
+  try {
+    await run(process.argv.slice(2));
+  } catch (err) {
+    fail(err);
+  }
 }

@@ -5,6 +5,9 @@
  */
 import type { Plugin, PluginContext, PluginRole } from "../lib/plugins/types.ts";
 import { jsonl } from "./jsonl.ts";
+import { packageInstall } from "./package-install.ts";
+import { processPool } from "./process-pool.ts";
+import { uploadFile } from "./upload-file.ts";
 import { webhook } from "./webhook.ts";
 
 /** The type of one option of a built-in plugin, checked before the plugin is created. */
@@ -26,5 +29,8 @@ export interface BuiltinPlugin {
 /** Built-in plugins by name. Each file in this folder adds one line here. */
 export const builtinPlugins: Record<string, BuiltinPlugin> = {
   jsonl,
+  "package-install": packageInstall,
+  "process-pool": processPool,
+  "upload-file": uploadFile,
   webhook,
 };

@@ -298,6 +298,8 @@ export class Worker {
     }
     this.#registered = true;
     this.#connectedOnce = true;
+    // Task modules that welcome-time plugins (upload-file) loaded were not announced yet.
+    this.#send({ op: "modules", modules: [...this.#modules.keys()] });
     this.#send({ op: "ready" });
     this.#flush();
     log.info(`Registered with the scheduler at ${this.#options.scheduler} as "${this.name}"`);
