@@ -306,9 +306,10 @@ export class ProcessPoolPlugin implements WorkerPlugin {
     worker.addExecutor(this.#options.name, pool);
   }
 
-  async teardown(): Promise<void> {
+  async teardown(worker: WorkerApi): Promise<void> {
     const pool = this.#pool;
     this.#pool = null;
+    worker.removeExecutor(this.#options.name);
     await pool?.close();
   }
 }

@@ -108,6 +108,8 @@ export interface WorkerApi {
   loadTaskModule(path: string): Promise<string>;
   /** Adds a named executor; tasks annotated `{"executor": name}` run in it. */
   addExecutor(name: string, executor: Executor): void;
+  /** Removes a named executor (tasks annotated with it then fail as unknown). */
+  removeExecutor(name: string): void;
   readonly log: Logger;
 }
 

@@ -6,9 +6,10 @@
  * @module
  */
 import { Hono } from "hono";
-import { mkdir, readdir } from "node:fs/promises";
+import { createHash } from "node:crypto";
+import { copyFile, mkdir, readdir, readFile } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
-import { basename, delimiter, extname, join, resolve } from "node:path";
+import { basename, delimiter, dirname, extname, join, resolve } from "node:path";
 import { setImmediate } from "node:timers";
 import { pathToFileURL } from "node:url";
 import { errorMessage } from "../errors.ts";
@@ -89,6 +90,7 @@ export class Worker {
   #pumpScheduled = false;
   #functions = new Map<string, TaskFunction>();
   #modules = new Map<string, string>();
+  #moduleHashes = new Map<string, string>();
   #executors = new Map<string, Executor>();
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #closing: Promise<void> | null = null;
@@ -136,6 +138,9 @@ export class Worker {
       loadTaskModule: (path) => this.loadTaskModule(path),
       addExecutor: (name, executor) => {
         this.#executors.set(name, executor);
+      },
+      removeExecutor: (name) => {
+        this.#executors.delete(name);
       },
       log: log.child("plugin"),
     };
@@ -188,7 +193,17 @@ export class Worker {
   async loadTaskModule(path: string): Promise<string> {
     const abs = resolve(path);
     const name = basename(abs, extname(abs));
-    const mod = await import(pathToFileURL(abs).href) as Record<string, unknown>;
+    // Runtimes cache modules by path: a changed file is imported from a copy named by its hash.
+    const hash = createHash("sha256").update(await readFile(abs)).digest("hex").slice(0, 12);
+    const previous = this.#moduleHashes.get(abs);
+    let target = abs;
+    if (previous !== undefined && previous !== hash) {
+      target = join(dirname(abs), `.${name}.${hash}${extname(abs)}`);
+      await copyFile(abs, target);
+    }
+    this.#moduleHashes.set(abs, hash);
+    const mod = await import(pathToFileURL(target).href) as Record<string, unknown>;
+    for (const key of [...this.#functions.keys()]) if (key.startsWith(`${name}.`)) this.#functions.delete(key);
     let count = 0;
     for (const [exportName, value] of Object.entries(mod)) {
       if (typeof value === "function") {
