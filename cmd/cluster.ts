@@ -7,7 +7,7 @@
  */
 import { type ArgsDef, defineCommand, renderUsage, runCommand } from "citty";
 import { UsageError } from "./_args.ts";
-import { ConfigError, errorMessage } from "../lib/errors.ts";
+import { ConfigError, errorMessage, PluginError } from "../lib/errors.ts";
 import { isDebug, setDebug } from "../lib/log.ts";
 import { version } from "../lib/protocol.ts";
 import { schedulerCommand } from "./scheduler.ts";
@@ -30,7 +30,8 @@ const main = defineCommand({
 
 /** Exits with a one-line error: 2 for usage and configuration, 1 at run time. */
 function fail(err: unknown): never {
-  const usage = err instanceof ConfigError || (err instanceof Error && (err as { code?: string }).code?.startsWith("E")
+  // A plugin that fails to start from the command line's configuration is a configuration error.
+  const usage = err instanceof ConfigError || err instanceof PluginError || (err instanceof Error && (err as { code?: string }).code?.startsWith("E")
     && ["EARG", "E_UNKNOWN_COMMAND", "E_NO_COMMAND", "E_USAGE"].includes((err as { code?: string }).code!));
   const message = errorMessage(err).replace(/\x1b\[[0-9;]*m/g, "").split("\n")[0];
   process.stderr.write(`cluster: ${message}\n`);
