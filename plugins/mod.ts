@@ -4,9 +4,11 @@
  * @module
  */
 import type { Plugin, PluginContext, PluginRole } from "../lib/plugins/types.ts";
+import { environ } from "./environ.ts";
 import { jsonl } from "./jsonl.ts";
 import { packageInstall } from "./package-install.ts";
 import { processPool } from "./process-pool.ts";
+import { uploadDirectory } from "./upload-directory.ts";
 import { uploadFile } from "./upload-file.ts";
 import { webhook } from "./webhook.ts";
 
@@ -28,9 +30,11 @@ export interface BuiltinPlugin {
 
 /** Built-in plugins by name. Each file in this folder adds one line here. */
 export const builtinPlugins: Record<string, BuiltinPlugin> = {
+  environ,
   jsonl,
   "package-install": packageInstall,
   "process-pool": processPool,
+  "upload-directory": uploadDirectory,
   "upload-file": uploadFile,
   webhook,
 };

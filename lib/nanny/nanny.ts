@@ -16,7 +16,7 @@ import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
-import { clusterToken, decodeFrame, encodeCbor, type Message, version } from "../protocol.ts";
+import { clusterToken, decodeFrame, encodeFrame, type Message, version } from "../protocol.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { formatBytes, processRss } from "./memory.ts";
 
@@ -42,9 +42,13 @@ export interface NannyOptions {
 
 const log = createLogger("nanny");
 
-/** Consecutive deaths within this time of a start count as a failing start-up. */
-const startupWindowMs = 10_000;
-/** After this many failing start-ups in a row the nanny gives up. */
+/**
+ * A worker that dies within this time of its start died "quickly": consecutive quick deaths
+ * restart with a growing delay (100 ms, 200 ms, … up to 5 s); a worker that lived longer is
+ * restarted at once.
+ */
+const quickDeathMs = 5_000;
+/** After this many start-ups in a row that die before the worker registered, the nanny gives up. */
 const maxStartupFailures = 5;
 
 /**
@@ -64,10 +68,11 @@ export class Nanny {
   readonly taskPaths: string[] = [];
   readonly plugins: PluginManager<NannyPlugin>;
   readonly api: NannyApi;
-  /** Resolves when the nanny has closed. */
+  /** Resolves when the nanny has closed; rejects when it gave up on a worker that keeps dying at start-up. */
   readonly closed: Promise<void>;
   restarts = 0;
   #resolveClosed!: () => void;
+  #rejectClosed!: (err: Error) => void;
   #options: NannyOptions;
   #server: RunningServer | null = null;
   #socket: WebSocket | null = null;
@@ -76,7 +81,12 @@ export class Nanny {
   #intentionalExit = new WeakSet<ChildProcess>();
   #closing = false;
   #closePromise: Promise<void> | null = null;
+  /** Start-ups in a row whose worker died before it registered. */
   #startupFailures = 0;
+  /** Deaths in a row within `quickDeathMs` of their start. */
+  #quickDeaths = 0;
+  /** Set once the first worker is up; before that `#startFirstWorker` handles failures. */
+  #supervising = false;
   #memoryTimer: ReturnType<typeof setInterval> | null = null;
   #restartChain: Promise<void> = Promise.resolve();
   #token = clusterToken();
@@ -84,7 +94,11 @@ export class Nanny {
   private constructor(options: NannyOptions) {
     this.#options = options;
     this.name = options.name ?? `${hostname()}-${process.pid}`;
-    this.closed = new Promise((r) => (this.#resolveClosed = r));
+    this.closed = new Promise((resolveClosed, rejectClosed) => {
+      this.#resolveClosed = resolveClosed;
+      this.#rejectClosed = rejectClosed;
+    });
+    this.closed.catch(() => {}); // whoever awaits `closed` still sees the rejection
     this.plugins = new PluginManager<NannyPlugin>((name, hook, err) => {
       log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
       this.#send({ op: "plugin-error", plugin: name, hook, error: errorMessage(err) });
@@ -131,8 +145,31 @@ export class Nanny {
       }
     }
     await this.#connect();
-    await this.#startWorker();
+    await this.#startFirstWorker();
     if (opts.memoryLimit) this.#memoryTimer = setInterval(() => this.#checkMemory(), 250);
+  }
+
+  /**
+   * Starts the first worker, retrying with backoff; after `maxStartupFailures` failed start-ups
+   * the nanny closes and throws. From then on `#onExit` supervises.
+   */
+  async #startFirstWorker(): Promise<void> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        await this.#startWorker();
+        this.#supervising = true;
+        return;
+      } catch (err) {
+        if (this.#closing) throw err;
+        if (attempt >= maxStartupFailures) {
+          await this.close();
+          throw new Error(`Worker keeps dying at start-up (${attempt} times in a row): giving up: ${errorMessage(err)}`);
+        }
+        log.warn(`${errorMessage(err)}; trying again (${attempt} of ${maxStartupFailures})`);
+        await new Promise((r) => setTimeout(r, Math.min(100 * 2 ** (attempt - 1), 5000)));
+        this.restarts++;
+      }
+    }
   }
 
   // ---- the scheduler -------------------------------------------------------------------------
@@ -164,7 +201,7 @@ export class Nanny {
       let settled = false;
       socket.onopen = () => {
         this.#socket = socket;
-        socket.send(encodeCbor([{ op: "register", name: this.name, address: this.address, pid: process.pid }]));
+        socket.send(encodeFrame([{ op: "register", name: this.name, address: this.address, pid: process.pid }]));
       };
       socket.onmessage = (event) => {
         let messages: Message[];
@@ -222,7 +259,7 @@ export class Nanny {
 
   #send(msg: Message): void {
     try {
-      if (this.#socket?.readyState === WebSocket.OPEN) this.#socket.send(encodeCbor([msg]));
+      if (this.#socket?.readyState === WebSocket.OPEN) this.#socket.send(encodeFrame([msg]));
     } catch {
       // reconnecting
     }
@@ -316,7 +353,7 @@ export class Nanny {
       });
       child.on("exit", (code, signal) => {
         if (!ready) rejectReady(new Error(`Worker exited during start-up (${signal ?? `code ${code}`})`));
-        this.#onExit(child, code, signal, startedAt);
+        this.#onExit(child, { code, signal, startedAt, ready });
       });
       child.on("error", (err) => rejectReady(err));
     });
@@ -325,20 +362,22 @@ export class Nanny {
     return this.#childReady;
   }
 
-  #onExit(child: ChildProcess, code: number | null, signal: string | null, startedAt: number): void {
+  #onExit(child: ChildProcess, exit: { code: number | null; signal: string | null; startedAt: number; ready: boolean }): void {
     if (this.#child === child) this.#child = null;
-    if (this.#intentionalExit.has(child) || this.#closing) return;
-    log.warn(`Worker process ${child.pid} exited unexpectedly (${signal ?? `code ${code}`})`);
-    if (Date.now() - startedAt < startupWindowMs) this.#startupFailures++;
+    if (this.#intentionalExit.has(child) || this.#closing || !this.#supervising) return;
+    log.warn(`Worker process ${child.pid} exited unexpectedly (${exit.signal ?? `code ${exit.code}`})`);
+    if (!exit.ready) this.#startupFailures++;
     if (this.#startupFailures >= maxStartupFailures) {
-      log.error(`Worker keeps dying at start-up (${this.#startupFailures} times in a row); giving up`);
+      const error = new Error(`Worker keeps dying at start-up (${this.#startupFailures} times in a row): giving up`);
+      log.error(error.message);
       this.#send({ op: "event", topic: "log", msg: { level: "error", message: `nanny ${this.name} gave up restarting its worker` } });
-      this.close().then(() => process.exit(1));
+      this.close(error);
       return;
     }
-    const delay = Math.min(100 * 2 ** this.#startupFailures, 5000);
+    this.#quickDeaths = Date.now() - exit.startedAt < quickDeathMs ? this.#quickDeaths + 1 : 0;
+    const delay = this.#quickDeaths === 0 ? 0 : Math.min(100 * 2 ** (this.#quickDeaths - 1), 5000);
     this.#restartChain = this.#restartChain.then(async () => {
-      await new Promise((r) => setTimeout(r, delay));
+      if (delay > 0) await new Promise((r) => setTimeout(r, delay));
       if (this.#closing || this.#child) return;
       this.restarts++;
       await this.#startWorker().catch((err) => log.warn(errorMessage(err)));
@@ -393,8 +432,11 @@ export class Nanny {
     return this.#child?.pid ?? null;
   }
 
-  /** Closes: the worker exits gracefully, nanny plugins tear down, the nanny leaves. */
-  close(): Promise<void> {
+  /**
+   * Closes: the worker exits gracefully, nanny plugins tear down, the nanny leaves. With
+   * `error` (the nanny gave up), `closed` rejects with it once all that is done.
+   */
+  close(error?: Error): Promise<void> {
     this.#closePromise ??= (async () => {
       this.#closing = true;
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
@@ -407,7 +449,8 @@ export class Nanny {
       }
       await this.#server?.stop();
       log.info(`Nanny "${this.name}" closed`);
-      this.#resolveClosed();
+      if (error) this.#rejectClosed(error);
+      else this.#resolveClosed();
     })();
     return this.#closePromise;
   }

@@ -650,6 +650,9 @@ function toProcessing(s: SchedulerState, ts: TaskState, stimulusId: string): voi
     if (ts.state !== "queued") {
       s._enqueue(ts);
       s._set(ts, "queued", stimulusId);
+    } else {
+      // Taken off the queue for a worker its `workers=` restriction rules out: back in line.
+      s._enqueue(ts);
     }
     return;
   }

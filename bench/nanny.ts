@@ -1,0 +1,114 @@
+/**
+ * Measures the nanny with the real binary (`dist/cluster`): the peak memory (VmHWM) of an idle
+ * nanny and of its idle worker, and the time from SIGKILL of the worker to its replacement being
+ * registered at the scheduler (the `worker` topic's `add` event), median of 5, each kill hitting a
+ * worker that has run for over 5 s (younger ones are restarted with backoff). Starts everything
+ * itself on loopback and stops it.
+ *
+ * Run: `npx bun build --compile cmd/cluster.ts --outfile dist/cluster && npx bun bench/nanny.ts`
+ * (`--json` prints one JSON object instead of the table).
+ *
+ * @module
+ */
+import { readFileSync } from "node:fs";
+import { api, startProcess, stopAll } from "../test/_cluster.ts";
+
+const kills = 5;
+const idleMs = 2_000;
+/** The nanny's quick-death window (lib/nanny/nanny.ts) plus a margin. */
+const healthyAfterMs = 5_500;
+
+/** `VmHWM` and `VmRSS` of a process in MiB, from /proc. */
+function memory(pid: number): { peakMiB: number; rssMiB: number } {
+  const status = readFileSync(`/proc/${pid}/status`, "utf8");
+  const field = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)\\s+kB`).exec(status)?.[1] ?? 0) / 1024;
+  return { peakMiB: round(field("VmHWM")), rssMiB: round(field("VmRSS")) };
+}
+
+function round(n: number, digits = 1): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/** Resolves with the arrival time of the next `worker` topic event matching `match`. */
+function nextWorkerEvent(url: string, match: (e: Record<string, unknown>) => boolean): { ready: Promise<void>; event: Promise<number> } {
+  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=worker`);
+  const ready = new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error("Cannot open the event stream"));
+  });
+  const event = new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("No worker event within 30 s")), 30_000);
+    ws.onmessage = (message) => {
+      const e = JSON.parse(String(message.data));
+      if (!match(e)) return;
+      clearTimeout(timer);
+      ws.close();
+      resolve(performance.now());
+    };
+  });
+  return { ready, event };
+}
+
+async function main(): Promise<void> {
+  const json = process.argv.includes("--json");
+  const scheduler = await startProcess(["scheduler", "--port", "0"]);
+  const name = `bench-nanny-${process.pid}`;
+  const nanny = await startProcess(["nanny", scheduler.url, "--name", name], { ready: /nanny \S+ listening at (\S+)/ });
+  const workerPid = async () => (await api(nanny.url, "/health")).body.worker as number;
+
+  // Idle: registered, no task ever run, and past the quick-death window for the first kill.
+  await new Promise((r) => setTimeout(r, Math.max(idleMs, healthyAfterMs)));
+  const idleNanny = memory(nanny.pid);
+  const idleWorker = memory(await workerPid());
+
+  const timings: number[] = [];
+  for (let i = 0; i < kills; i++) {
+    const pid = await workerPid();
+    const added = nextWorkerEvent(scheduler.url, (e) => e.action === "add" && e.worker === name);
+    await added.ready;
+    const start = performance.now();
+    process.kill(pid, "SIGKILL");
+    timings.push(round((await added.event) - start, 0));
+    // A worker that dies within 5 s of its start is restarted with backoff (crash loops); wait
+    // past that, so that every round measures the death of a healthy, idle worker.
+    await new Promise((r) => setTimeout(r, healthyAfterMs));
+  }
+  const info = (await api(scheduler.url, "/api/v1/info")).body;
+  const restarts = info.nannies.find((n: { name: string }) => n.name === name)?.restarts ?? null;
+
+  await nanny.stop();
+  await scheduler.stop();
+  await stopAll();
+
+  const result = {
+    sigkillToRegisteredMs: { median: median(timings), runs: timings },
+    idleNanny,
+    idleWorker,
+    restarts,
+    cpus: navigator.hardwareConcurrency,
+    runtime: `bun ${Bun.version}`,
+  };
+  if (json) {
+    console.log(JSON.stringify(result));
+    return;
+  }
+  console.log(`SIGKILL of the worker → replacement registered: median ${result.sigkillToRegisteredMs.median} ms (runs: ${timings.join(", ")} ms)`);
+  console.log(`idle nanny:  peak RSS (VmHWM) ${idleNanny.peakMiB} MiB, RSS ${idleNanny.rssMiB} MiB`);
+  console.log(`idle worker: peak RSS (VmHWM) ${idleWorker.peakMiB} MiB, RSS ${idleWorker.rssMiB} MiB`);
+  console.log(`restarts counted by the scheduler: ${restarts}`);
+}
+
+try {
+  await main();
+} catch (err) {
+  await stopAll();
+  console.error(`bench/nanny: ${(err as Error).message}`);
+  process.exit(1);
+}
