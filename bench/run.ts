@@ -1,0 +1,644 @@
+/**
+ * The benchmark suite of issue 6: starts `dist/cluster` (a scheduler and 2 single-threaded
+ * workers on loopback) itself, runs every workload `--runs` times after one warm-up, prints a
+ * table of medians against the targets and writes every sample as JSON.
+ *
+ * ```sh
+ * npm run bench                                   # everything, 5 runs each
+ * bun bench/run.ts --json out.json --runs 3
+ * bun bench/run.ts --only map,map-jsonl
+ * bun bench/run.ts --sizes small --runs 1         # tiny sizes (the smoke test)
+ * ```
+ *
+ * It builds nothing and measures the binary that is there. Every process it starts is stopped
+ * by PID when it is done, on errors and on Ctrl-C.
+ *
+ * @module
+ */
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpus, loadavg, tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+import { parseArgs } from "node:util";
+import { Client } from "../lib/client/mod.ts";
+import { version } from "../lib/protocol.ts";
+import { graphs } from "../test/_cluster.ts";
+import {
+  type BenchCluster,
+  median,
+  percentile,
+  type Proc,
+  readMetric,
+  readRss,
+  requireBinary,
+  root,
+  sleep,
+  spawnReady,
+  spawnWorker,
+  startCluster,
+  stopAll,
+  taskCounts,
+  waitIdle,
+  waitUntil,
+} from "./_lib.ts";
+
+/** How big each workload is. */
+export interface Sizes {
+  map: number;
+  mapBig: number;
+  treeLeaves: number;
+  chain: number;
+  roundTrips: number;
+  rssTasks: number;
+}
+
+/** `--sizes full` is issue 6's; `--sizes small` keeps the smoke test quick. */
+export const sizeSets: Record<"full" | "small", Sizes> = {
+  full: { map: 10_000, mapBig: 100_000, treeLeaves: 10_000, chain: 2_000, roundTrips: 2_000, rssTasks: 100_000 },
+  small: { map: 200, mapBig: 2_000, treeLeaves: 256, chain: 50, roundTrips: 50, rssTasks: 2_000 },
+};
+
+/** A target from issue 6. */
+export interface Target {
+  op: ">=" | "<=";
+  value: number;
+}
+
+/** One workload's result. */
+export interface WorkloadResult {
+  name: string;
+  label: string;
+  unit: string;
+  samples: number[];
+  median: number;
+  min: number;
+  max: number;
+  target?: Target;
+  /** Whether the median meets the target (absent without a target). */
+  ok?: boolean;
+  details?: Record<string, unknown>;
+}
+
+/** A ratio between two workloads' medians. */
+export interface RatioResult {
+  name: string;
+  label: string;
+  unit: string;
+  value: number;
+  target: Target;
+  ok: boolean;
+  description: string;
+}
+
+/** Every workload name, in report order (`--only` takes these; `round-trip` selects both). */
+export const workloadNames = [
+  "map",
+  "map-big",
+  "tree-sum",
+  "chain",
+  "round-trip-p50",
+  "round-trip-p99",
+  "map-noop-transition",
+  "map-jsonl",
+  "map-3-subscribers",
+  "scheduler-rss",
+  "cold-start-scheduler",
+  "cold-start-worker",
+] as const;
+
+/** A workload name. */
+export type WorkloadName = typeof workloadNames[number];
+
+const targets: Partial<Record<WorkloadName, Target>> = {
+  "map": { op: ">=", value: 15_000 },
+  "tree-sum": { op: ">=", value: 10_000 },
+  "chain": { op: ">=", value: 3_000 },
+  "round-trip-p50": { op: "<=", value: 1 },
+  "scheduler-rss": { op: "<=", value: 2_048 },
+  "cold-start-scheduler": { op: "<=", value: 150 },
+  "cold-start-worker": { op: "<=", value: 300 },
+};
+
+interface Options {
+  runs: number;
+  sizes: "full" | "small";
+  only: Set<WorkloadName>;
+  json?: string;
+}
+
+const usage = `Usage: bun bench/run.ts [--runs N] [--sizes full|small] [--only NAME[,NAME]] [--json FILE]
+
+  --runs N        measured runs per workload, after one warm-up (default 5)
+  --sizes S       "full" (issue 6's sizes, default) or "small" (a quick smoke run)
+  --only NAMES    only these workloads: ${workloadNames.join(", ")}, round-trip
+  --json FILE     also write every sample, the medians and the ratios to FILE
+
+Needs dist/cluster ("npm run build").`;
+
+class UsageError extends Error {
+  override name = "UsageError";
+}
+
+function parseOptions(argv: string[]): Options | null {
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      options: {
+        runs: { type: "string", default: "5" },
+        sizes: { type: "string", default: "full" },
+        only: { type: "string" },
+        json: { type: "string" },
+        help: { type: "boolean", short: "h" },
+      },
+      strict: true,
+      allowPositionals: false,
+    }).values;
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (parsed.help) return null;
+  const runs = Number(parsed.runs);
+  if (!Number.isInteger(runs) || runs < 1) throw new UsageError(`Invalid --runs "${parsed.runs}": expected a whole number ≥ 1`);
+  if (parsed.sizes !== "full" && parsed.sizes !== "small") throw new UsageError(`Invalid --sizes "${parsed.sizes}": expected "full" or "small"`);
+  const only = new Set<WorkloadName>();
+  for (const raw of (parsed.only ?? workloadNames.join(",")).split(",").map((s) => s.trim()).filter(Boolean)) {
+    if (raw === "round-trip") {
+      only.add("round-trip-p50");
+      only.add("round-trip-p99");
+    } else if ((workloadNames as readonly string[]).includes(raw)) only.add(raw as WorkloadName);
+    else throw new UsageError(`Unknown workload "${raw}": expected one of ${workloadNames.join(", ")}, round-trip`);
+  }
+  return { runs, sizes: parsed.sizes, only, json: parsed.json };
+}
+
+// ---- measuring ---------------------------------------------------------------------------------
+
+/** Runs `fn` once to warm up, then `runs` times; returns the measured samples. */
+async function repeat<T>(runs: number, fn: (run: number) => Promise<T>): Promise<T[]> {
+  await fn(0);
+  const samples: T[] = [];
+  for (let run = 1; run <= runs; run++) samples.push(await fn(run));
+  return samples;
+}
+
+let prefixCounter = 0;
+
+/** A key prefix no earlier run used. */
+function uniquePrefix(name: string): string {
+  return `bench-${name}-${++prefixCounter}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Submits a graph, gathers its wanted keys, then releases them and waits until all is forgotten. */
+async function computeGather(client: Client, url: string, graph: { tasks: any[]; keys: string[] }): Promise<{ seconds: number; values: unknown[] }> {
+  const t0 = performance.now();
+  await client.compute(graph);
+  const values = await client.gather(graph.keys);
+  const seconds = (performance.now() - t0) / 1000;
+  await client.release(graph.keys);
+  await waitIdle(url);
+  return { seconds, values };
+}
+
+/** One map of `n` × `builtin.inc`: tasks per second from submit to all results gathered. */
+async function mapRun(client: Client, url: string, n: number, name: string): Promise<number> {
+  const graph = graphs.map(n, uniquePrefix(name));
+  const { seconds, values } = await computeGather(client, url, graph);
+  for (let i = 0; i < n; i++) {
+    if (values[i] !== i + 1) throw new Error(`Wrong result for "${graph.keys[i]}": got ${JSON.stringify(values[i])}, expected ${i + 1}`);
+  }
+  return n / seconds;
+}
+
+/** One tree sum over `leaves` leaves: tasks (leaves and adds) per second. */
+async function treeRun(client: Client, url: string, leaves: number): Promise<number> {
+  const graph = graphs.treeSum(leaves, uniquePrefix("tree"));
+  const { seconds, values } = await computeGather(client, url, graph);
+  if (values[0] !== leaves) throw new Error(`Wrong tree sum: got ${JSON.stringify(values[0])}, expected ${leaves}`);
+  return graph.tasks.length / seconds;
+}
+
+/** One chain of `n` dependent `builtin.inc`: tasks per second. */
+async function chainRun(client: Client, url: string, n: number): Promise<number> {
+  const graph = graphs.chain(n, uniquePrefix("chain"));
+  const { seconds, values } = await computeGather(client, url, graph);
+  if (values[0] !== n) throw new Error(`Wrong chain result: got ${JSON.stringify(values[0])}, expected ${n}`);
+  return n / seconds;
+}
+
+/** `count` sequential `submit("builtin.inc", i)` → `result()`; latency percentiles in ms. */
+async function roundTripRun(client: Client, url: string, count: number): Promise<{ p50: number; p99: number }> {
+  const latencies: number[] = [];
+  const keys: string[] = [];
+  for (let i = 0; i < count; i++) {
+    const t0 = performance.now();
+    const future = client.submit("builtin.inc", i);
+    const value = await future.result();
+    latencies.push(performance.now() - t0);
+    keys.push(future.key);
+    if (value !== i + 1) throw new Error(`Wrong result for "${future.key}": got ${JSON.stringify(value)}, expected ${i + 1}`);
+  }
+  await client.release(keys);
+  await waitIdle(url);
+  return { p50: percentile(latencies, 50), p99: percentile(latencies, 99) };
+}
+
+/** Connects a client, runs `fn`, closes the client. */
+async function withClient<T>(url: string, fn: (client: Client) => Promise<T>): Promise<T> {
+  const client = await Client.connect(url);
+  try {
+    return await fn(client);
+  } finally {
+    await client.close();
+  }
+}
+
+/** Starts a cluster, runs `fn`, stops the cluster. */
+async function withCluster<T>(options: { plugins?: string }, fn: (cluster: BenchCluster) => Promise<T>): Promise<T> {
+  const cluster = await startCluster(options);
+  try {
+    return await fn(cluster);
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/** The three-subscriber process (`bench/fixtures/subscribers.ts`) and a way to ask its counts. */
+async function startSubscribers(url: string): Promise<{ proc: Proc; counts(): Promise<{ counts: number[]; closed: Array<string | null> }> }> {
+  const proc = await spawnReady([join(root, "bench", "fixtures", "subscribers.ts"), url], {
+    command: [process.execPath],
+    ready: /^ready$/m,
+    stdin: true,
+  });
+  const lines = createInterface({ input: proc.child.stdout! });
+  const waiting: Array<(line: string) => void> = [];
+  lines.on("line", (line) => waiting.shift()?.(line));
+  return {
+    proc,
+    counts: () =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error("The subscriber process did not answer")), 10_000);
+        waiting.push((line) => {
+          clearTimeout(timer);
+          resolve(JSON.parse(line));
+        });
+        proc.child.stdin!.write("counts\n");
+      }),
+  };
+}
+
+// ---- the suite -----------------------------------------------------------------------------------
+
+const labels: Record<WorkloadName, (s: Sizes) => [label: string, unit: string]> = {
+  "map": (s) => [`map ${s.map.toLocaleString("en")} inc`, "tasks/s"],
+  "map-big": (s) => [`map ${s.mapBig.toLocaleString("en")} inc`, "tasks/s"],
+  "tree-sum": (s) => [`tree sum ${s.treeLeaves.toLocaleString("en")} leaves`, "tasks/s"],
+  "chain": (s) => [`chain ${s.chain.toLocaleString("en")}`, "tasks/s"],
+  "round-trip-p50": (s) => [`${s.roundTrips.toLocaleString("en")} round trips, p50`, "ms"],
+  "round-trip-p99": (s) => [`${s.roundTrips.toLocaleString("en")} round trips, p99`, "ms"],
+  "map-noop-transition": (s) => [`map ${s.map.toLocaleString("en")} + no-op transition plugin`, "tasks/s"],
+  "map-jsonl": (s) => [`map ${s.map.toLocaleString("en")} + jsonl plugin`, "tasks/s"],
+  "map-3-subscribers": (s) => [`map ${s.map.toLocaleString("en")} + 3 event subscribers`, "tasks/s"],
+  "scheduler-rss": (s) => [`scheduler RSS holding ${s.rssTasks.toLocaleString("en")} results`, "B/task"],
+  "cold-start-scheduler": () => ["cold start: scheduler to ready", "ms"],
+  "cold-start-worker": () => ["cold start: worker to registered", "ms"],
+};
+
+/** Stops what `runSuite` started for one cluster (each step at most once). */
+async function stopSetup(setup: { subscribers?: { proc: Proc }; client?: Client; cluster: BenchCluster; stopped?: boolean }): Promise<void> {
+  if (setup.stopped) return;
+  setup.stopped = true;
+  const errors: unknown[] = [];
+  for (const step of [() => setup.subscribers?.proc.stop(), () => setup.client?.close(), () => setup.cluster.stop()]) {
+    try {
+      await step();
+    } catch (err) {
+      errors.push(err);
+    }
+  }
+  if (errors.length > 0) throw new AggregateError(errors, "Cannot stop a benchmark cluster cleanly");
+}
+
+/** Runs the selected workloads; calls `report` as each one finishes. */
+async function runSuite(options: Options, tmp: string, report: (r: WorkloadResult) => void): Promise<Map<WorkloadName, WorkloadResult>> {
+  const sizes = sizeSets[options.sizes];
+  const results = new Map<WorkloadName, WorkloadResult>();
+  const want = (name: WorkloadName) => options.only.has(name);
+  const record = (name: WorkloadName, samples: number[], details?: Record<string, unknown>) => {
+    const [label, unit] = labels[name](sizes);
+    const target = targets[name];
+    const result: WorkloadResult = {
+      name,
+      label,
+      unit,
+      samples,
+      median: median(samples),
+      min: Math.min(...samples),
+      max: Math.max(...samples),
+      ...(target ? { target, ok: meets(median(samples), target) } : {}),
+      ...(details ? { details } : {}),
+    };
+    results.set(name, result);
+    report(result);
+  };
+  const runs = options.runs;
+
+  // The 10,000 map and its variants: a cluster each (a fresh one per plugin set; the subscribers
+  // get their own so they disturb nothing else), all started before any run, and their runs
+  // interleaved (map, no-op, jsonl, subscribers, map, …) so that the load of a busy machine and
+  // the JIT warming up fall on every variant alike and the cost ratios compare like with like.
+  const variants: Array<{ name: WorkloadName; toml?: string; subscribers?: boolean }> = [
+    { name: "map" },
+    { name: "map-noop-transition", toml: `[[scheduler.plugins]]\nuse = ${JSON.stringify(join(root, "bench", "fixtures", "noop-transition.ts"))}\n` },
+    { name: "map-jsonl", toml: `[[scheduler.plugins]]\nuse = "jsonl"\npath = ${JSON.stringify(join(tmp, "events.jsonl"))}\n` },
+    { name: "map-3-subscribers", subscribers: true },
+  ];
+  const plainRest: WorkloadName[] = ["map-big", "tree-sum", "chain", "round-trip-p50", "round-trip-p99"];
+  interface Setup {
+    name: WorkloadName;
+    cluster: BenchCluster;
+    client: Client;
+    subscribers?: Awaited<ReturnType<typeof startSubscribers>>;
+    transitionsBefore: number;
+    samples: number[];
+  }
+  const setups: Setup[] = [];
+  let plain: Setup | undefined;
+  try {
+    for (const variant of variants) {
+      const isPlain = variant.name === "map";
+      if (!want(variant.name) && !(isPlain && plainRest.some(want))) continue;
+      let plugins: string | undefined;
+      if (variant.toml) {
+        plugins = join(tmp, `${variant.name}.toml`);
+        writeFileSync(plugins, variant.toml);
+      }
+      const cluster = await startCluster({ plugins });
+      const setup: Setup = { name: variant.name, cluster, client: undefined as unknown as Client, transitionsBefore: 0, samples: [] };
+      setups.push(setup);
+      setup.client = await Client.connect(cluster.url);
+      if (variant.subscribers) {
+        setup.subscribers = await startSubscribers(cluster.url);
+        setup.transitionsBefore = await readMetric(cluster.url, "cluster_transitions_total");
+      }
+      if (isPlain) plain = setup;
+    }
+    const mapSetups = setups.filter((s) => want(s.name));
+    for (let run = 0; run <= runs; run++) {
+      for (const s of mapSetups) {
+        const tps = await mapRun(s.client, s.cluster.url, sizes.map, s.name);
+        if (run > 0) s.samples.push(tps); // run 0 is the warm-up
+      }
+    }
+    for (const s of mapSetups) {
+      if (!s.subscribers) {
+        record(s.name, s.samples);
+        continue;
+      }
+      const url = s.cluster.url;
+      const expected = (await readMetric(url, "cluster_transitions_total")) - s.transitionsBefore;
+      let last = await s.subscribers.counts();
+      await waitUntil("the subscribers to receive every transition event", async () => {
+        last = await s.subscribers!.counts();
+        return last.counts.every((n) => n >= expected) || last.closed.some((c) => c !== null);
+      }, { timeoutMs: 30_000, intervalMs: 100 });
+      if (last.counts.some((n) => n !== expected)) {
+        throw new Error(`Event subscribers did not get every transition event: expected ${expected}, got ${last.counts.join(", ")} (closed: ${last.closed.map(String).join(", ")})`);
+      }
+      record(s.name, s.samples, { expectedEvents: expected, receivedEvents: last.counts, formats: ["json", "json batch", "cbor batch"] });
+    }
+    const base = setups.find((s) => s.name === "map" && s.samples.length > 0);
+    if (base) {
+      // The same ratios per interleaved run, to see how much of a cost is noise.
+      for (const s of mapSetups) {
+        if (s === base) continue;
+        results.get(s.name)!.details = {
+          ...results.get(s.name)!.details,
+          pairedCosts: s.samples.map((v, i) => 1 - v / base.samples[i]),
+        };
+      }
+    }
+    // The variants' clusters are not needed any more; the plain one goes on.
+    for (const s of setups.filter((x) => x !== plain).reverse()) await stopSetup(s);
+
+    if (plain) {
+      const { client, cluster: { url } } = plain;
+      if (want("map-big")) record("map-big", await repeat(runs, () => mapRun(client, url, sizes.mapBig, "map-big")));
+      if (want("tree-sum")) record("tree-sum", await repeat(runs, () => treeRun(client, url, sizes.treeLeaves)));
+      if (want("chain")) record("chain", await repeat(runs, () => chainRun(client, url, sizes.chain)));
+      if (want("round-trip-p50") || want("round-trip-p99")) {
+        const samples = await repeat(runs, () => roundTripRun(client, url, sizes.roundTrips));
+        if (want("round-trip-p50")) record("round-trip-p50", samples.map((s) => s.p50));
+        if (want("round-trip-p99")) record("round-trip-p99", samples.map((s) => s.p99));
+      }
+    }
+  } finally {
+    for (const s of setups.reverse()) await stopSetup(s);
+  }
+
+  // Memory: a fresh cluster per sample, so no run reuses the heap an earlier one grew.
+  if (want("scheduler-rss")) {
+    const details: Array<{ before: number; after: number }> = [];
+    const samples = await repeat(runs, (run) =>
+      withCluster({}, (cluster) =>
+        withClient(cluster.url, async (client) => {
+          const url = cluster.url;
+          const pid = cluster.scheduler.pid;
+          // Warm the code paths first: the baseline should not include what the first graph loads.
+          await mapRun(client, url, Math.min(1_000, sizes.rssTasks), "rss-warm");
+          await sleep(200);
+          const before = readRss(pid);
+          const graph = graphs.map(sizes.rssTasks, uniquePrefix("rss"));
+          await client.compute(graph);
+          await waitUntil("every result to be in memory", async () => (await taskCounts(url)).memory === sizes.rssTasks, {
+            timeoutMs: 300_000,
+            intervalMs: 50,
+          });
+          await sleep(200);
+          const after = readRss(pid);
+          if (run > 0) details.push({ before, after });
+          return (after - before) / sizes.rssTasks;
+        })));
+    record("scheduler-rss", samples, { rssBytes: details });
+  }
+
+  if (want("cold-start-scheduler")) {
+    record("cold-start-scheduler", await repeat(runs, async () => {
+      const proc = await spawnReady(["scheduler", "--port", "0"]);
+      await proc.stop();
+      return proc.readyMs;
+    }));
+  }
+  if (want("cold-start-worker")) {
+    const scheduler = await spawnReady(["scheduler", "--port", "0"]);
+    try {
+      record("cold-start-worker", await repeat(runs, async () => {
+        const worker = await spawnWorker(scheduler.url);
+        await worker.stop();
+        return worker.readyMs;
+      }));
+    } finally {
+      await scheduler.stop();
+    }
+  }
+  return results;
+}
+
+function meets(value: number, target: Target): boolean {
+  return target.op === ">=" ? value >= target.value : value <= target.value;
+}
+
+/** The plugin-cost and growth ratios of issue 6, from the medians. */
+function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
+  const out: RatioResult[] = [];
+  const base = results.get("map");
+  if (!base) return out;
+  const big = results.get("map-big");
+  if (big) {
+    out.push({
+      name: "map-big-per-task-cost",
+      label: "map-big vs map, time per task",
+      unit: "×",
+      value: base.median / big.median,
+      target: { op: "<=", value: 1 },
+      ok: base.median / big.median <= 1,
+      description: "time per task of the big map divided by that of the map (1 = flat; above 1 = slower as graphs grow)",
+    });
+  }
+  const costs: Array<[WorkloadName, string, string, number]> = [
+    ["map-noop-transition", "no-op-transition-cost", "no-op transition plugin cost", 0.05],
+    ["map-jsonl", "jsonl-cost", "jsonl plugin cost", 0.15],
+    ["map-3-subscribers", "subscribers-cost", "3 event subscribers cost", 0.10],
+  ];
+  for (const [workload, name, label, limit] of costs) {
+    const variant = results.get(workload);
+    if (!variant) continue;
+    const cost = 1 - variant.median / base.median;
+    out.push({
+      name,
+      label,
+      unit: "%",
+      value: cost,
+      target: { op: "<=", value: limit },
+      ok: cost <= limit,
+      description: `throughput lost against the plain map: 1 - ${workload} / map (medians; negative = faster)`,
+    });
+  }
+  return out;
+}
+
+// ---- output ------------------------------------------------------------------------------------
+
+function fmt(value: number, unit = ""): string {
+  if (!Number.isFinite(value)) return "-";
+  if (unit === "%") return `${(value * 100).toFixed(1)} %`;
+  const abs = Math.abs(value);
+  if (abs >= 100) return Math.round(value).toLocaleString("en");
+  if (abs >= 10) return value.toFixed(1);
+  return value.toFixed(2);
+}
+
+function fmtTarget(target: Target | undefined, unit: string): string {
+  if (!target) return "";
+  return `${target.op === ">=" ? "≥" : "≤"} ${fmt(target.value, unit)}`;
+}
+
+function table(header: string[], rows: string[][], right: boolean[]): string {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (right[i] ? c.padStart(widths[i]) : c.padEnd(widths[i]))).join("  ").trimEnd();
+  return [line(header), widths.map((w) => "-".repeat(w)).join("  "), ...rows.map(line)].join("\n");
+}
+
+function workloadTable(results: WorkloadResult[]): string {
+  return table(
+    ["workload", "unit", "median", "min", "max", "target", "ok"],
+    results.map((r) => [r.label, r.unit, fmt(r.median), fmt(r.min), fmt(r.max), fmtTarget(r.target, r.unit), r.ok === undefined ? "" : r.ok ? "✓" : "✗"]),
+    [false, false, true, true, true, true, false],
+  );
+}
+
+function ratioTable(list: RatioResult[]): string {
+  return table(
+    ["ratio (of medians)", "value", "target", "ok"],
+    list.map((r) => [r.label, `${fmt(r.value, r.unit)}${r.unit === "×" ? " ×" : ""}`, `${fmtTarget(r.target, r.unit)}${r.unit === "×" ? " ×" : ""}`, r.ok ? "✓" : "✗"]),
+    [false, true, true, false],
+  );
+}
+
+// ---- main --------------------------------------------------------------------------------------
+
+async function main(argv: string[]): Promise<number> {
+  let options: Options | null;
+  try {
+    options = parseOptions(argv);
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}\n\n${usage}`);
+    return 2;
+  }
+  if (!options) {
+    console.log(usage);
+    return 0;
+  }
+  try {
+    requireBinary();
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}`);
+    return 2;
+  }
+  const tmp = mkdtempSync(join(tmpdir(), "cluster-bench-"));
+  const cleanup = async () => {
+    await stopAll();
+    rmSync(tmp, { recursive: true, force: true });
+  };
+  const onSignal = (code: number) => () => {
+    console.error("\nbench: interrupted; stopping the cluster");
+    cleanup().finally(() => process.exit(code));
+  };
+  process.once("SIGINT", onSignal(130));
+  process.once("SIGTERM", onSignal(143));
+
+  const startedAt = new Date();
+  const loadBefore = loadavg();
+  const runtime = process.versions.bun ? `bun ${process.versions.bun}` : `node ${process.versions.node}`;
+  console.log(`cluster ${version} benchmark: ${options.runs} runs after a warm-up, ${options.sizes} sizes, ` +
+    `${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, ${runtime}`);
+  let results: Map<WorkloadName, WorkloadResult>;
+  try {
+    results = await runSuite(options, tmp, (r) =>
+      console.error(`  ${r.label}: median ${fmt(r.median)} ${r.unit} (${r.samples.map((s) => fmt(s)).join(", ")})`));
+  } catch (err) {
+    console.error(`bench: ${(err as Error).message}`);
+    if (process.env.BENCH_VERBOSE) console.error(err);
+    await cleanup();
+    return 1;
+  }
+  await cleanup();
+
+  const ordered = workloadNames.filter((n) => results.has(n)).map((n) => results.get(n)!);
+  const ratioList = ratios(results);
+  console.log("");
+  console.log(workloadTable(ordered));
+  if (ratioList.length > 0) {
+    console.log("");
+    console.log(ratioTable(ratioList));
+  }
+  if (options.json) {
+    const out = {
+      tool: "cluster bench",
+      version,
+      date: startedAt.toISOString(),
+      durationSeconds: (Date.now() - startedAt.getTime()) / 1000,
+      machine: { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "", platform: process.platform, arch: process.arch, runtime, loadBefore, loadAfter: loadavg() },
+      options: { runs: options.runs, sizes: options.sizes, sizeValues: sizeSets[options.sizes], only: [...options.only] },
+      medians: Object.fromEntries(ordered.map((r) => [r.name, r.median])),
+      workloads: Object.fromEntries(ordered.map((r) => [r.name, r])),
+      ratios: Object.fromEntries(ratioList.map((r) => [r.name, r])),
+    };
+    writeFileSync(options.json, JSON.stringify(out, null, 2) + "\n");
+    console.log(`\nwrote ${options.json}`);
+  }
+  return 0;
+}
+
+process.exitCode = await main(process.argv.slice(2));
+process.exit();

@@ -1,0 +1,78 @@
+/**
+ * Smoke test of the benchmark suite (`bench/run.ts`): one quick run with tiny sizes against the
+ * real binary, so the script never rots. It checks that every workload ran and has a median,
+ * not how fast anything is.
+ *
+ * @module
+ */
+import { expect, test } from "bun:test";
+import { spawn } from "node:child_process";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { binary, root, tempDir } from "./_cluster.ts";
+
+/** Every workload the suite reports (issue 6); a name missing from the JSON fails the test. */
+const workloads = [
+  "map",
+  "map-big",
+  "tree-sum",
+  "chain",
+  "round-trip-p50",
+  "round-trip-p99",
+  "map-noop-transition",
+  "map-jsonl",
+  "map-3-subscribers",
+  "scheduler-rss",
+  "cold-start-scheduler",
+  "cold-start-worker",
+];
+
+/** Runs `bun bench/run.ts ARGS…`; SIGKILLs it after `timeoutMs` (it stops its own cluster on SIGTERM). */
+function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(root, "bench", "run.ts"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
+  child.stderr.setEncoding("utf8").on("data", (c: string) => (stderr += c));
+  return new Promise((resolve) => {
+    const term = setTimeout(() => child.kill("SIGTERM"), timeoutMs);
+    const kill = setTimeout(() => child.kill("SIGKILL"), timeoutMs + 5_000);
+    child.on("exit", (code) => {
+      clearTimeout(term);
+      clearTimeout(kill);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test("the benchmark runs every workload with tiny sizes and writes a median for each", async () => {
+  expect(existsSync(binary)).toBe(true);
+  const dir = tempDir("cluster-bench-smoke-");
+  try {
+    const out = join(dir, "bench.json");
+    const { code, stdout, stderr } = await runBench(["--sizes", "small", "--runs", "1", "--json", out], 90_000);
+    if (code !== 0) throw new Error(`bench/run.ts exited with ${code}:\n${stdout}\n${stderr}`);
+    const report = JSON.parse(readFileSync(out, "utf8"));
+    for (const name of workloads) {
+      expect(Number.isFinite(report.medians[name]), `median of "${name}"`).toBe(true);
+      expect(report.workloads[name].samples).toHaveLength(1);
+    }
+    for (const name of ["map-big-per-task-cost", "no-op-transition-cost", "jsonl-cost", "subscribers-cost"]) {
+      expect(Number.isFinite(report.ratios[name].value), `ratio "${name}"`).toBe(true);
+    }
+    expect(report.workloads["map-3-subscribers"].details.receivedEvents).toEqual(
+      Array(3).fill(report.workloads["map-3-subscribers"].details.expectedEvents),
+    );
+    // The table names every workload.
+    expect(stdout).toContain("map 200 inc");
+    expect(stdout).toContain("cold start: worker to registered");
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}, 120_000);
+
+test("the benchmark rejects an unknown workload with exit code 2", async () => {
+  const { code, stderr } = await runBench(["--only", "nope"], 20_000);
+  expect(code).toBe(2);
+  expect(stderr).toContain('Unknown workload "nope"');
+});
