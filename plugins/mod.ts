@@ -4,6 +4,7 @@
  * @module
  */
 import type { Plugin, PluginContext, PluginRole } from "../lib/plugins/types.ts";
+import { amqpPlugin } from "./amqp.ts";
 import { environ } from "./environ.ts";
 import { jsonl } from "./jsonl.ts";
 import { packageInstall } from "./package-install.ts";
@@ -30,6 +31,7 @@ export interface BuiltinPlugin {
 
 /** Built-in plugins by name. Each file in this folder adds one line here. */
 export const builtinPlugins: Record<string, BuiltinPlugin> = {
+  amqp: amqpPlugin,
   environ,
   jsonl,
   "package-install": packageInstall,
