@@ -241,6 +241,22 @@ describe("nanny plugins", () => {
     }
   }, 30_000);
 
+  test("upload-directory refuses file names that leave the directory", async () => {
+    const before = await workerPids();
+    for (const name of ["../escape.txt", "/etc/escape.txt", "a/../../escape.txt"]) {
+      const res = await api(url, "/api/v1/plugins", {
+        body: { role: "nanny", use: "upload-directory", name: "evil", path: "evil", files: { [name]: "x", "ok.txt": "y" } },
+      });
+      expect(res.status).toBe(422);
+      expect(res.body.error).toContain(`Invalid file name "${name}"`);
+    }
+    for (const { localDirectory } of nannies.values()) {
+      expect(existsSync(join(localDirectory, "escape.txt"))).toBe(false);
+      expect(existsSync(join(localDirectory, "evil"))).toBe(false);
+    }
+    expect(await workerPids()).toEqual(before);
+  });
+
   test("a nanny plugin whose setup throws answers 422 with its message and restarts no worker", async () => {
     const before = await workerPids();
     const res = await api(url, "/api/v1/plugins", { body: { role: "nanny", use: join(fixtures, "nanny-failing-setup.ts") } });
