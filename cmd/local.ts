@@ -94,6 +94,7 @@ export const localCommand = defineCommand({
       await Promise.all(children.map((c) => c.exitCode !== null ? null : new Promise((r) => c.once("exit", r))));
       await scheduler.close();
     };
+    onShutdown(shutdown);
     try {
       for (let i = 0; i < count; i++) children.push(await startWorker(scheduler.address, `local-${i}`, extra));
     } catch (err) {
@@ -108,7 +109,6 @@ export const localCommand = defineCommand({
       }
       process.exit(0);
     }
-    onShutdown(shutdown);
     await new Promise(() => {});
   },
 });

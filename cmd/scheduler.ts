@@ -35,8 +35,9 @@ export const schedulerCommand = defineCommand({
       baseDir: a.plugins ? dirname(resolve(a.plugins)) : process.cwd(),
       eventsKept: intFlag(a["events-kept"], "events-kept", { fallback: 20_000, min: 10_000 }),
     });
-    console.log(`scheduler listening at ${scheduler.address}`);
+    // Handlers first: a signal right after the ready line must still close gracefully.
     onShutdown(() => scheduler.close());
+    console.log(`scheduler listening at ${scheduler.address}`);
     await new Promise(() => {});
   },
 });

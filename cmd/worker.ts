@@ -57,8 +57,8 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
       nannyPlugins: await pluginSpecsFromFile(plugins, ["nanny"]),
       workerArgs: rawArgs,
     });
-    console.log(`nanny ${nanny.name} listening at ${nanny.address}`);
     onShutdown(() => nanny.close());
+    console.log(`nanny ${nanny.name} listening at ${nanny.address}`);
     await nanny.closed;
     process.exit(0);
   }
@@ -70,8 +70,8 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
     plugins: await pluginSpecsFromFile(plugins, ["worker"]),
     nanny: !!process.env.CLUSTER_NANNY,
   });
-  console.log(`worker ${worker.name} listening at ${worker.address}`);
   onShutdown(() => worker.close());
+  console.log(`worker ${worker.name} listening at ${worker.address}`);
   await worker.closed;
   process.exit(0);
 }

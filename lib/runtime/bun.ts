@@ -41,6 +41,16 @@ export const bunRuntime: Runtime = {
     const raw = ws.raw as { getBufferedAmount?: () => number } | undefined;
     return raw?.getBufferedAmount?.() ?? 0;
   },
+  send(ws, data) {
+    const raw = ws.raw as { send(d: string | Uint8Array): number } | undefined;
+    if (raw) raw.send(data);
+    else ws.send(data as string);
+  },
+  cork(ws, fn) {
+    const raw = ws.raw as { cork?: (cb: () => void) => void } | undefined;
+    if (raw?.cork) raw.cork(fn);
+    else fn();
+  },
   prepareSocket() {},
   selfCommand() {
     // In a compiled binary Bun.main is a virtual path under /$bunfs; the binary is the command.

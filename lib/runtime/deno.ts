@@ -33,6 +33,14 @@ export const denoRuntime: Runtime = {
   bufferedAmount(ws) {
     return (ws.raw as WebSocket | undefined)?.bufferedAmount ?? 0;
   },
+  send(ws, data) {
+    const raw = ws.raw as WebSocket | undefined;
+    if (raw) raw.send(data);
+    else ws.send(data as string);
+  },
+  cork(_ws, fn) {
+    fn();
+  },
   prepareSocket(ws) {
     const raw = ws.raw as WebSocket | undefined;
     if (raw) raw.binaryType = "arraybuffer";

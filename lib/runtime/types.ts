@@ -25,6 +25,10 @@ export interface Runtime {
   readonly upgradeWebSocket: UpgradeWebSocket;
   /** Bytes queued on a server-side WebSocket and not yet sent. */
   bufferedAmount(ws: WSContext): number;
+  /** Sends one frame on a server-side WebSocket, skipping Hono's per-call wrapper. */
+  send(ws: WSContext, data: string | Uint8Array): void;
+  /** Runs `fn`, sending what it sends on `ws` in as few writes as possible (Bun's cork). */
+  cork(ws: WSContext, fn: () => void): void;
   /** Prepares a freshly opened server-side WebSocket (binary frames as ArrayBuffer). */
   prepareSocket(ws: WSContext): void;
   /** The command (executable and leading arguments) that runs this CLI again. */

@@ -30,6 +30,8 @@ export interface Subscriber {
  */
 export class EventLog {
   #ring: (ClusterEvent | undefined)[];
+  /** Each kept event's JSON text, made at most once (`json`), by the same slot as the ring. */
+  #jsonRing: (string | undefined)[];
   #capacity: number;
   #seq = 0;
   #subscribers = new Set<Subscriber & { pending: ClusterEvent[] }>();
@@ -40,6 +42,18 @@ export class EventLog {
   constructor(capacity = 20_000) {
     this.#capacity = Math.max(capacity, 10_000);
     this.#ring = new Array(this.#capacity);
+    this.#jsonRing = new Array(this.#capacity);
+  }
+
+  /** An event's JSON text, made once however many subscribers receive it. */
+  json(event: ClusterEvent): string {
+    const slot = event.seq % this.#capacity;
+    if (this.#ring[slot] === event) {
+      let text = this.#jsonRing[slot];
+      if (text === undefined) this.#jsonRing[slot] = text = toJson(event);
+      return text;
+    }
+    return toJson(event);
   }
 
   /** The seq of the newest event (0 before any). */
@@ -55,7 +69,9 @@ export class EventLog {
   /** Appends an event; returns it with its `seq` and `time`. */
   append(topic: string, fields: Record<string, unknown>): ClusterEvent {
     const event = { ...fields, seq: ++this.#seq, topic, time: Date.now() / 1000 } as ClusterEvent;
-    this.#ring[event.seq % this.#capacity] = event;
+    const slot = event.seq % this.#capacity;
+    this.#ring[slot] = event;
+    this.#jsonRing[slot] = undefined;
     if (this.#subscribers.size > 0) {
       for (const sub of this.#subscribers) {
         if (sub.topics === null || sub.topics.has(topic)) sub.pending.push(event);
@@ -107,4 +123,9 @@ export class EventLog {
       }
     }
   }
+}
+
+/** An event as JSON text. */
+export function toJson(event: ClusterEvent): string {
+  return JSON.stringify(event);
 }

@@ -918,9 +918,11 @@ export class Scheduler {
               ws.close(1013, "Subscriber too slow: event buffer full");
               return;
             }
-            if (batch) ws.send(cbor ? encodeCbor(events) : JSON.stringify(events));
-            else if (cbor) for (const e of events) ws.send(encodeCbor(e));
-            else for (const e of events) ws.send(JSON.stringify(e));
+            runtime.cork(ws, () => {
+              if (batch) runtime.send(ws, cbor ? encodeFrame(events) : `[${events.map((e) => this.events.json(e)).join(",")}]`);
+              else if (cbor) for (const e of events) runtime.send(ws, encodeCbor(e).slice());
+              else for (const e of events) runtime.send(ws, this.events.json(e));
+            });
           },
         }, since);
       },
