@@ -10,7 +10,7 @@ import type { FileHandle } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
 import { errorMessage } from "../lib/errors.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
-import type { Logger, PluginContext, SchedulerPlugin } from "../lib/plugins/types.ts";
+import type { Logger, PluginContext, SchedulerApi, SchedulerPlugin } from "../lib/plugins/types.ts";
 import type { BuiltinPlugin } from "./mod.ts";
 
 /** Options of the `jsonl` plugin. */
@@ -57,14 +57,18 @@ export class JsonlPlugin implements SchedulerPlugin {
   }
 
   /** Opens the file now, so a bad path fails the registration rather than the first flush. */
-  async start(): Promise<void> {
+  async start(scheduler?: SchedulerApi): Promise<void> {
+    // The scheduler's JSON of an event is made once, shared with event-stream subscribers.
+    if (scheduler?.eventJson) this.#eventJson = scheduler.eventJson;
     await this.#open();
   }
+
+  #eventJson: (event: Record<string, unknown>) => string = JSON.stringify;
 
   /** Buffers one event; never waits. */
   logEvent(topic: string, msg: Record<string, unknown>): void {
     if (this.#closed || (this.#topics && !this.#topics.has(topic))) return;
-    const line = eventLine(topic, msg);
+    const line = eventLine(topic, msg, this.#eventJson);
     if (line === undefined) {
       this.#lost++;
       return;
@@ -152,9 +156,13 @@ export class JsonlPlugin implements SchedulerPlugin {
 }
 
 /** One event as a JSON line: the scheduler's event as it is, or `{topic, time, ...msg}`. */
-function eventLine(topic: string, msg: Record<string, unknown>): string | undefined {
+function eventLine(
+  topic: string,
+  msg: Record<string, unknown>,
+  eventJson: (event: Record<string, unknown>) => string,
+): string | undefined {
   try {
-    return JSON.stringify(msg.topic === topic ? msg : { topic, time: Date.now() / 1000, ...msg });
+    return msg.topic === topic ? eventJson(msg) : JSON.stringify({ topic, time: Date.now() / 1000, ...msg });
   } catch {
     return undefined;
   }

@@ -9,8 +9,8 @@ function setup() {
   const log: string[] = [];
   const sent: Array<{ worker: string; msg: WorkerMessage }> = [];
   const state = new SchedulerState({
-    onTransition: (ts, start, finish, info) => {
-      expect(info.stimulusId).toBeTruthy();
+    onTransition: (ts, start, finish, stimulusId) => {
+      expect(stimulusId).toBeTruthy();
       log.push(`${ts.key} ${start}>${finish}`);
     },
     sendToWorker: (ws, msg) => sent.push({ worker: ws.name, msg }),

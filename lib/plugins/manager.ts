@@ -61,6 +61,11 @@ export class PluginManager<P extends Plugin> {
     return this.#hooked(hook).length > 0;
   }
 
+  /** The plugins that implement a hook, in registration order (cached until a change). */
+  withHook(hook: string): readonly Registered<P>[] {
+    return this.#hooked(hook);
+  }
+
   #hooked(hook: string): Registered<P>[] {
     let list = this.#byHook.get(hook);
     if (!list) {

@@ -90,6 +90,8 @@ export interface SchedulerApi {
   readonly workers: ReadonlyMap<string, WorkerView>;
   readonly clients: ReadonlyMap<string, ClientView>;
   logEvent(topic: string, msg: Record<string, unknown>): void;
+  /** An event's JSON text, made once however many plugins and subscribers need it. */
+  eventJson(event: Record<string, unknown>): string;
   addPlugin(plugin: SchedulerPlugin): Promise<void>;
   removePlugin(name: string): Promise<void>;
   readonly log: Logger;

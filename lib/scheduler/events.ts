@@ -34,7 +34,9 @@ export class EventLog {
   #jsonRing: (string | undefined)[];
   #capacity: number;
   #seq = 0;
-  #subscribers = new Set<Subscriber & { pending: ClusterEvent[] }>();
+  #subscribers = new Set<SubscriberEntry>();
+  /** Events since the last flush (kept only while someone subscribes). */
+  #pending: ClusterEvent[] = [];
   #flushScheduled = false;
   /** Called synchronously for every appended event (plugins' `logEvent`). */
   onEvent: ((event: ClusterEvent) => void) | null = null;
@@ -68,18 +70,35 @@ export class EventLog {
 
   /** Appends an event; returns it with its `seq` and `time`. */
   append(topic: string, fields: Record<string, unknown>): ClusterEvent {
-    const event = { ...fields, seq: ++this.#seq, topic, time: Date.now() / 1000 } as ClusterEvent;
+    const seq = ++this.#seq;
+    const time = Date.now() / 1000;
+    // seq, topic and time come first and cannot be overridden by the fields.
+    const event = { seq, topic, time, ...fields } as ClusterEvent;
+    event.seq = seq;
+    event.topic = topic;
+    event.time = time;
+    this.#store(event);
+    return event;
+  }
+
+  /**
+   * Appends a `transition` event. One object of one fixed shape per transition: this is the
+   * scheduler's hot path.
+   */
+  appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined): void {
+    const event: ClusterEvent = { seq: ++this.#seq, topic: "transition", time: Date.now() / 1000, key, start, finish, stimulusId, worker };
+    this.#store(event);
+  }
+
+  #store(event: ClusterEvent): void {
     const slot = event.seq % this.#capacity;
     this.#ring[slot] = event;
     this.#jsonRing[slot] = undefined;
     if (this.#subscribers.size > 0) {
-      for (const sub of this.#subscribers) {
-        if (sub.topics === null || sub.topics.has(topic)) sub.pending.push(event);
-      }
+      this.#pending.push(event);
       this.#scheduleFlush();
     }
     this.onEvent?.(event);
-    return event;
   }
 
   /** The kept events after `since`, optionally of some topics only. */
@@ -95,11 +114,16 @@ export class EventLog {
 
   /** Adds a subscriber; replays the kept events after `since` first. Returns an unsubscribe. */
   subscribe(sub: Subscriber, since?: number): () => void {
-    const entry = Object.assign(sub, { pending: since === undefined ? [] : this.replay(since, sub.topics) });
+    const entry: SubscriberEntry = Object.assign(sub, {
+      filterKey: sub.topics === null ? "*" : [...sub.topics].sort().join(","),
+      fromSeq: this.#seq,
+      replay: since === undefined ? [] : this.replay(since, sub.topics),
+    });
     this.#subscribers.add(entry);
-    if (entry.pending.length > 0) this.#scheduleFlush();
+    if (entry.replay.length > 0) this.#scheduleFlush();
     return () => {
       this.#subscribers.delete(entry);
+      if (this.#subscribers.size === 0) this.#pending = [];
     };
   }
 
@@ -109,15 +133,35 @@ export class EventLog {
     setTimeout(() => this.flush(), 0);
   }
 
-  /** Delivers pending events to every subscriber now. */
+  /**
+   * Delivers pending events to every subscriber now. Subscribers with the same topics receive
+   * the same array, so that what is made of it (JSON, CBOR) can be made once.
+   */
   flush(): void {
     this.#flushScheduled = false;
+    const events = this.#pending;
+    this.#pending = [];
+    const byFilter = new Map<string, ClusterEvent[]>();
     for (const sub of this.#subscribers) {
-      if (sub.pending.length === 0) continue;
-      const events = sub.pending;
-      sub.pending = [];
+      let list: ClusterEvent[];
+      if (events.length > 0 && events[0].seq > sub.fromSeq) {
+        let shared = byFilter.get(sub.filterKey);
+        if (!shared) {
+          shared = sub.topics === null ? events : events.filter((e) => sub.topics!.has(e.topic));
+          byFilter.set(sub.filterKey, shared);
+        }
+        list = shared;
+      } else {
+        // Subscribed in the middle of this batch: only what came after (the rest was replayed).
+        list = events.filter((e) => e.seq > sub.fromSeq && (sub.topics === null || sub.topics.has(e.topic)));
+      }
+      if (sub.replay.length > 0) {
+        list = [...sub.replay, ...list];
+        sub.replay = [];
+      }
+      if (list.length === 0) continue;
       try {
-        sub.deliver(events);
+        sub.deliver(list);
       } catch {
         this.#subscribers.delete(sub);
       }
@@ -125,7 +169,17 @@ export class EventLog {
   }
 }
 
-/** An event as JSON text. */
+interface SubscriberEntry extends Subscriber {
+  filterKey: string;
+  /** The last seq before it subscribed: live delivery starts after it. */
+  fromSeq: number;
+  replay: ClusterEvent[];
+}
+
+/**
+ * An event as JSON text. (Hand-written JSON for transitions was tried: it builds rope strings
+ * that cost more when flattened for a send or a join than JSON.stringify's flat result.)
+ */
 export function toJson(event: ClusterEvent): string {
   return JSON.stringify(event);
 }

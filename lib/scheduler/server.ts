@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { errorMessage, PluginError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import { type AddResult, PluginManager } from "../plugins/manager.ts";
+import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
 import { instantiatePlugin, type WirePluginSpec, withSource } from "../plugins/load.ts";
 import type {
   PluginRole,
@@ -103,7 +103,7 @@ export class Scheduler {
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
   #closing: Promise<void> | null = null;
   #token = clusterToken();
-  #hasTransitionHook = false;
+  #transitionHooks: readonly Registered<SchedulerPlugin>[] = [];
   #subscriberCount = 0;
   #moduleDir = "";
   #preloadTeardowns: Array<() => unknown> = [];
@@ -121,12 +121,19 @@ export class Scheduler {
       }
     });
     this.state = new SchedulerState({
-      onTransition: (ts, start, finish, info) => this.#onTransition(ts, start, finish, info),
+      onTransition: (ts, start, finish, stimulusId, extra) => this.#onTransition(ts, start, finish, stimulusId, extra),
       sendToWorker: (ws, msg) => this.#sendToWorker(ws, msg),
     });
     this.#httpClient = this.state.addClient("http");
     this.events.onEvent = (event) => {
-      if (this.#hasLogEventHook) this.plugins.callSync("logEvent", event.topic, event);
+      const hooks = this.#logEventHooks;
+      for (let i = 0; i < hooks.length; i++) {
+        try {
+          hooks[i].plugin.logEvent!(event.topic, event);
+        } catch (err) {
+          this.plugins.reportError(hooks[i].name, "logEvent", err);
+        }
+      }
     };
     const self = this;
     this.api = {
@@ -140,6 +147,7 @@ export class Scheduler {
       logEvent: (topic, msg) => {
         this.events.append(topic, msg);
       },
+      eventJson: (event) => this.events.json(event as ClusterEvent),
       addPlugin: async (plugin) => {
         const name = plugin.name ?? `plugin-${++this.#requestId}`;
         await this.#addSchedulerPlugin({ name, plugin, use: "<object>" });
@@ -151,7 +159,7 @@ export class Scheduler {
     };
   }
 
-  #hasLogEventHook = false;
+  #logEventHooks: readonly Registered<SchedulerPlugin>[] = [];
 
   /** Starts a scheduler: plugins first (a failing one stops the start), then the server. */
   static async start(options: SchedulerOptions = {}): Promise<Scheduler> {
@@ -212,8 +220,8 @@ export class Scheduler {
   }
 
   #refreshHooks(): void {
-    this.#hasTransitionHook = this.plugins.has("transition");
-    this.#hasLogEventHook = this.plugins.has("logEvent");
+    this.#transitionHooks = this.plugins.withHook("transition");
+    this.#logEventHooks = this.plugins.withHook("logEvent");
   }
 
   /**
@@ -305,11 +313,25 @@ export class Scheduler {
 
   // ---- transitions and messages --------------------------------------------------------------
 
-  #onTransition(ts: TaskState, start: SchedulerTaskStateName, finish: SchedulerTaskStateName, info: TransitionInfo): void {
-    if (this.#hasTransitionHook) this.plugins.callSync("transition", ts.key, start, finish, info);
-    const event: Record<string, unknown> = { key: ts.key, start, finish, stimulusId: info.stimulusId };
-    if (info.worker !== undefined) event.worker = info.worker;
-    this.events.append("transition", event);
+  #onTransition(
+    ts: TaskState,
+    start: SchedulerTaskStateName,
+    finish: SchedulerTaskStateName,
+    stimulusId: string,
+    extra: Partial<TransitionInfo> | undefined,
+  ): void {
+    const hooks = this.#transitionHooks;
+    if (hooks.length > 0) {
+      const info: TransitionInfo = extra ? Object.assign({ stimulusId }, extra) : { stimulusId };
+      for (let i = 0; i < hooks.length; i++) {
+        try {
+          hooks[i].plugin.transition!(ts.key, start, finish, info);
+        } catch (err) {
+          this.plugins.reportError(hooks[i].name, "transition", err);
+        }
+      }
+    }
+    this.events.appendTransition(ts.key, start, finish, stimulusId, extra?.worker);
     if (this.#keyWaiters.size > 0 && finishedStates.has(finish)) {
       const waiters = this.#keyWaiters.get(ts.key);
       if (waiters) {
@@ -919,7 +941,7 @@ export class Scheduler {
               return;
             }
             runtime.cork(ws, () => {
-              if (batch) runtime.send(ws, cbor ? encodeFrame(events) : `[${events.map((e) => this.events.json(e)).join(",")}]`);
+              if (batch) runtime.send(ws, cbor ? batchCbor(events) : batchJson(events, this.events));
               else if (cbor) for (const e of events) runtime.send(ws, encodeCbor(e).slice());
               else for (const e of events) runtime.send(ws, this.events.json(e));
             });
@@ -1098,6 +1120,22 @@ export class Scheduler {
     await new Promise((r) => setTimeout(r, 50));
     await this.#server?.stop();
   }
+}
+
+const batchCache = new WeakMap<ClusterEvent[], { json?: string; cbor?: Uint8Array }>();
+
+/** One tick's events as a JSON array, made once for every subscriber that gets this array. */
+function batchJson(events: ClusterEvent[], log: EventLog): string {
+  let cached = batchCache.get(events);
+  if (!cached) batchCache.set(events, cached = {});
+  return cached.json ??= `[${events.map((e) => log.json(e)).join(",")}]`;
+}
+
+/** One tick's events as a CBOR array, made once for every subscriber that gets this array. */
+function batchCbor(events: ClusterEvent[]): Uint8Array {
+  let cached = batchCache.get(events);
+  if (!cached) batchCache.set(events, cached = {});
+  return cached.cbor ??= encodeFrame(events);
 }
 
 /** Reads a JSON or CBOR body; a Response (400) when it is malformed. */

@@ -130,7 +130,14 @@ export interface DepInfo {
 
 /** Callbacks through which the state machine reports what happened. */
 export interface SchedulerStateHooks {
-  onTransition(ts: TaskState, start: SchedulerTaskStateName, finish: SchedulerTaskStateName, info: TransitionInfo): void;
+  /** Called after every transition; `extra` holds worker, nbytes, exception where they apply. */
+  onTransition(
+    ts: TaskState,
+    start: SchedulerTaskStateName,
+    finish: SchedulerTaskStateName,
+    stimulusId: string,
+    extra: Partial<TransitionInfo> | undefined,
+  ): void;
   sendToWorker(ws: WorkerState, msg: WorkerMessage): void;
 }
 
@@ -487,8 +494,7 @@ export class SchedulerState {
     this.counts[finish]++;
     ts.state = finish;
     this.transitionsTotal++;
-    const full = info ? { stimulusId, ...info } : { stimulusId };
-    this.#hooks.onTransition(ts, start, finish, full as TransitionInfo);
+    this.#hooks.onTransition(ts, start, finish, stimulusId, info);
   }
 
   _recommend(ts: TaskState, finish: Finish): void {

@@ -91,6 +91,8 @@ export class Worker {
   #functions = new Map<string, TaskFunction>();
   #modules = new Map<string, string>();
   #moduleHashes = new Map<string, string>();
+  /** Counts stimuli for ids like Dask's `task-finished-…`. */
+  #stimuli = 0;
   #executors = new Map<string, Executor>();
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #closing: Promise<void> | null = null;
@@ -484,8 +486,8 @@ export class Worker {
     if (value === undefined) value = null;
     const nbytes = sizeOf(value);
     if (this.state.finished(task, value, nbytes)) {
-      if (nbytes <= inlineLimitBytes) this.#send({ op: "done", key: task.key, nbytes, value, hasValue: true, duration, stimulusId: `task-finished-${task.key}` });
-      else this.#send({ op: "done", key: task.key, nbytes, duration, stimulusId: `task-finished-${task.key}` });
+      if (nbytes <= inlineLimitBytes) this.#send({ op: "done", key: task.key, nbytes, value, hasValue: true, duration, stimulusId: `task-finished-${++this.#stimuli}` });
+      else this.#send({ op: "done", key: task.key, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}` });
     }
     if (this.#readyHead < this.#ready.length) this.#schedulePump();
     else this.#checkIdle();
@@ -497,7 +499,7 @@ export class Worker {
     const exception = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const traceback = err instanceof Error ? err.stack ?? "" : "";
     if (this.state.erred(task, exception, traceback)) {
-      this.#send({ op: "erred", key: task.key, exception, traceback, duration, stimulusId: `task-erred-${task.key}` });
+      this.#send({ op: "erred", key: task.key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}` });
     }
     if (this.#readyHead < this.#ready.length) this.#schedulePump();
     else this.#checkIdle();
