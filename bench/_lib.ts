@@ -193,6 +193,14 @@ export function readRss(pid: number): number {
   return Number(m[1]) * 1024;
 }
 
+/** The CPU time (user + system) a process has used so far, in milliseconds (Linux `/proc`). */
+export function readCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  // utime and stime are fields 14 and 15 of stat, in clock ticks (100 a second on Linux).
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
 /** One unlabelled sample of the scheduler's Prometheus text (`GET /metrics`). */
 export async function readMetric(url: string, name: string): Promise<number> {
   const res = await fetch(`${url}/metrics`);

@@ -23,6 +23,7 @@ const args = {
   tasks: { type: "string", description: "Task module whose exports become MODULE.EXPORT; repeatable" },
   "memory-limit": { type: "string", description: "Restart the worker past this RSS (nanny): 2GiB, 500MB, 0.5" },
   "local-directory": { type: "string", description: "Directory for files, packages and plugins" },
+  "contact-address": { type: "string", description: "Data address announced to peers (behind NAT); unreachable peers relay through the scheduler" },
   "connect-timeout": { type: "string", description: "Seconds to keep trying to reach the scheduler", default: "10" },
   ...commonArgs,
 } as const;
@@ -45,6 +46,7 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
     preload: collect(rawArgs, "preload").map((p) => resolve(p)),
     tasks: collect(rawArgs, "tasks").map((p) => resolve(p)),
     localDirectory: a["local-directory"] ? resolve(String(a["local-directory"])) : undefined,
+    contactAddress: a["contact-address"] === undefined ? undefined : String(a["contact-address"]),
     connectTimeoutMs,
     baseDir: plugins ? dirname(resolve(plugins)) : process.cwd(),
   };

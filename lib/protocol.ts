@@ -8,7 +8,7 @@
 import { Encoder } from "cbor-x";
 
 /** The largest frame a server accepts (bytes). */
-export const maxFrameBytes = 256 * 1024 * 1024;
+export const maxFrameBytes = 64 * 1024 * 1024;
 
 /** Results at most this many bytes travel inline with messages and are kept by the scheduler. */
 export const inlineLimitBytes = 64 * 1024;

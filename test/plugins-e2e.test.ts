@@ -156,6 +156,22 @@ describe("scheduler plugins from plugins.toml", () => {
     }
   });
 
+  test("beforeClose then close run once, even when shutdowns come at the same time", async () => {
+    const dir = tempDir();
+    const out = join(dir, "rec.jsonl");
+    const toml = join(dir, "plugins.toml");
+    writeFileSync(toml, `[[scheduler.plugins]]\nuse = "${recorder}"\nout = "${out}"\n`);
+    const scheduler = await startProcess(["scheduler", "--port", "0", "--plugins", toml]);
+    process.kill(scheduler.pid, "SIGTERM");
+    process.kill(scheduler.pid, "SIGINT");
+    process.kill(scheduler.pid, "SIGTERM");
+    expect(await scheduler.exited).toBe(0);
+    const hooks = lines(out).map((r) => r.hook);
+    expect(hooks.filter((h) => h === "beforeClose").length).toBe(1);
+    expect(hooks.filter((h) => h === "close").length).toBe(1);
+    expect(hooks.indexOf("beforeClose")).toBeLessThan(hooks.indexOf("close"));
+  });
+
   test("a plugins.toml plugin whose start throws stops the scheduler with exit code 2 naming it", async () => {
     const result = await runCli(["scheduler", "--port", "0", "--plugins", join(fixtures, "plugins-bad-start.toml")]);
     expect(result.code).toBe(2);

@@ -30,6 +30,8 @@ export interface NannyOptions {
   preload: string[];
   tasks: string[];
   localDirectory?: string;
+  /** Passed to the worker: its data address as peers see it. */
+  contactAddress?: string;
   connectTimeoutMs: number;
   memoryLimit?: number;
   /** plugins.toml handed to the worker for its `[worker]` section. */
@@ -320,6 +322,7 @@ export class Nanny {
     for (const p of o.preload) args.push("--preload", p);
     for (const t of o.tasks) args.push("--tasks", t);
     if (o.pluginsFile) args.push("--plugins", o.pluginsFile);
+    if (o.contactAddress) args.push("--contact-address", o.contactAddress);
     if (o.workerArgs.includes("--debug")) args.push("--debug");
     return { command, args };
   }

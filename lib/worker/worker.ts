@@ -52,6 +52,8 @@ export interface WorkerOptions {
   localDirectory?: string;
   /** Started by a nanny. */
   nanny?: boolean;
+  /** The data address announced to the scheduler and peers, when not the listening one (NAT). */
+  contactAddress?: string;
   /** How long to keep trying to reach the scheduler at start-up. @default 10000 */
   connectTimeoutMs?: number;
   baseDir?: string;
@@ -161,7 +163,7 @@ export class Worker {
     await mkdir(this.localDirectory, { recursive: true });
     this.#server = await runtime.serve(this.#routes(), { hostname: opts.host ?? "127.0.0.1", port: opts.port ?? 0 });
     const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
-    this.address = `http://${host}:${this.#server.port}`;
+    this.address = opts.contactAddress ?? `http://${host}:${this.#server.port}`;
     for (const path of opts.tasks ?? []) await this.loadTaskModule(path);
     // Directories a nanny plugin (upload-directory with updatePath) made importable.
     for (const dir of (process.env.CLUSTER_TASK_PATHS ?? "").split(delimiter).filter(Boolean)) {

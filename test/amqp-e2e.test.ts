@@ -1,0 +1,411 @@
+/**
+ * End-to-end tests of the `amqp` scheduler plugin through the real binary: `dist/cluster
+ * scheduler --plugins plugins.toml` with `use = "amqp"`, real workers, and a private RabbitMQ
+ * broker (`test/_rabbitmq.ts`). The queue is compared with the scheduler's own
+ * `/api/v1/events` transition stream, also across a broker outage in the middle of a graph.
+ *
+ * @module
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import amqp from "amqplib";
+import type { ConsumeMessage } from "amqplib";
+import { Client } from "../lib/client/mod.ts";
+import type { AmqpTransitionMessage } from "../plugins/amqp.ts";
+import { api, graphs, runCli, startCluster, stopAll, tempDir } from "./_cluster.ts";
+import type { TestCluster } from "./_cluster.ts";
+import { startRabbitMQ } from "./_rabbitmq.ts";
+import type { RabbitMQ } from "./_rabbitmq.ts";
+
+let broker: RabbitMQ;
+
+beforeAll(async () => {
+  broker = await startRabbitMQ();
+  console.error(`RabbitMQ ${broker.nodename} on port ${broker.port} started in ${broker.startMs.toFixed(0)} ms`);
+}, 120_000);
+
+afterAll(async () => {
+  await stopAll();
+  await broker?.stop();
+}, 60_000);
+
+// ---- helpers -----------------------------------------------------------------------------------
+
+let queueCounter = 0;
+
+/** A queue name no other test (or earlier run on this broker) used. */
+function uniqueQueue(what: string): string {
+  return `e2e-${what}-${process.pid}-${++queueCounter}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/** Writes a plugins.toml with the amqp plugin (plus `extra` lines) and returns its path. */
+function pluginsToml(dir: string, lines: string[], extra: string[] = []): string {
+  const path = join(dir, "plugins.toml");
+  writeFileSync(path, ["[[scheduler.plugins]]", 'use = "amqp"', ...lines, ...extra].join("\n") + "\n");
+  return path;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+async function waitFor<T>(what: string, check: () => T | false | Promise<T | false>, timeoutMs: number, intervalMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const value = await check();
+    if (value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`Timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+/** The `cluster_plugin_stat{plugin=NAME,stat=…}` samples of `/metrics`. */
+async function pluginStats(url: string, name = "amqp"): Promise<Record<string, number>> {
+  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  const stats: Record<string, number> = {};
+  const pattern = new RegExp(`^cluster_plugin_stat\\{plugin="${name}",stat="(\\w+)"\\} (\\S+)$`, "gm");
+  for (const m of text.matchAll(pattern)) stats[m[1]] = Number(m[2]);
+  return stats;
+}
+
+/** Waits until the scheduler holds no task (the client released everything and it was forgotten). */
+function waitIdle(url: string, timeoutMs = 60_000): Promise<true> {
+  return waitFor("the scheduler to forget every task", async () => {
+    const info = (await api(url, "/api/v1/info")).body as { tasks: Record<string, number> };
+    return Object.values(info.tasks).every((n) => n === 0) || false;
+  }, timeoutMs, 100);
+}
+
+/** A transition as both sides can state it. */
+interface Transition {
+  key: string;
+  start: string;
+  finish: string;
+  stimulusId: string;
+  worker?: string;
+}
+
+function tuple(t: Transition): string {
+  return JSON.stringify([t.key, t.start, t.finish, t.stimulusId, t.worker ?? null]);
+}
+
+/**
+ * Subscribes to the scheduler's `transition` events (live, batched) and collects them; `closed`
+ * resolves with the close reason if the scheduler drops the subscriber.
+ */
+function streamTransitions(url: string): { events: Transition[]; ready: Promise<void>; closeReason(): string | null; close(): void } {
+  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=transition&batch=1`);
+  const events: Transition[] = [];
+  let reason: string | null = null;
+  const ready = new Promise<void>((resolve, reject) => {
+    ws.onopen = () => resolve();
+    ws.onerror = () => reject(new Error("Cannot subscribe to the event stream"));
+  });
+  ws.onmessage = (e) => {
+    const data = JSON.parse(String(e.data));
+    for (const event of Array.isArray(data) ? data : [data]) if (event.topic === "transition") events.push(event);
+  };
+  ws.onclose = (e) => (reason = `${e.code} ${e.reason}`);
+  return { events, ready, closeReason: () => reason, close: () => ws.close() };
+}
+
+/** Reads (and acks) every message in `queue`; the count comes from the broker first. */
+async function readQueue(queue: string): Promise<ConsumeMessage[]> {
+  const conn = await amqp.connect(broker.url);
+  conn.on("error", () => {});
+  try {
+    const channel = await conn.createChannel();
+    const { messageCount } = await channel.checkQueue(queue);
+    const out: ConsumeMessage[] = [];
+    if (messageCount === 0) return out;
+    await channel.prefetch(5000);
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`Timed out reading ${messageCount} messages, got ${out.length}`)), 90_000);
+      channel.consume(queue, (msg) => {
+        if (!msg) return;
+        out.push(msg);
+        channel.ack(msg);
+        if (out.length === messageCount) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    return out;
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+async function deleteQueue(queue: string): Promise<void> {
+  const conn = await amqp.connect(broker.url);
+  conn.on("error", () => {});
+  try {
+    const channel = await conn.createChannel();
+    await channel.deleteQueue(queue);
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+function body(msg: ConsumeMessage): AmqpTransitionMessage {
+  return JSON.parse(msg.content.toString("utf8"));
+}
+
+async function closedPort(): Promise<number> {
+  return await new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+/**
+ * A task module for the `upload-file` worker plugin: `gate.open(path)` returns once `path`
+ * exists, so a test decides when the rest of a graph may run.
+ */
+const GATE_MODULE = `import { existsSync } from "node:fs";
+export async function open(path: string): Promise<number> {
+  while (!existsSync(path)) await new Promise((resolve) => setTimeout(resolve, 20));
+  return 1;
+}
+`;
+
+// ---- tests -------------------------------------------------------------------------------------
+
+test("a 5,000-task graph puts exactly one message per transition in the queue, in the event stream's order", async () => {
+  const queue = uniqueQueue("order");
+  const toml = pluginsToml(tempDir(), [`url = "${broker.url}"`, `queue = "${queue}"`]);
+  const cluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
+  let stream: ReturnType<typeof streamTransitions> | undefined;
+  try {
+    stream = streamTransitions(cluster.url);
+    await stream.ready;
+    const client = await Client.connect(cluster.url);
+    const graph = graphs.map(5000, "amqp-order");
+    await client.compute(graph);
+    const values = await client.gather(graph.keys);
+    values.forEach((v, i) => expect(v).toBe(i + 1));
+    // Closing the client releases the keys: their memory → released → forgotten go too.
+    await client.close();
+    await waitIdle(cluster.url);
+    const stats = await waitFor("the plugin to confirm every transition", async () => {
+      const s = await pluginStats(cluster.url);
+      return s.buffered === 0 && s.confirmed === stream!.events.length ? s : false;
+    }, 60_000);
+    const events = stream.events;
+    expect(stream.closeReason()).toBeNull();
+    // Every task went released→waiting→processing→memory and, once released, to forgotten.
+    expect(events.length).toBeGreaterThanOrEqual(4 * 5000);
+    expect(stats).toMatchObject({ published: events.length, confirmed: events.length, dropped: 0, reconnects: 0, inFlight: 0 });
+
+    const messages = await readQueue(queue);
+    expect(messages.length).toBe(events.length);
+    const bodies = messages.map(body);
+    expect(messages.every((m) => !m.fields.redelivered && m.properties.deliveryMode === 2)).toBe(true);
+    // The plugin's seq is its own counter: 1..N in queue order, with no duplicate.
+    expect(bodies.map((b) => b.seq)).toEqual(Array.from({ length: events.length }, (_, i) => i + 1));
+    // And the transitions themselves, in order, are the scheduler's.
+    expect(bodies.map(tuple)).toEqual(events.map(tuple));
+    const toMemory = bodies.filter((b) => b.start === "processing" && b.finish === "memory");
+    expect(new Set(toMemory.map((b) => b.key)).size).toBe(5000);
+    expect(toMemory.length).toBe(5000);
+    expect(toMemory.every((b) => typeof b.worker === "string" && b.worker.length > 0)).toBe(true);
+    const last = new Map(bodies.map((b) => [b.key, b.finish]));
+    expect(last.size).toBe(5000);
+    expect([...last.values()].every((finish) => finish === "forgotten")).toBe(true);
+  } finally {
+    stream?.close();
+    await cluster.stop();
+    await deleteQueue(queue).catch(() => {});
+  }
+}, 180_000);
+
+test("the graph finishes on time while the broker is down, and after it returns every transition is in the queue", async () => {
+  const queue = uniqueQueue("outage");
+  const dir = tempDir();
+  const gateModule = join(dir, "gate.ts");
+  const gateFile = join(dir, "gate-open");
+  writeFileSync(gateModule, GATE_MODULE);
+  const toml = pluginsToml(dir, [`url = "${broker.url}"`, `queue = "${queue}"`], [
+    "[[worker.plugins]]",
+    'use = "upload-file"',
+    `path = "${gateModule}"`,
+  ]);
+  const n = 20_000;
+  const cluster: TestCluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
+  let stream: ReturnType<typeof streamTransitions> | undefined;
+  try {
+    stream = streamTransitions(cluster.url);
+    await stream.ready;
+    const client = await Client.connect(cluster.url);
+    // Half the map runs at once, while the broker is up; the other half waits for the gate,
+    // which the test opens once the broker is down.
+    const tasks: any[] = [{ key: "gate", fn: "gate.open", args: [gateFile] }];
+    for (let i = 0; i < n; i++) {
+      tasks.push(i % 2 === 0
+        ? { key: `outage-${i}`, fn: "builtin.inc", args: [i] }
+        : { key: `outage-${i}`, fn: "builtin.add", args: [{ $ref: "gate" }, i] });
+    }
+    const keys = tasks.slice(1).map((t) => t.key);
+    await client.compute({ tasks, keys });
+    // Some of the graph is confirmed before the outage, the rest is in the middle of it.
+    await waitFor("the first transitions to be confirmed", async () => (await pluginStats(cluster.url)).confirmed >= n || false, 60_000);
+    const before = await pluginStats(cluster.url);
+    await broker.pause();
+    await waitFor("the plugin to notice the broker is gone", () => cluster.scheduler.stderr.join("").includes("lost connection to RabbitMQ"), 30_000);
+    const down = await pluginStats(cluster.url);
+    console.error(`outage: broker stopped with ${before.confirmed} confirmed; plugin stats when noticed ${JSON.stringify(down)}`);
+
+    const t0 = performance.now();
+    writeFileSync(gateFile, "");
+    const values = await client.gather(keys);
+    const graphSeconds = (performance.now() - t0) / 1000;
+    // Still down: the graph did not wait for the broker.
+    expect(broker.running).toBe(false);
+    values.forEach((v, i) => expect(v).toBe(i + 1));
+    const whileDown = await pluginStats(cluster.url);
+    console.error(`outage: ${n} tasks gathered ${graphSeconds.toFixed(2)} s after the gate opened, broker down; stats ${JSON.stringify(whileDown)}`);
+    expect(whileDown.buffered).toBeGreaterThan(n);
+    expect(whileDown.dropped).toBe(0);
+    // Generous for a shared 2-core machine; the same graph takes 1–3 s with no plugin at all.
+    expect(graphSeconds).toBeLessThan(30);
+    await client.close();
+    await waitIdle(cluster.url);
+    expect(broker.running).toBe(false);
+  } finally {
+    if (!broker.running) await broker.restart();
+  }
+  try {
+    const total = stream!.events.length;
+    const stats = await waitFor("the plugin to deliver everything after the broker returned", async () => {
+      const s = await pluginStats(cluster.url);
+      return s.buffered === 0 && s.confirmed === stream!.events.length ? s : false;
+    }, 120_000, 100);
+    expect(stream!.closeReason()).toBeNull();
+    expect(stream!.events.length).toBe(total);
+    expect(stats.reconnects).toBeGreaterThanOrEqual(1);
+    expect(stats.dropped).toBe(0);
+
+    const messages = await readQueue(queue);
+    const bySeq = new Map<number, string>();
+    let duplicates = 0;
+    for (const msg of messages) {
+      const text = msg.content.toString("utf8");
+      const seq = body(msg).seq;
+      const seen = bySeq.get(seq);
+      if (seen !== undefined) {
+        // A duplicate is a resend of the very same message.
+        expect(text).toBe(seen);
+        duplicates++;
+      }
+      bySeq.set(seq, text);
+    }
+    console.error(`outage: ${total} transitions, ${messages.length} messages in the queue (${duplicates} resent duplicates); stats ${JSON.stringify(stats)}`);
+    const missing = Array.from({ length: total }, (_, i) => i + 1).filter((s) => !bySeq.has(s));
+    expect(missing).toEqual([]);
+    expect(bySeq.size).toBe(total);
+    // De-duplicated by seq, the queue holds the scheduler's transitions in its order.
+    const ordered = [...bySeq.entries()].sort((a, b) => a[0] - b[0]).map(([, text]) => tuple(JSON.parse(text)));
+    expect(ordered).toEqual(stream!.events.map(tuple));
+  } finally {
+    stream?.close();
+    await cluster.stop();
+    await deleteQueue(queue).catch(() => {});
+  }
+}, 300_000);
+
+test("a closed port or refused credentials stop the scheduler with exit code 2 and one line naming the host", async () => {
+  const dir = tempDir();
+  const port = await closedPort();
+  const refused = await runCli(["scheduler", "--port", "0", "--plugins", pluginsToml(dir, [
+    `url = "amqp://guest:guest@127.0.0.1:${port}"`,
+    `queue = "${uniqueQueue("refused")}"`,
+  ])], { timeoutMs: 60_000 });
+  expect(refused.code).toBe(2);
+  expect(refused.stdout).not.toContain("listening at");
+  const refusedLine = refused.stderr.trim();
+  expect(refusedLine.split("\n").length).toBe(1);
+  expect(refusedLine).toContain(`Cannot connect to RabbitMQ at "127.0.0.1:${port}": connection refused`);
+
+  const password = "wrong-password-e2e-73";
+  const denied = await runCli(["scheduler", "--port", "0", "--plugins", pluginsToml(dir, [
+    `url = "amqp://guest:${password}@127.0.0.1:${broker.port}"`,
+    `queue = "${uniqueQueue("denied")}"`,
+  ])], { timeoutMs: 60_000 });
+  expect(denied.code).toBe(2);
+  expect(denied.stdout).not.toContain("listening at");
+  const deniedLine = denied.stderr.trim();
+  expect(deniedLine.split("\n").length).toBe(1);
+  expect(deniedLine).toContain(`Cannot connect to RabbitMQ at "127.0.0.1:${broker.port}": access refused`);
+  expect(deniedLine).toContain("amqp");
+  expect(denied.stdout + denied.stderr).not.toContain(password);
+
+  // Not an AMQP URL at all: refused before connecting, naming the file, line and option.
+  const wrongScheme = await runCli(["scheduler", "--port", "0", "--plugins", pluginsToml(dir, [
+    `url = "http://guest:guest@127.0.0.1:${broker.port}"`,
+    `queue = "${uniqueQueue("scheme")}"`,
+  ])], { timeoutMs: 60_000 });
+  expect(wrongScheme.code).toBe(2);
+  expect(wrongScheme.stderr.trim().split("\n").length).toBe(1);
+  expect(wrongScheme.stderr).toContain(`plugins.toml:3: plugin "amqp": option "url" must start with "amqp://" or "amqps://"`);
+}, 180_000);
+
+// Known bug, reported: lib/plugins/options.ts echoes a rejected option value (`got "…"`), URL
+// credentials included. `test.failing` passes while the bug is there; drop `.failing` once fixed.
+test.failing("a URL with the wrong scheme is refused without showing its password", async () => {
+  const password = "wrong-password-e2e-73";
+  const result = await runCli(["scheduler", "--port", "0", "--plugins", pluginsToml(tempDir(), [
+    `url = "http://guest:${password}@127.0.0.1:${broker.port}"`,
+    `queue = "${uniqueQueue("scheme-secret")}"`,
+  ])], { timeoutMs: 60_000 });
+  expect(result.code).toBe(2);
+  expect(result.stdout + result.stderr).not.toContain(password);
+}, 60_000);
+
+test("/metrics shows the plugin's published, confirmed and dropped counts under its name while it runs", async () => {
+  const queue = uniqueQueue("metrics");
+  const toml = pluginsToml(tempDir(), [`name = "status-to-rabbitmq"`, `url = "${broker.url}"`, `queue = "${queue}"`]);
+  const cluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
+  try {
+    const idle = await pluginStats(cluster.url, "status-to-rabbitmq");
+    expect(idle).toMatchObject({ published: 0, confirmed: 0, buffered: 0, inFlight: 0, dropped: 0, reconnects: 0 });
+    const client = await Client.connect(cluster.url);
+    const graph = graphs.map(3000, "amqp-metrics");
+    await client.compute(graph);
+    // Sampled while the graph runs and the plugin publishes.
+    const samples: Record<string, number>[] = [];
+    const gathered = client.gather(graph.keys).then((values) => {
+      samples.push({ gathered: 1 });
+      return values;
+    });
+    while (samples.length === 0 || !("gathered" in samples[samples.length - 1])) {
+      samples.push(await pluginStats(cluster.url, "status-to-rabbitmq"));
+      await sleep(20);
+    }
+    expect((await gathered).length).toBe(3000);
+    const running = samples.filter((s) => !("gathered" in s));
+    expect(running.length).toBeGreaterThan(0);
+    expect(running.some((s) => s.published > 0)).toBe(true);
+    for (const s of running) {
+      expect(s.confirmed).toBeLessThanOrEqual(s.published);
+      expect(s.dropped).toBe(0);
+    }
+    const last = await waitFor("every transition to be confirmed", async () => {
+      const s = await pluginStats(cluster.url, "status-to-rabbitmq");
+      return s.buffered === 0 && s.published >= 3 * 3000 ? s : false;
+    }, 60_000);
+    const transitions = Number(/^cluster_transitions_total (\d+)$/m.exec(await fetch(`${cluster.url}/metrics`).then((r) => r.text()))![1]);
+    expect(last).toMatchObject({ published: transitions, confirmed: transitions, dropped: 0, inFlight: 0 });
+    // The default name is not used when the plugin is named.
+    expect(await pluginStats(cluster.url, "amqp")).toEqual({});
+    await client.close();
+  } finally {
+    await cluster.stop();
+    await deleteQueue(queue).catch(() => {});
+  }
+}, 120_000);
