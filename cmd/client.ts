@@ -7,6 +7,7 @@ import { defineCommand } from "citty";
 import { readFile } from "node:fs/promises";
 import { Client } from "../lib/client/mod.ts";
 import { ConfigError, errorMessage } from "../lib/errors.ts";
+import { socketUrl } from "../lib/protocol.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
 
 const submitArgs = {
@@ -88,12 +89,10 @@ export const eventsCommand = defineCommand({
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, eventsArgs);
     applyTokenFile(a["token-file"]);
-    const url = new URL("/api/v1/events", schedulerUrl(a.scheduler));
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const url = socketUrl(schedulerUrl(a.scheduler), "/api/v1/events");
     for (const t of collect(rawArgs, "topic")) url.searchParams.append("topic", t);
     if (a.since !== undefined) url.searchParams.set("since", String(a.since));
     url.searchParams.set("batch", "1");
-    if (process.env.CLUSTER_TOKEN) url.searchParams.set("token", process.env.CLUSTER_TOKEN);
     await new Promise<void>((resolve, reject) => {
       const socket = new WebSocket(url.href);
       let opened = false;

@@ -113,3 +113,20 @@ export function clusterToken(): string | undefined {
   const token = process.env.CLUSTER_TOKEN;
   return token ? token.trim() : undefined;
 }
+
+/**
+ * The WebSocket URL of a scheduler path, with the token as `?token=` (WebSocket clients cannot
+ * set headers in every runtime).
+ *
+ * @example
+ * ```ts
+ * socketUrl("http://127.0.0.1:8786", "/api/v1/events", { token: "t" }); // ws://127.0.0.1:8786/api/v1/events?token=t
+ * ```
+ */
+export function socketUrl(scheduler: string, path: string, options: { token?: string } = {}): URL {
+  const url = new URL(path, scheduler);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  const token = options.token ?? clusterToken();
+  if (token) url.searchParams.set("token", token);
+  return url;
+}

@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { decodeCbor, decodeFrame, encodeFrame, type Message } from "../protocol.ts";
+import { decodeCbor, decodeFrame, encodeFrame, type Message, socketUrl } from "../protocol.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
 
 /** A task's result, to be had later. Pass it as an argument to make a dependency. */
@@ -94,9 +94,7 @@ export class Client {
   /** Connects to a scheduler (`http://host:port`). */
   static connect(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<Client> {
     const token = options.token ?? process.env.CLUSTER_TOKEN;
-    const wsUrl = new URL("/api/v1/client", url);
-    wsUrl.protocol = wsUrl.protocol === "https:" ? "wss:" : "ws:";
-    if (token) wsUrl.searchParams.set("token", token);
+    const wsUrl = socketUrl(url, "/api/v1/client", { token });
     return new Promise((resolve, reject) => {
       let socket: WebSocket;
       try {
@@ -278,13 +276,11 @@ export class Client {
    * Pass `since` to replay kept events first.
    */
   subscribe(topic: string, handler: (event: Record<string, unknown>) => void, options: { since?: number } = {}): () => void {
-    const url = new URL("/api/v1/events", this.url);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const url = socketUrl(this.url, "/api/v1/events", { token: this.#token });
     url.searchParams.set("topic", topic);
     url.searchParams.set("format", "cbor");
     url.searchParams.set("batch", "1");
     if (options.since !== undefined) url.searchParams.set("since", String(options.since));
-    if (this.#token) url.searchParams.set("token", this.#token);
     const socket = new WebSocket(url.href);
     socket.binaryType = "arraybuffer";
     socket.onmessage = (event) => {

@@ -16,8 +16,9 @@ import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
-import { clusterToken, decodeFrame, encodeFrame, type Message, version } from "../protocol.ts";
+import { type Message, version } from "../protocol.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { SchedulerSession } from "../session.ts";
 import { formatBytes, processRss } from "./memory.ts";
 
 /** Options of `cluster worker --nanny`. */
@@ -77,7 +78,7 @@ export class Nanny {
   #rejectClosed!: (err: Error) => void;
   #options: NannyOptions;
   #server: RunningServer | null = null;
-  #socket: WebSocket | null = null;
+  #session: SchedulerSession;
   #child: ChildProcess | null = null;
   #childReady: Promise<void> | null = null;
   #intentionalExit = new WeakSet<ChildProcess>();
@@ -91,11 +92,18 @@ export class Nanny {
   #supervising = false;
   #memoryTimer: ReturnType<typeof setInterval> | null = null;
   #restartChain: Promise<void> = Promise.resolve();
-  #token = clusterToken();
 
   private constructor(options: NannyOptions) {
     this.#options = options;
     this.name = options.name ?? `${hostname()}-${process.pid}`;
+    this.#session = new SchedulerSession({
+      scheduler: options.scheduler,
+      path: "/api/v1/nanny",
+      register: () => ({ op: "register", name: this.name, address: this.address, pid: process.pid }),
+      welcome: (msg) => this.#welcome(msg),
+      message: (msg) => this.#handle(msg),
+      log,
+    });
     this.closed = new Promise((resolveClosed, rejectClosed) => {
       this.#resolveClosed = resolveClosed;
       this.#rejectClosed = rejectClosed;
@@ -146,7 +154,7 @@ export class Nanny {
         throw new Error(error);
       }
     }
-    await this.#connect();
+    await this.#session.connect(opts.connectTimeoutMs);
     await this.#startFirstWorker();
     if (opts.memoryLimit) this.#memoryTimer = setInterval(() => this.#checkMemory(), 250);
   }
@@ -176,66 +184,6 @@ export class Nanny {
 
   // ---- the scheduler -------------------------------------------------------------------------
 
-  async #connect(): Promise<void> {
-    const deadline = Date.now() + this.#options.connectTimeoutMs;
-    let delay = 100;
-    let last = "";
-    while (Date.now() < deadline && !this.#closing) {
-      try {
-        await this.#open();
-        return;
-      } catch (err) {
-        last = errorMessage(err);
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 2000);
-      }
-    }
-    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${last}`);
-  }
-
-  #open(): Promise<void> {
-    const url = new URL("/api/v1/nanny", this.#options.scheduler);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    if (this.#token) url.searchParams.set("token", this.#token);
-    return new Promise((resolveOpen, rejectOpen) => {
-      const socket = new WebSocket(url.href);
-      socket.binaryType = "arraybuffer";
-      let settled = false;
-      socket.onopen = () => {
-        this.#socket = socket;
-        socket.send(encodeFrame([{ op: "register", name: this.name, address: this.address, pid: process.pid }]));
-      };
-      socket.onmessage = (event) => {
-        let messages: Message[];
-        try {
-          messages = decodeFrame(event.data);
-        } catch (err) {
-          log.error(`Malformed frame from the scheduler: ${errorMessage(err)}`);
-          return;
-        }
-        for (const msg of messages) {
-          if (msg.op === "welcome" && !settled) {
-            this.#welcome(msg).then(() => {
-              settled = true;
-              resolveOpen();
-            }, (err) => {
-              settled = true;
-              rejectOpen(err);
-            });
-          } else this.#handle(msg);
-        }
-      };
-      socket.onerror = () => {};
-      socket.onclose = (event) => {
-        if (this.#socket === socket) this.#socket = null;
-        if (!settled) {
-          settled = true;
-          rejectOpen(new Error(event.reason || `connection closed (code ${event.code})`));
-        } else if (!this.#closing) this.#reconnect();
-      };
-    });
-  }
-
   async #welcome(msg: Message): Promise<void> {
     // Nanny plugins first, so the first worker starts with their environment and files.
     for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
@@ -245,23 +193,9 @@ export class Nanny {
     if (this.#child) this.#send({ op: "worker", worker: this.name, restarts: this.restarts });
   }
 
-  async #reconnect(): Promise<void> {
-    log.warn("Lost the scheduler; reconnecting");
-    let delay = 200;
-    while (!this.#closing) {
-      await new Promise((r) => setTimeout(r, delay));
-      try {
-        await this.#open();
-        return;
-      } catch {
-        delay = Math.min(delay * 2, 5000);
-      }
-    }
-  }
-
   #send(msg: Message): void {
     try {
-      if (this.#socket?.readyState === WebSocket.OPEN) this.#socket.send(encodeFrame([msg]));
+      this.#session.send([msg]);
     } catch {
       // reconnecting
     }
@@ -445,11 +379,7 @@ export class Nanny {
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
       await this.#stopWorker();
       await this.plugins.closeAll((p) => p.teardown?.(this.api));
-      try {
-        this.#socket?.close(1000, "nanny closing");
-      } catch {
-        // already closed
-      }
+      this.#session.close("nanny closing");
       await this.#server?.stop();
       log.info(`Nanny "${this.name}" closed`);
       if (error) this.#rejectClosed(error);

@@ -778,14 +778,7 @@ const transitions: Record<string, TransitionFn> = {
     releasedOrForgotten(s, ts);
   },
   "memory>released"(s, ts, stimulusId) {
-    for (const ws of ts.whoHas) {
-      ws.heldTasks.delete(ts);
-      ws.nbytes -= ts.nbytes;
-      s._send(ws, { op: "free", keys: [ts.key], stimulusId });
-    }
-    ts.whoHas.clear();
-    ts.value = undefined;
-    ts.hasValue = false;
+    dropResult(s, ts, stimulusId);
     s._set(ts, "released", stimulusId);
     for (const dts of ts.dependentTasks) {
       if (dts.state === "waiting") dts.waitingOn.add(ts);
@@ -793,14 +786,7 @@ const transitions: Record<string, TransitionFn> = {
     releasedOrForgotten(s, ts);
   },
   "memory>forgotten"(s, ts, stimulusId) {
-    for (const ws of ts.whoHas) {
-      ws.heldTasks.delete(ts);
-      ws.nbytes -= ts.nbytes;
-      s._send(ws, { op: "free", keys: [ts.key], stimulusId });
-    }
-    ts.whoHas.clear();
-    ts.value = undefined;
-    ts.hasValue = false;
+    dropResult(s, ts, stimulusId);
     forget(s, ts, stimulusId);
   },
   "erred>released"(s, ts, stimulusId) {
@@ -817,6 +803,18 @@ const transitions: Record<string, TransitionFn> = {
     forget(s, ts, stimulusId);
   },
 };
+
+/** Tells the holders to free a result and drops the scheduler's copy. */
+function dropResult(s: SchedulerState, ts: TaskState, stimulusId: string): void {
+  for (const ws of ts.whoHas) {
+    ws.heldTasks.delete(ts);
+    ws.nbytes -= ts.nbytes;
+    s._send(ws, { op: "free", keys: [ts.key], stimulusId });
+  }
+  ts.whoHas.clear();
+  ts.value = undefined;
+  ts.hasValue = false;
+}
 
 function forget(s: SchedulerState, ts: TaskState, stimulusId: string): void {
   if (ts.dependentTasks.size > 0) {

@@ -20,9 +20,7 @@ import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import {
   clusterToken,
   decodeCbor,
-  decodeFrame,
   encodeCbor,
-  encodeFrame,
   inlineLimitBytes,
   type Message,
   sizeOf,
@@ -30,6 +28,7 @@ import {
   version,
 } from "../protocol.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { SchedulerSession } from "../session.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
 import { type ComputeMessage, type FetchState, type WorkerTask, WorkerStateMachine } from "./state.ts";
 
@@ -82,7 +81,7 @@ export class Worker {
   readonly plugins: PluginManager<WorkerPlugin>;
   readonly api: WorkerApi;
   #options: WorkerOptions;
-  #socket: WebSocket | null = null;
+  #session: SchedulerSession;
   #server: RunningServer | null = null;
   #outbox: Message[] = [];
   #flushScheduled = false;
@@ -98,7 +97,6 @@ export class Worker {
   #executors = new Map<string, Executor>();
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #closing: Promise<void> | null = null;
-  #closed = false;
   #registered = false;
   #requestId = 0;
   #relays = new Map<number, (data: Record<string, unknown>) => void>();
@@ -119,6 +117,15 @@ export class Worker {
       fetch: (deps) => this.#fetch(deps),
       ready: (task) => this.#enqueue(task),
       missingData: (task, dep) => this.#send({ op: "missing-data", key: task.key, dep }),
+    });
+    this.#session = new SchedulerSession({
+      scheduler: options.scheduler,
+      path: "/api/v1/worker",
+      register: () => this.#registerMessage(),
+      welcome: (msg) => this.#welcome(msg),
+      message: (msg) => this.#handle(msg),
+      lost: () => this.#lost(),
+      log,
     });
     this.plugins = new PluginManager<WorkerPlugin>((name, hook, err) => {
       log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
@@ -187,7 +194,7 @@ export class Worker {
         throw new Error(error);
       }
     }
-    await this.#connect(opts.connectTimeoutMs ?? 10_000);
+    await this.#session.connect(opts.connectTimeoutMs ?? 10_000);
     this.#heartbeat = setInterval(() => {
       this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, executing: this.#executing, ready: this.#ready.length - this.#readyHead });
     }, 1000);
@@ -224,85 +231,18 @@ export class Worker {
 
   // ---- connection ----------------------------------------------------------------------------
 
-  #wsUrl(): string {
-    const url = new URL("/api/v1/worker", this.#options.scheduler);
-    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    if (this.#token) url.searchParams.set("token", this.#token);
-    return url.href;
-  }
-
-  /** Connects and registers; retries until `timeoutMs` (then throws). */
-  async #connect(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    let delay = 100;
-    let lastError = "";
-    while (!this.#closed) {
-      try {
-        await this.#open();
-        return;
-      } catch (err) {
-        lastError = errorMessage(err);
-        if (Date.now() + delay > deadline) break;
-        await new Promise((r) => setTimeout(r, delay));
-        delay = Math.min(delay * 2, 2000);
-      }
-    }
-    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${lastError}`);
-  }
-
-  #open(): Promise<void> {
-    return new Promise((resolveOpen, rejectOpen) => {
-      const socket = new WebSocket(this.#wsUrl());
-      socket.binaryType = "arraybuffer";
-      let settled = false;
-      socket.onopen = () => {
-        this.#socket = socket;
-        socket.send(encodeFrame([{
-          op: "register",
-          name: this.name,
-          nthreads: this.nthreads,
-          address: this.address,
-          nanny: !!this.#options.nanny,
-          pid: process.pid,
-          modules: [...this.#modules.keys()],
-          restarts: Number(process.env.CLUSTER_WORKER_RESTARTS ?? 0),
-          version,
-        }]));
-      };
-      socket.onmessage = (event) => {
-        let messages: Message[];
-        try {
-          messages = decodeFrame(event.data);
-        } catch (err) {
-          log.error(`Malformed frame from the scheduler: ${errorMessage(err)}`);
-          return;
-        }
-        for (const msg of messages) {
-          if (msg.op === "welcome") {
-            this.#welcome(msg).then(() => {
-              settled = true;
-              resolveOpen();
-            }, (err) => {
-              settled = true;
-              rejectOpen(err);
-            });
-            continue;
-          }
-          this.#handle(msg);
-        }
-      };
-      socket.onerror = () => {};
-      socket.onclose = (event) => {
-        if (this.#socket === socket) this.#socket = null;
-        this.#registered = false;
-        if (!settled) {
-          settled = true;
-          rejectOpen(new Error(event.reason || `connection closed (code ${event.code})`));
-          return;
-        }
-        if (!this.#closed) this.#reconnect(event.reason || `code ${event.code}`);
-      };
-    });
+  #registerMessage(): Message {
+    return {
+      op: "register",
+      name: this.name,
+      nthreads: this.nthreads,
+      address: this.address,
+      nanny: !!this.#options.nanny,
+      pid: process.pid,
+      modules: [...this.#modules.keys()],
+      restarts: Number(process.env.CLUSTER_WORKER_RESTARTS ?? 0),
+      version,
+    };
   }
 
   async #welcome(msg: Message): Promise<void> {
@@ -324,23 +264,13 @@ export class Worker {
     log.info(`Registered with the scheduler at ${this.#options.scheduler} as "${this.name}"`);
   }
 
-  async #reconnect(reason: string): Promise<void> {
-    log.warn(`Lost the scheduler (${reason}); reconnecting`);
+  /** The scheduler was lost: it forgets this worker's tasks, so drop them too. */
+  #lost(): void {
+    this.#registered = false;
     this.state.reset();
     this.#ready = [];
     this.#readyHead = 0;
     this.#outbox = [];
-    let delay = 200;
-    while (!this.#closed) {
-      await new Promise((r) => setTimeout(r, delay));
-      try {
-        await this.#open();
-        return;
-      } catch (err) {
-        log.debug(`Reconnect failed: ${errorMessage(err)}`);
-        delay = Math.min(delay * 2, 5000);
-      }
-    }
   }
 
   #send(msg: Message): void {
@@ -353,10 +283,10 @@ export class Worker {
 
   #flush(): void {
     this.#flushScheduled = false;
-    if (this.#outbox.length === 0 || !this.#socket || this.#socket.readyState !== WebSocket.OPEN) return;
+    if (this.#outbox.length === 0 || !this.#session.isOpen) return;
     const box = this.#outbox;
     this.#outbox = [];
-    this.#socket.send(encodeFrame(box));
+    this.#session.send(box);
   }
 
   #handle(msg: Message): void {
@@ -606,7 +536,6 @@ export class Worker {
   }
 
   async #close(timeoutMs: number): Promise<void> {
-    this.#closed = true;
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     // Hand back queued work: the scheduler reschedules what we do not finish.
     this.#ready = [];
@@ -621,11 +550,7 @@ export class Worker {
     await this.plugins.closeAll((p) => p.teardown?.(this.api));
     this.#flush();
     for (const ex of this.#executors.values()) await ex.close().catch(() => {});
-    try {
-      this.#socket?.close(1000, "worker closing");
-    } catch {
-      // already closed
-    }
+    this.#session.close("worker closing");
     await this.#server?.stop();
     log.info(`Worker "${this.name}" closed`);
     this.#resolveClosed();
