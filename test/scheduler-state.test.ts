@@ -131,6 +131,18 @@ describe("failures", () => {
     expect(ts.exception).toContain("KilledWorker");
   });
 
+  test("a worker that leaves gracefully does not count against the tasks it was running", () => {
+    const { state, submit, worker } = setup();
+    submit({ tasks: [{ key: "k", fn: "builtin.sleep", args: [1000] }] });
+    for (let i = 0; i < 4; i++) {
+      worker(`w${i}`);
+      state.removeWorker(`w${i}`, `left-${i}`, { graceful: true });
+    }
+    const ts = state.tasks.get("k")!;
+    expect(ts.suspicious).toBe(0);
+    expect(ts.state).toBe("no-worker");
+  });
+
   test("results lost with a worker are recomputed from their inputs, small ones kept by the scheduler survive", () => {
     const { state, submit, worker, finish, computes } = setup();
     const a = worker("a");

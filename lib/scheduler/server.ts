@@ -56,6 +56,8 @@ interface WorkerConn {
   dataRequests: Map<number, { resolve: (m: Message) => void; reject: (e: Error) => void }>;
   rss: number;
   restarts: number;
+  /** The worker said it is closing: its leaving does not count as a death. */
+  graceful: boolean;
 }
 
 interface NannyConn {
@@ -527,6 +529,9 @@ export class Scheduler {
         ws.lastSeen = Date.now();
         if (typeof msg.rss === "number") conn.rss = msg.rss;
         break;
+      case "closing":
+        conn.graceful = true;
+        break;
       case "ready":
         this.#workerReady(conn);
         break;
@@ -592,6 +597,7 @@ export class Scheduler {
       dataRequests: new Map(),
       rss: 0,
       restarts: Number(msg.restarts ?? 0),
+      graceful: false,
     };
     this.#conns.set(name, conn);
     // Plugins first: the worker confirms them with "ready" before it gets any task.
@@ -616,7 +622,7 @@ export class Scheduler {
     for (const ack of conn.pluginAcks.values()) ack(`worker "${name}" left`);
     const wasRunning = conn.state.status === "running";
     const stimulusId = this.state.stimulusId("remove-worker");
-    this.state.removeWorker(name, stimulusId);
+    this.state.removeWorker(name, stimulusId, { graceful: conn.graceful });
     if (wasRunning) {
       this.events.append("worker", { action: "remove", worker: name, reason });
       log.info(`Worker "${name}" left: ${reason}`);

@@ -306,8 +306,11 @@ export class SchedulerState {
     this.#runLoop(stimulusId);
   }
 
-  /** Removes a worker: its running tasks are rescheduled, results only it held are recomputed. */
-  removeWorker(name: string, stimulusId: string): WorkerState | undefined {
+  /**
+   * Removes a worker: its running tasks are rescheduled, results only it held are recomputed.
+   * A worker that died (not `graceful`) counts against the tasks it was running.
+   */
+  removeWorker(name: string, stimulusId: string, options: { graceful?: boolean } = {}): WorkerState | undefined {
     const ws = this.workers.get(name);
     if (!ws) return undefined;
     this.workers.delete(name);
@@ -315,7 +318,8 @@ export class SchedulerState {
     if (idx >= 0) this.#running.splice(idx, 1);
     ws.status = "closing";
     for (const ts of [...ws.processingTasks]) {
-      ts.suspicious++;
+      // Only a worker that died counts against the task (Dask's `suspicious`), not one that left.
+      if (!options.graceful) ts.suspicious++;
       ws.processingTasks.delete(ts);
       ts.processingOn = null;
       if (ts.suspicious >= allowedFailures) {

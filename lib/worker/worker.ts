@@ -537,6 +537,7 @@ export class Worker {
 
   async #close(timeoutMs: number): Promise<void> {
     if (this.#heartbeat) clearInterval(this.#heartbeat);
+    this.#send({ op: "closing" });
     // Hand back queued work: the scheduler reschedules what we do not finish.
     this.#ready = [];
     this.#readyHead = 0;
