@@ -199,7 +199,17 @@ export class Client {
   /** Waits until what was submitted so far has been accepted (throws a rejected graph's error). */
   async flush(): Promise<void> {
     if (this.#batch.length > 0) this.#sendBatch();
-    if (this.#lastBatch) await this.#lastBatch;
+    await this.#settleBatch(this.#lastBatch);
+  }
+
+  /** Waits for a submitted batch; its rejection is thrown once, to the first who waits. */
+  async #settleBatch(batch: Promise<Message> | null): Promise<void> {
+    if (!batch) return;
+    try {
+      await batch;
+    } finally {
+      if (this.#lastBatch === batch) this.#lastBatch = null;
+    }
   }
 
   /**
@@ -232,8 +242,14 @@ export class Client {
 
   /** Waits for results and returns values and errors by key, without throwing for erred tasks. */
   async results(keys: string[]): Promise<{ values: Record<string, unknown>; errors: Record<string, { error: string; traceback: string }> }> {
-    await this.flush();
-    const reply = await this.#request({ op: "gather", keys });
+    // The gather goes right behind the pending graph (the scheduler starts them in order), so
+    // a submit → result round trip costs one exchange; a rejected graph still throws here.
+    if (this.#batch.length > 0) this.#sendBatch();
+    const graphAccepted = this.#lastBatch;
+    const gathered = this.#request({ op: "gather", keys });
+    gathered.catch(() => {});
+    await this.#settleBatch(graphAccepted);
+    const reply = await gathered;
     return {
       values: reply.values as Record<string, unknown>,
       errors: reply.errors as Record<string, { error: string; traceback: string }>,

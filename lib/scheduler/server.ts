@@ -966,6 +966,7 @@ export class Scheduler {
   #clientSocket() {
     const id = `client-${crypto.randomUUID()}`;
     let client: ClientState | null = null;
+    let chain: Promise<unknown> = Promise.resolve();
     const reply = (ws: WSContext, msg: Message) => {
       try {
         ws.send(encodeFrame([msg]));
@@ -981,7 +982,7 @@ export class Scheduler {
         if (this.plugins.has("addClient")) this.plugins.callAsync("addClient", this.api, id);
         reply(ws, { op: "welcome", client: id, version });
       },
-      onMessage: async (event: MessageEvent, ws: WSContext) => {
+      onMessage: (event: MessageEvent, ws: WSContext) => {
         let messages: Message[];
         try {
           messages = decodeFrame(event.data);
@@ -989,12 +990,17 @@ export class Scheduler {
           ws.close(1007, errorMessage(err).slice(0, 120));
           return;
         }
+        // Messages start in the order they came (a gather sent right after its graph finds the
+        // graph applied), but a gather's long wait does not hold up what follows it.
         for (const msg of messages) {
-          try {
-            await this.#handleClientMessage(client!, ws, msg, reply);
-          } catch (err) {
-            reply(ws, { op: "error", id: msg.id, error: errorMessage(err), status: err instanceof GraphError ? 400 : err instanceof PluginError ? 422 : 500 });
-          }
+          const handle = () =>
+            this.#handleClientMessage(client!, ws, msg, reply).catch((err) => {
+              reply(ws, { op: "error", id: msg.id, error: errorMessage(err), status: err instanceof GraphError ? 400 : err instanceof PluginError ? 422 : 500 });
+            });
+          chain = chain.then(() => {
+            const running = handle();
+            return msg.op === "gather" ? undefined : running;
+          });
         }
       },
       onClose: () => {
