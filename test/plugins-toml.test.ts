@@ -216,9 +216,11 @@ test("examples/plugins.toml loads cleanly", async () => {
     ["scheduler", "./plugins/forward-transitions.ts"],
     ["scheduler", "./plugins/task-state-reader.ts"],
     ["worker", "./plugins/timer.ts"],
+    ["nanny", "environ"],
   ]);
   expect(specs[0].options).toEqual({ path: "./.tmp/events.jsonl" });
-  for (const s of specs.slice(1)) {
+  expect(specs[4].options).toEqual({ env: { OMP_NUM_THREADS: "1" } });
+  for (const s of specs.slice(1, 4)) {
     expect(s.modulePath).toStartWith(resolve(import.meta.dir, "../examples/plugins/"));
     expect(s.moduleSource).toContain("export default class");
   }
