@@ -15,6 +15,7 @@ declare const Bun: {
   };
   main: string;
   argv: string[];
+  gc(force: boolean): void;
 };
 
 /** Bun's adapter. */
@@ -52,6 +53,10 @@ export const bunRuntime: Runtime = {
     else fn();
   },
   prepareSocket() {},
+  collectGarbage() {
+    Bun.gc(true);
+    return true;
+  },
   selfCommand() {
     // In a compiled binary Bun.main is a virtual path under /$bunfs; the binary is the command.
     const main = Bun.main;

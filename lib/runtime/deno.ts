@@ -41,6 +41,12 @@ export const denoRuntime: Runtime = {
   cork(_ws, fn) {
     fn();
   },
+  collectGarbage() {
+    // Deno exposes no collector without --v8-flags=--expose-gc.
+    const gc = (globalThis as { gc?: () => void }).gc;
+    gc?.();
+    return gc !== undefined;
+  },
   prepareSocket(ws) {
     const raw = ws.raw as WebSocket | undefined;
     if (raw) raw.binaryType = "arraybuffer";

@@ -31,6 +31,8 @@ export interface Runtime {
   cork(ws: WSContext, fn: () => void): void;
   /** Prepares a freshly opened server-side WebSocket (binary frames as ArrayBuffer). */
   prepareSocket(ws: WSContext): void;
+  /** Asks for a full garbage collection (where the runtime allows it); false when it cannot. */
+  collectGarbage(): boolean;
   /** The command (executable and leading arguments) that runs this CLI again. */
   selfCommand(): string[];
 }

@@ -354,6 +354,28 @@ export class Scheduler {
     this.#scheduleFlush();
   }
 
+  /**
+   * After a burst of work, once the cluster is idle, runs a full garbage collection: a burst of
+   * 100,000 tasks leaves tens of megabytes of garbage (decoded graphs, messages) that an edge box
+   * should get back now, not at the next burst.
+   */
+  #maybeCollectGarbage(): void {
+    const counts = this.state.counts;
+    if (this.state.transitionsTotal - this.#transitionsAtGc < 50_000) return;
+    if (counts.processing > 0 || counts.queued > 0 || counts.waiting > 0) return;
+    if (this.#gcTimer) clearTimeout(this.#gcTimer);
+    this.#gcTimer = setTimeout(() => {
+      this.#gcTimer = null;
+      const c = this.state.counts;
+      if (c.processing > 0 || c.queued > 0 || c.waiting > 0) return;
+      this.#transitionsAtGc = this.state.transitionsTotal;
+      runtime.collectGarbage();
+    }, 100);
+  }
+
+  #transitionsAtGc = 0;
+  #gcTimer: ReturnType<typeof setTimeout> | null = null;
+
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
@@ -886,6 +908,7 @@ export class Scheduler {
           // Registration is async (plugins): keep each socket's messages in order.
           if (conn && conn.state.status !== "init") {
             for (const msg of messages) this.#handleWorkerMessage(conn, msg);
+            this.#maybeCollectGarbage();
             return;
           }
           chain = chain.then(() => this.#onWorkerMessages(conn, ws, messages, (c) => (conn = c))).catch((err) => {
@@ -1123,6 +1146,7 @@ export class Scheduler {
 
   async #close(): Promise<void> {
     if (this.#heartbeatTimer) clearInterval(this.#heartbeatTimer);
+    if (this.#gcTimer) clearTimeout(this.#gcTimer);
     await this.plugins.callAsync("beforeClose");
     for (const conn of this.#conns.values()) this.#sendToWorker(conn.state, { op: "close", reason: "scheduler closing" });
     this.#flush();
