@@ -32,16 +32,16 @@ export interface Message {
  * socket.send(encodeCbor([{ op: "heartbeat" }]));
  * ```
  */
-export function encodeCbor(value: unknown): Uint8Array {
-  return encoder.encode(value);
+export function encodeCbor(value: unknown): Uint8Array<ArrayBuffer> {
+  return encoder.encode(value) as Uint8Array<ArrayBuffer>;
 }
 
 /**
  * Encodes the messages of one WebSocket frame. The bytes are copied out of cbor-x's shared
  * buffer: a runtime may keep (or take over) a sent buffer while the next frame is encoded.
  */
-export function encodeFrame(messages: unknown[]): Uint8Array {
-  return encoder.encode(messages).slice();
+export function encodeFrame(messages: unknown[]): Uint8Array<ArrayBuffer> {
+  return encoder.encode(messages).slice() as Uint8Array<ArrayBuffer>;
 }
 
 /** Decodes one CBOR value; throws a `SyntaxError` on malformed input. */

@@ -1,0 +1,21 @@
+/**
+ * The sources type-check under Deno (strict TypeScript), so that every line runs under both
+ * runtimes with the types it claims.
+ */
+import { expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { readdirSync } from "node:fs";
+import { join } from "node:path";
+import { root } from "./_cluster.ts";
+
+test("deno check passes on the CLI, the client, the built-in plugins and the examples", () => {
+  const deno = join(root, "node_modules", ".bin", "deno");
+  const files = ["cmd/cluster.ts", "lib/client/mod.ts", "examples/amqp-consumer.ts"];
+  for (const dir of ["plugins", "examples/plugins"]) {
+    for (const name of readdirSync(join(root, dir))) if (name.endsWith(".ts")) files.push(`${dir}/${name}`);
+  }
+  const result = spawnSync(deno, ["check", ...files], { cwd: root, encoding: "utf8", timeout: 180_000 });
+  const output = `${result.stdout}${result.stderr}`.replace(/\x1b\[[0-9;]*m/g, "");
+  expect(output).not.toContain("ERROR");
+  expect(result.status).toBe(0);
+}, 200_000);
