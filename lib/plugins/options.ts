@@ -101,6 +101,7 @@ function describeType(type: OptionSpec["type"]): string {
 
 /** A short rendering of a value for an error message: `42`, `"x"`, `["a",1]`. */
 export function describeValue(value: unknown): string {
+  if (typeof value === "string") value = hidePassword(value);
   let text: string;
   try {
     text = typeof value === "bigint" ? String(value) : JSON.stringify(value) ?? String(value);
@@ -108,6 +109,19 @@ export function describeValue(value: unknown): string {
     text = String(value);
   }
   return text.length > 60 ? `${text.slice(0, 57)}...` : text;
+}
+
+/** A URL with its password replaced by `***` (error messages must never show one). */
+export function hidePassword(text: string): string {
+  if (!text.includes("@") || !text.includes("://")) return text;
+  try {
+    const url = new URL(text);
+    if (!url.password) return text;
+    url.password = "***";
+    return url.href;
+  } catch {
+    return text.replace(/(\/\/[^:/@]*:)[^@/]*@/, "$1***@");
+  }
 }
 
 /**
