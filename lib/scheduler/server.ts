@@ -1129,10 +1129,12 @@ export class Scheduler {
     metric("cluster_event_subscribers", "Event-stream subscribers", "gauge", [["", this.events.subscriberCount]]);
     metric("cluster_events_total", "Events logged", "counter", [["", this.events.lastSeq]]);
     for (const entry of this.plugins.entries) {
-      const stats = (entry.plugin as { stats?: () => Record<string, number> }).stats?.();
+      const stats = (entry.plugin as { stats?: () => Record<string, number | boolean> }).stats?.();
       if (!stats) continue;
       for (const [k, v] of Object.entries(stats)) {
-        if (typeof v === "number") lines.push(`cluster_plugin_stat{plugin="${entry.name}",stat="${k}"} ${v}`);
+        if (typeof v === "number" || typeof v === "boolean") {
+          lines.push(`cluster_plugin_stat{plugin="${entry.name}",stat="${k}"} ${Number(v)}`);
+        }
       }
     }
     return lines.join("\n") + "\n";
