@@ -15,6 +15,7 @@ const args = {
   plugins: { type: "string", description: "plugins.toml to apply" },
   preload: { type: "string", description: "Module with clusterSetup(scheduler, options); repeatable" },
   "events-kept": { type: "string", description: "Events kept for replay", default: "20000" },
+  "worker-ttl": { type: "string", description: "Seconds without a heartbeat before a worker is removed (Dask's worker-ttl)", default: "15" },
   ...commonArgs,
 } as const;
 
@@ -34,6 +35,7 @@ export const schedulerCommand = defineCommand({
       preload: collect(rawArgs, "preload").map((p) => resolve(p)),
       baseDir: a.plugins ? dirname(resolve(a.plugins)) : process.cwd(),
       eventsKept: intFlag(a["events-kept"], "events-kept", { fallback: 20_000, min: 10_000 }),
+      heartbeatTimeoutMs: intFlag(a["worker-ttl"], "worker-ttl", { fallback: 15, min: 2 }) * 1000,
     });
     // Handlers first: a signal right after the ready line must still close gracefully.
     onShutdown(() => scheduler.close());

@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { Client } from "../lib/client/mod.ts";
-import { api, startCluster, stopAll } from "./_cluster.ts";
+import { api, graphs, startCluster, stopAll } from "./_cluster.ts";
 import { coreSuite } from "./_core-suite.ts";
 
 coreSuite("binary", { flavor: "binary", workerFlavor: "binary" });
@@ -29,6 +29,39 @@ describe("relay", () => {
       expect(await futures["nat-copy"].result()).toBe(big);
       await client.close();
     } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+});
+
+describe("heartbeats", () => {
+  test("a worker that stops answering is removed after --worker-ttl, its tasks finish elsewhere, and it rejoins when it wakes up", async () => {
+    const cluster = await startCluster({ workers: 2, schedulerArgs: ["--worker-ttl", "2"] });
+    const client = await Client.connect(cluster.url);
+    const sleeper = cluster.workers[0];
+    try {
+      process.kill(sleeper.pid, "SIGSTOP");
+      const g = graphs.map(500, "ttl");
+      const futures = await client.compute(g);
+      const values = await client.gather(Object.values(futures));
+      for (let i = 0; i < 500; i++) expect(values[i]).toBe(i + 1);
+      const during = await api(cluster.url, "/api/v1/info");
+      expect(during.body.workers.length).toBe(1);
+      process.kill(sleeper.pid, "SIGCONT");
+      const deadline = Date.now() + 15_000;
+      let count = 1;
+      while (count < 2 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 100));
+        count = (await api(cluster.url, "/api/v1/info")).body.workers.length;
+      }
+      expect(count).toBe(2);
+    } finally {
+      try {
+        process.kill(sleeper.pid, "SIGCONT");
+      } catch {
+        // gone already
+      }
+      await client.close();
       await cluster.stop();
     }
   }, 60_000);
