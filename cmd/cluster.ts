@@ -33,6 +33,7 @@ function fail(err: unknown): never {
   // A plugin that fails to start from the command line's configuration is a configuration error.
   const usage = err instanceof ConfigError || err instanceof PluginError || (err instanceof Error && (err as { code?: string }).code?.startsWith("E")
     && ["EARG", "E_UNKNOWN_COMMAND", "E_NO_COMMAND", "E_USAGE"].includes((err as { code?: string }).code!));
+  // deno-lint-ignore no-control-regex -- strips terminal colours (citty's) from the message
   const message = errorMessage(err).replace(/\x1b\[[0-9;]*m/g, "").split("\n")[0];
   process.stderr.write(`cluster: ${message}\n`);
   if (isDebug() && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);

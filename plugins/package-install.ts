@@ -103,6 +103,7 @@ function runInstaller(
 
 /** The last `n` non-empty lines of installer output, without colour codes. */
 function tail(output: string, n: number): string {
+  // deno-lint-ignore no-control-regex -- strips the installer's terminal colours
   return output.replace(/\x1b\[[0-9;]*[A-Za-z]/g, "").split(/\r?\n/).map((l) => l.trimEnd()).filter(Boolean).slice(-n).join("\n");
 }
 

@@ -19,6 +19,7 @@ import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
 import { type Message, version } from "../protocol.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
+import { withLiveFields } from "../live.ts";
 import { formatBytes, processRss } from "./memory.ts";
 
 /** Options of `cluster worker --nanny`. */
@@ -113,23 +114,13 @@ export class Nanny {
       log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
       this.#send({ op: "plugin-error", plugin: name, hook, error: errorMessage(err) });
     });
-    const self = this;
-    this.api = {
-      role: "nanny",
-      get name() {
-        return self.name;
-      },
-      get address() {
-        return self.address;
-      },
-      get localDirectory() {
-        return self.localDirectory;
-      },
+    this.api = withLiveFields({
+      role: "nanny" as const,
       env: this.env,
       taskPaths: this.taskPaths,
-      restartWorker: (reason) => this.restartWorker(reason),
+      restartWorker: (reason: string) => this.restartWorker(reason),
       log: log.child("plugin"),
-    };
+    }, this as Nanny, ["name", "address", "localDirectory"]);
   }
 
   /** Starts a nanny: registers, sets up nanny plugins, then starts the worker. */

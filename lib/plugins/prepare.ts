@@ -15,8 +15,8 @@ export function matchesSkip(path: string, patterns: string[]): boolean {
   const parts = path.split("/");
   for (const pattern of patterns) {
     const re = new RegExp(
-      "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*\*/g, "\u0000").replace(/\*/g, "[^/]*")
-        .replace(/\?/g, "[^/]").replace(/\u0000/g, ".*") + "$",
+      "^" + pattern.replace(/[.+^${}()|[\]\\]/g, "\\$&").replace(/\*\*/g, "\uE000").replace(/\*/g, "[^/]*")
+        .replace(/\?/g, "[^/]").replace(/\uE000/g, ".*") + "$",
     );
     if (re.test(path)) return true;
     // A pattern without a slash matches any single path segment (like .gitignore).

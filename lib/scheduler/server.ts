@@ -26,6 +26,7 @@ import { clusterToken, decodeCbor, decodeFrame, encodeCbor, encodeFrame, type Me
 import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
+import { withLiveFields } from "../live.ts";
 import { type ClientState, SchedulerState, type TaskState, type WorkerMessage, type WorkerState } from "./state.ts";
 
 const log = createLogger("scheduler");
@@ -108,7 +109,6 @@ export class Scheduler {
   #transitionHooks: readonly Registered<SchedulerPlugin>[] = [];
   #subscriberCount = 0;
   #moduleDir = "";
-  #preloadTeardowns: Array<() => unknown> = [];
   #restarting = false;
   /** Modules any worker ever reported, for checking `fn` prefixes. */
   #knownModules = new Set<string>();
@@ -137,28 +137,24 @@ export class Scheduler {
         }
       }
     };
-    const self = this;
-    this.api = {
-      role: "scheduler",
-      get address() {
-        return self.address;
-      },
+    this.api = withLiveFields({
+      role: "scheduler" as const,
       tasks: this.state.tasks as ReadonlyMap<string, TaskStateView>,
       workers: this.state.workers,
       clients: this.state.clients,
-      logEvent: (topic, msg) => {
+      logEvent: (topic: string, msg: Record<string, unknown>) => {
         this.events.append(topic, msg);
       },
-      eventJson: (event) => this.events.json(event as ClusterEvent),
-      addPlugin: async (plugin) => {
+      eventJson: (event: Record<string, unknown>) => this.events.json(event as ClusterEvent),
+      addPlugin: async (plugin: SchedulerPlugin) => {
         const name = plugin.name ?? `plugin-${++this.#requestId}`;
         await this.#addSchedulerPlugin({ name, plugin, use: "<object>" });
       },
-      removePlugin: async (name) => {
+      removePlugin: async (name: string) => {
         await this.#removeSchedulerPlugin(name);
       },
       log: log.child("plugin"),
-    };
+    }, this as Scheduler, ["address"]);
   }
 
   #logEventHooks: readonly Registered<SchedulerPlugin>[] = [];
@@ -519,22 +515,6 @@ export class Scheduler {
 
   // ---- workers -------------------------------------------------------------------------------
 
-  async #onWorkerMessages(conn: WorkerConn | null, ws: WSContext, messages: Message[], setConn: (c: WorkerConn) => void): Promise<void> {
-    for (const msg of messages) {
-      if (!conn) {
-        if (msg.op !== "register") {
-          ws.close(4002, "Expected a register message first");
-          return;
-        }
-        conn = await this.#registerWorker(ws, msg);
-        if (!conn) return;
-        setConn(conn);
-        continue;
-      }
-      this.#handleWorkerMessage(conn, msg);
-    }
-  }
-
   #handleWorkerMessage(conn: WorkerConn, msg: Message): void {
     const ws = conn.state;
     switch (msg.op) {
@@ -590,7 +570,7 @@ export class Scheduler {
     }
   }
 
-  async #registerWorker(ws: WSContext, msg: Message): Promise<WorkerConn | null> {
+  #registerWorker(ws: WSContext, msg: Message): WorkerConn | null {
     const name = msg.name;
     const nthreads = msg.nthreads;
     if (typeof name !== "string" || name === "" || typeof nthreads !== "number" || nthreads < 1) {
@@ -893,7 +873,6 @@ export class Scheduler {
     app.get("/api/v1/events", upgrade((c) => this.#eventSocket(c)));
     app.get("/api/v1/worker", upgrade(() => {
       let conn: WorkerConn | null = null;
-      let chain = Promise.resolve();
       return {
         onOpen: (_e, ws) => runtime.prepareSocket(ws),
         onMessage: (event, ws) => {
@@ -905,15 +884,17 @@ export class Scheduler {
             ws.close(1007, errorMessage(err).slice(0, 120));
             return;
           }
-          // Registration is async (plugins): keep each socket's messages in order.
-          if (conn && conn.state.status !== "init") {
-            for (const msg of messages) this.#handleWorkerMessage(conn, msg);
-            this.#maybeCollectGarbage();
-            return;
+          for (const msg of messages) {
+            if (conn) {
+              this.#handleWorkerMessage(conn, msg);
+            } else if (msg.op !== "register") {
+              ws.close(4002, "Expected a register message first");
+              return;
+            } else if (!(conn = this.#registerWorker(ws, msg))) {
+              return;
+            }
           }
-          chain = chain.then(() => this.#onWorkerMessages(conn, ws, messages, (c) => (conn = c))).catch((err) => {
-            log.error(`Worker protocol error: ${errorMessage(err)}`);
-          });
+          this.#maybeCollectGarbage();
         },
         onClose: () => {
           if (conn) this.#removeWorker(conn, "connection closed");
@@ -1152,7 +1133,6 @@ export class Scheduler {
     await this.plugins.callAsync("beforeClose");
     for (const conn of this.#conns.values()) this.#sendToWorker(conn.state, { op: "close", reason: "scheduler closing" });
     this.#flush();
-    for (const teardown of this.#preloadTeardowns.reverse()) await teardown();
     await this.plugins.closeAll((p) => p.close?.());
     this.events.flush();
     await new Promise((r) => setTimeout(r, 50));

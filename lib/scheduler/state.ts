@@ -88,8 +88,6 @@ export class WorkerState implements WorkerView {
   readonly heldTasks = new Set<TaskState>();
   nbytes = 0;
   lastSeen = Date.now();
-  /** Keys relayed or served. */
-  metrics: Record<string, number> = {};
   constructor(
     readonly name: string,
     readonly address: string,
@@ -538,7 +536,7 @@ export class SchedulerState {
   #fillWorkers(): void {
     if (this.#queueHead >= this.#queue.length) return;
     for (const ws of this.#running) {
-      let free = this.capacity(ws) - ws.processingTasks.size - this.#pendingFor(ws);
+      let free = this.capacity(ws) - ws.processingTasks.size;
       while (free > 0 && this.#queueHead < this.#queue.length) {
         const ts = this.#queue[this.#queueHead++];
         if (ts.state !== "queued" || this.#recs.has(ts)) continue;
@@ -550,10 +548,6 @@ export class SchedulerState {
       this.#queue = this.#queue.slice(this.#queueHead);
       this.#queueHead = 0;
     }
-  }
-
-  #pendingFor(_ws: WorkerState): number {
-    return 0;
   }
 
   /**

@@ -29,6 +29,7 @@ import {
 } from "../protocol.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
+import { withLiveFields } from "../live.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
 import { type ComputeMessage, type FetchState, type WorkerTask, WorkerStateMachine } from "./state.ts";
 
@@ -132,29 +133,19 @@ export class Worker {
       this.#send({ op: "plugin-error", plugin: name, hook, error: errorMessage(err) });
     });
     for (const [name, fn] of Object.entries(builtins)) this.#functions.set(`builtin.${name}`, fn);
-    const self = this;
-    this.api = {
-      role: "worker",
-      get name() {
-        return self.name;
-      },
-      get address() {
-        return self.address;
-      },
+    this.api = withLiveFields({
+      role: "worker" as const,
       data: this.state.data,
-      get localDirectory() {
-        return self.localDirectory;
-      },
-      logEvent: (topic, msg) => this.#send({ op: "event", topic, msg }),
-      loadTaskModule: (path) => this.loadTaskModule(path),
-      addExecutor: (name, executor) => {
+      logEvent: (topic: string, msg: Record<string, unknown>) => this.#send({ op: "event", topic, msg }),
+      loadTaskModule: (path: string) => this.loadTaskModule(path),
+      addExecutor: (name: string, executor: Executor) => {
         this.#executors.set(name, executor);
       },
-      removeExecutor: (name) => {
+      removeExecutor: (name: string) => {
         this.#executors.delete(name);
       },
       log: log.child("plugin"),
-    };
+    }, this as Worker, ["name", "address", "localDirectory"]);
   }
 
   /** Starts a worker: data server, local plugins, task modules, then registration. */
