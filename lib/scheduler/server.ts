@@ -7,7 +7,7 @@
 import { Hono } from "hono";
 import type { Context } from "hono";
 import type { WSContext } from "hono/ws";
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { errorMessage, PluginError } from "../errors.ts";
@@ -1137,6 +1137,8 @@ export class Scheduler {
     this.events.flush();
     await new Promise((r) => setTimeout(r, 50));
     await this.#server?.stop();
+    // Shipped plugin modules were written here for probing; nothing else uses the folder.
+    if (this.#moduleDir) await rm(this.#moduleDir, { recursive: true, force: true }).catch(() => {});
   }
 }
 
