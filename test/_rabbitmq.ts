@@ -18,6 +18,8 @@ import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, r
 import { createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import amqp from "amqplib";
+import type { ConsumeMessage } from "amqplib";
 
 /** A running private broker. */
 export interface RabbitMQ {
@@ -396,5 +398,62 @@ function installExitHook(): void {
   exitHookInstalled = true;
   process.on("exit", () => {
     for (const broker of live) broker.killNow();
+  });
+}
+
+/** Reads (and acks) every message in `queue`; the count comes from the broker first. */
+export async function readQueue(url: string, queue: string, options: { timeoutMs?: number } = {}): Promise<ConsumeMessage[]> {
+  const conn = await amqp.connect(url);
+  conn.on("error", () => {});
+  try {
+    const channel = await conn.createChannel();
+    const { messageCount } = await channel.checkQueue(queue);
+    const out: ConsumeMessage[] = [];
+    if (messageCount === 0) return out;
+    await channel.prefetch(5000);
+    await new Promise<void>((resolve, reject) => {
+      const timeoutMs = options.timeoutMs ?? 90_000;
+      const timer = setTimeout(() => reject(new Error(`Timed out reading ${messageCount} messages, got ${out.length}`)), timeoutMs);
+      channel.consume(queue, (msg) => {
+        if (!msg) return;
+        out.push(msg);
+        channel.ack(msg);
+        if (out.length === messageCount) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+    });
+    return out;
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** Deletes a queue. */
+export async function deleteQueue(url: string, queue: string): Promise<void> {
+  const conn = await amqp.connect(url);
+  conn.on("error", () => {});
+  try {
+    const channel = await conn.createChannel();
+    await channel.deleteQueue(queue);
+  } finally {
+    await conn.close().catch(() => {});
+  }
+}
+
+/** A message's JSON body. */
+export function messageBody<T = Record<string, unknown>>(msg: ConsumeMessage): T {
+  return JSON.parse(msg.content.toString("utf8"));
+}
+
+/** A loopback port that nothing listens on (it was free a moment ago). */
+export async function closedPort(): Promise<number> {
+  return await new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
   });
 }

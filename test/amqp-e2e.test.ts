@@ -8,15 +8,12 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
-import amqp from "amqplib";
-import type { ConsumeMessage } from "amqplib";
 import { Client } from "../lib/client/mod.ts";
 import type { AmqpTransitionMessage } from "../plugins/amqp.ts";
 import { api, graphs, runCli, startCluster, stopAll, tempDir } from "./_cluster.ts";
 import type { TestCluster } from "./_cluster.ts";
-import { startRabbitMQ } from "./_rabbitmq.ts";
+import { closedPort, deleteQueue, messageBody, readQueue, startRabbitMQ } from "./_rabbitmq.ts";
 import type { RabbitMQ } from "./_rabbitmq.ts";
 
 let broker: RabbitMQ;
@@ -111,59 +108,6 @@ function streamTransitions(url: string): { events: Transition[]; ready: Promise<
   return { events, ready, closeReason: () => reason, close: () => ws.close() };
 }
 
-/** Reads (and acks) every message in `queue`; the count comes from the broker first. */
-async function readQueue(queue: string): Promise<ConsumeMessage[]> {
-  const conn = await amqp.connect(broker.url);
-  conn.on("error", () => {});
-  try {
-    const channel = await conn.createChannel();
-    const { messageCount } = await channel.checkQueue(queue);
-    const out: ConsumeMessage[] = [];
-    if (messageCount === 0) return out;
-    await channel.prefetch(5000);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`Timed out reading ${messageCount} messages, got ${out.length}`)), 90_000);
-      channel.consume(queue, (msg) => {
-        if (!msg) return;
-        out.push(msg);
-        channel.ack(msg);
-        if (out.length === messageCount) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    return out;
-  } finally {
-    await conn.close().catch(() => {});
-  }
-}
-
-async function deleteQueue(queue: string): Promise<void> {
-  const conn = await amqp.connect(broker.url);
-  conn.on("error", () => {});
-  try {
-    const channel = await conn.createChannel();
-    await channel.deleteQueue(queue);
-  } finally {
-    await conn.close().catch(() => {});
-  }
-}
-
-function body(msg: ConsumeMessage): AmqpTransitionMessage {
-  return JSON.parse(msg.content.toString("utf8"));
-}
-
-async function closedPort(): Promise<number> {
-  return await new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
 /**
  * A task module for the `upload-file` worker plugin: `gate.open(path)` returns once `path`
  * exists, so a test decides when the rest of a graph may run.
@@ -203,9 +147,9 @@ test("a 5,000-task graph puts exactly one message per transition in the queue, i
     expect(events.length).toBeGreaterThanOrEqual(4 * 5000);
     expect(stats).toMatchObject({ published: events.length, confirmed: events.length, dropped: 0, reconnects: 0, inFlight: 0 });
 
-    const messages = await readQueue(queue);
+    const messages = await readQueue(broker.url, queue);
     expect(messages.length).toBe(events.length);
-    const bodies = messages.map(body);
+    const bodies = messages.map((msg) => messageBody<AmqpTransitionMessage>(msg));
     expect(messages.every((m) => !m.fields.redelivered && m.properties.deliveryMode === 2)).toBe(true);
     // The plugin's seq is its own counter: 1..N in queue order, with no duplicate.
     expect(bodies.map((b) => b.seq)).toEqual(Array.from({ length: events.length }, (_, i) => i + 1));
@@ -221,7 +165,7 @@ test("a 5,000-task graph puts exactly one message per transition in the queue, i
   } finally {
     stream?.close();
     await cluster.stop();
-    await deleteQueue(queue).catch(() => {});
+    await deleteQueue(broker.url, queue).catch(() => {});
   }
 }, 180_000);
 
@@ -291,12 +235,12 @@ test("the graph finishes on time while the broker is down, and after it returns 
     expect(stats.reconnects).toBeGreaterThanOrEqual(1);
     expect(stats.dropped).toBe(0);
 
-    const messages = await readQueue(queue);
+    const messages = await readQueue(broker.url, queue);
     const bySeq = new Map<number, string>();
     let duplicates = 0;
     for (const msg of messages) {
       const text = msg.content.toString("utf8");
-      const seq = body(msg).seq;
+      const seq = messageBody<AmqpTransitionMessage>(msg).seq;
       const seen = bySeq.get(seq);
       if (seen !== undefined) {
         // A duplicate is a resend of the very same message.
@@ -315,7 +259,7 @@ test("the graph finishes on time while the broker is down, and after it returns 
   } finally {
     stream?.close();
     await cluster.stop();
-    await deleteQueue(queue).catch(() => {});
+    await deleteQueue(broker.url, queue).catch(() => {});
   }
 }, 300_000);
 
@@ -402,6 +346,6 @@ test("/metrics shows the plugin's published, confirmed and dropped counts under 
     await client.close();
   } finally {
     await cluster.stop();
-    await deleteQueue(queue).catch(() => {});
+    await deleteQueue(broker.url, queue).catch(() => {});
   }
 }, 120_000);

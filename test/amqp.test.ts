@@ -5,14 +5,12 @@
  * @module
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createServer } from "node:net";
 import amqp from "amqplib";
-import type { ConsumeMessage } from "amqplib";
 import { AmqpPlugin, amqpPlugin } from "../plugins/amqp.ts";
 import type { AmqpOptions, AmqpTransitionMessage } from "../plugins/amqp.ts";
 import { builtinPlugins } from "../plugins/mod.ts";
 import type { Logger, SchedulerApi, SchedulerTaskStateName } from "../lib/plugins/types.ts";
-import { startRabbitMQ } from "./_rabbitmq.ts";
+import { closedPort, deleteQueue, messageBody, readQueue, startRabbitMQ } from "./_rabbitmq.ts";
 import type { RabbitMQ } from "./_rabbitmq.ts";
 
 let broker: RabbitMQ;
@@ -80,59 +78,6 @@ async function waitFor(what: string, cond: () => boolean, timeoutMs: number): Pr
   }
 }
 
-/** Reads (and acks) every message in `queue`; the count comes from the broker first. */
-async function readQueue(queue: string): Promise<ConsumeMessage[]> {
-  const conn = await amqp.connect(broker.url);
-  conn.on("error", () => {});
-  try {
-    const channel = await conn.createChannel();
-    const { messageCount } = await channel.checkQueue(queue);
-    const out: ConsumeMessage[] = [];
-    if (messageCount === 0) return out;
-    await channel.prefetch(2000);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`Timed out reading ${messageCount} messages`)), 30_000);
-      channel.consume(queue, (msg) => {
-        if (!msg) return;
-        out.push(msg);
-        channel.ack(msg);
-        if (out.length === messageCount) {
-          clearTimeout(timer);
-          resolve();
-        }
-      });
-    });
-    return out;
-  } finally {
-    await conn.close().catch(() => {});
-  }
-}
-
-async function deleteQueue(queue: string): Promise<void> {
-  const conn = await amqp.connect(broker.url);
-  conn.on("error", () => {});
-  try {
-    const channel = await conn.createChannel();
-    await channel.deleteQueue(queue);
-  } finally {
-    await conn.close().catch(() => {});
-  }
-}
-
-function body(msg: ConsumeMessage): AmqpTransitionMessage {
-  return JSON.parse(msg.content.toString("utf8"));
-}
-
-async function freePort(): Promise<number> {
-  return await new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
-}
-
 test("the amqp plugin is registered as a scheduler built-in with its options", () => {
   expect(builtinPlugins.amqp).toBe(amqpPlugin);
   expect(amqpPlugin.role).toBe("scheduler");
@@ -153,14 +98,14 @@ test("5,000 transitions arrive in a durable queue exactly once, in seq order, pe
   const stats = plugin.stats();
   expect(stats).toMatchObject({ confirmed: 5000, buffered: 0, dropped: 0, reconnects: 0 });
 
-  const messages = await readQueue(queue);
+  const messages = await readQueue(broker.url, queue);
   expect(messages.length).toBe(5000);
   messages.forEach((msg, i) => {
     const seq = i + 1;
     const start = STATES[seq % 3];
     const finish = STATES[(seq % 3) + 1];
     const worker = finish === "processing" || finish === "memory" ? `worker-${seq % 4}` : undefined;
-    const got = body(msg);
+    const got = messageBody<AmqpTransitionMessage>(msg);
     expect(Object.keys(got)).toEqual(
       worker ? ["key", "start", "finish", "worker", "stimulusId", "time", "seq"] : ["key", "start", "finish", "stimulusId", "time", "seq"],
     );
@@ -180,7 +125,7 @@ test("5,000 transitions arrive in a durable queue exactly once, in seq order, pe
   channel.on("error", () => {});
   await expect(channel.assertQueue(queue, { durable: false })).rejects.toThrow(/inequivalent arg 'durable'/);
   await conn.close().catch(() => {});
-  await deleteQueue(queue);
+  await deleteQueue(broker.url, queue);
 }, 60_000);
 
 test("transitions go through a durable exchange to the bound queue with the routing key", async () => {
@@ -191,8 +136,8 @@ test("transitions go through a durable exchange to the bound queue with the rout
   await plugin.start(api);
   transitions(plugin, 1, 100);
   await plugin.close();
-  const messages = await readQueue(queue);
-  expect(messages.map((msg) => body(msg).seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+  const messages = await readQueue(broker.url, queue);
+  expect(messages.map((msg) => messageBody<AmqpTransitionMessage>(msg).seq)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
   expect(messages[0].fields.exchange).toBe(exchange);
   expect(messages[0].fields.routingKey).toBe("status");
   const conn = await amqp.connect(broker.url);
@@ -269,11 +214,11 @@ test("every seq survives a broker stop in the middle, and transition calls never
   expect(stats.dropped).toBe(0);
   expect(lines.some((l) => l.level === "warn" && l.msg.includes("lost connection to RabbitMQ"))).toBe(true);
 
-  const messages = await readQueue(queue);
+  const messages = await readQueue(broker.url, queue);
   const bySeq = new Map<number, string>();
   for (const msg of messages) {
     const text = msg.content.toString("utf8");
-    const s = body(msg).seq;
+    const s = messageBody<AmqpTransitionMessage>(msg).seq;
     // A duplicate is a resend of the very same message.
     if (bySeq.has(s)) expect(text).toBe(bySeq.get(s)!);
     bySeq.set(s, text);
@@ -282,13 +227,13 @@ test("every seq survives a broker stop in the middle, and transition calls never
   expect(missing).toEqual([]);
   expect(bySeq.size).toBe(total);
   // Each resend starts again from the oldest unconfirmed message: seqs never go backwards otherwise.
-  const seqs = messages.map((msg) => body(msg).seq);
+  const seqs = messages.map((msg) => messageBody<AmqpTransitionMessage>(msg).seq);
   expect(seqs.slice(0, 1000)).toEqual(Array.from({ length: 1000 }, (_, i) => i + 1));
-  await deleteQueue(queue);
+  await deleteQueue(broker.url, queue);
 }, 90_000);
 
 test("start rejects with a message naming host and port when nothing listens there", async () => {
-  const port = await freePort();
+  const port = await closedPort();
   const { api, log } = fakeScheduler();
   const plugin = new AmqpPlugin({ url: `amqp://guest:guest@127.0.0.1:${port}`, queue: uniqueQueue("refused") }, { log });
   await expect(plugin.start(api)).rejects.toThrow(`Cannot connect to RabbitMQ at "127.0.0.1:${port}": connection refused`);
@@ -348,10 +293,10 @@ test("past maxBuffered while the broker is down the oldest are dropped, counted 
   }
   await waitFor("the newest 1,000 to be confirmed", () => plugin.stats().buffered === 0, 30_000);
   await plugin.close();
-  const seqs = (await readQueue(queue)).map((msg) => body(msg).seq);
+  const seqs = (await readQueue(broker.url, queue)).map((msg) => messageBody<AmqpTransitionMessage>(msg).seq);
   expect(new Set(seqs)).toEqual(new Set(Array.from({ length: 1000 }, (_, i) => 2501 + i)));
   expect(plugin.stats().dropped).toBe(2500);
-  await deleteQueue(queue);
+  await deleteQueue(broker.url, queue);
 }, 90_000);
 
 test("100,000 transition calls with the broker up cost well under a microsecond-ish each", async () => {
@@ -373,7 +318,7 @@ test("100,000 transition calls with the broker up cost well under a microsecond-
   expect(ns).toBeLessThan(2000);
   const stats = plugin.stats();
   expect(stats.confirmed + stats.dropped).toBe(n + 1000);
-  await deleteQueue(queue);
+  await deleteQueue(broker.url, queue);
 }, 60_000);
 
 // A benchmark, not a check: `AMQP_BENCH=1 npx bun test test/amqp.test.ts -t "catches up"`.
@@ -419,6 +364,6 @@ test.skipIf(!process.env.AMQP_BENCH)("the plugin catches up after a 10-second ou
     clearInterval(producer);
     if (!broker.running) await broker.restart();
     await plugin.close();
-    await deleteQueue(queue);
+    await deleteQueue(broker.url, queue);
   }
 }, 300_000);
