@@ -397,6 +397,28 @@ describe("preload", () => {
   });
 });
 
+describe("the scheduler object", () => {
+  test("scheduler.addPlugin registers a plugin object, and scheduler.removePlugin takes it away", async () => {
+    const cluster = await startCluster({ workers: 1, schedulerArgs: ["--preload", join(fixtures, "plugins-adder.ts")] });
+    try {
+      expect((await api(cluster.url, "/api/v1/plugins")).body.scheduler.map((p: { name: string }) => p.name)).toContain("inner");
+      const client = await Client.connect(cluster.url);
+      expect(await client.gather(client.map("builtin.inc", [1, 2]))).toEqual([2, 3]);
+      await sleep(100);
+      expect((await replay(cluster.url, "inner")).length).toBe(2);
+      await api(cluster.url, "/api/v1/events/remove-inner", { body: {} });
+      await sleep(200);
+      expect((await api(cluster.url, "/api/v1/plugins")).body.scheduler.map((p: { name: string }) => p.name)).not.toContain("inner");
+      expect(await client.gather(client.map("builtin.inc", [3]))).toEqual([4]);
+      await sleep(100);
+      expect((await replay(cluster.url, "inner")).length).toBe(2);
+      await client.close();
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
 describe("runtimes", () => {
   for (const flavor of ["bun", "deno"] as const) {
     test(`the same module plugin loads when the scheduler runs under ${flavor}`, async () => {
