@@ -43,9 +43,10 @@ export const bunRuntime: Runtime = {
     return raw?.getBufferedAmount?.() ?? 0;
   },
   send(ws, data) {
-    const raw = ws.raw as { send(d: string | Uint8Array): number } | undefined;
-    if (raw) raw.send(data);
-    else ws.send(data as string);
+    const raw = ws.raw as { send(d: string | Uint8Array): number; sendText?(d: string): number; sendBinary?(d: Uint8Array): number } | undefined;
+    if (!raw) ws.send(data as string);
+    else if (typeof data === "string") raw.sendText ? raw.sendText(data) : raw.send(data);
+    else raw.sendBinary ? raw.sendBinary(data) : raw.send(data);
   },
   cork(ws, fn) {
     const raw = ws.raw as { cork?: (cb: () => void) => void } | undefined;
