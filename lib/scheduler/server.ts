@@ -351,13 +351,14 @@ export class Scheduler {
   }
 
   /**
-   * After a burst of work, once the cluster is idle, runs a full garbage collection: a burst of
-   * 100,000 tasks leaves tens of megabytes of garbage (decoded graphs, messages) that an edge box
-   * should get back now, not at the next burst.
+   * After a big burst of work (about 50,000 tasks or more), once the cluster is idle, runs a full
+   * garbage collection: such a burst leaves tens of megabytes of garbage (decoded graphs,
+   * messages) that an edge box should get back now, not at the next burst. Small bursts are left
+   * to the runtime's own collector.
    */
   #maybeCollectGarbage(): void {
     const counts = this.state.counts;
-    if (this.state.transitionsTotal - this.#transitionsAtGc < 50_000) return;
+    if (this.state.transitionsTotal - this.#transitionsAtGc < 250_000) return;
     if (counts.processing > 0 || counts.queued > 0 || counts.waiting > 0) return;
     if (this.#gcTimer) clearTimeout(this.#gcTimer);
     this.#gcTimer = setTimeout(() => {
