@@ -86,7 +86,12 @@ export class EventLog {
    * scheduler's hot path.
    */
   appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined): void {
-    const event: ClusterEvent = { seq: ++this.#seq, topic: "transition", time: Date.now() / 1000, key, start, finish, stimulusId, worker };
+    // Without the worker, no `worker: undefined`: JSON.stringify is a third slower on it.
+    const seq = ++this.#seq;
+    const time = Date.now() / 1000;
+    const event: ClusterEvent = worker === undefined
+      ? { seq, topic: "transition", time, key, start, finish, stimulusId }
+      : { seq, topic: "transition", time, key, start, finish, stimulusId, worker };
     this.#store(event);
   }
 
