@@ -1,8 +1,10 @@
 /**
  * The core conformance suite against the compiled binary, and what only the binary is asked:
- * data relayed through the scheduler between workers that cannot reach each other.
+ * data relayed through the scheduler between workers that cannot reach each other, heartbeats,
+ * and a subscriber too slow to keep up.
  */
 import { afterAll, describe, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { Client } from "../lib/client/mod.ts";
 import { api, graphs, startCluster, stopAll } from "./_cluster.ts";
 import { coreSuite } from "./_core-suite.ts";
@@ -65,4 +67,43 @@ describe("heartbeats", () => {
       await cluster.stop();
     }
   }, 60_000);
+});
+
+describe("slow subscribers", () => {
+  test("a subscriber that stops reading is closed past its buffer and the scheduler goes on", async () => {
+    const cluster = await startCluster({ workers: 2 });
+    const client = await Client.connect(cluster.url);
+    const url = new URL(cluster.url);
+    // A WebSocket client that completes the handshake and then never reads a byte.
+    const socket = connect(Number(url.port), url.hostname);
+    try {
+      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+      socket.write(
+        "GET /api/v1/events?topic=transition HTTP/1.1\r\nHost: " + url.host + "\r\nUpgrade: websocket\r\n" +
+          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+      );
+      await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+      socket.pause();
+      const subscribers = async () => {
+        const text = await fetch(`${cluster.url}/metrics`).then((r) => r.text());
+        return Number(/cluster_event_subscribers (\d+)/.exec(text)![1]);
+      };
+      expect(await subscribers()).toBe(1);
+      const started = performance.now();
+      for (let round = 0; round < 4 && (await subscribers()) > 0; round++) {
+        const g = graphs.map(40_000, `slow-sub-${round}`);
+        const futures = await client.compute(g);
+        const values = await client.gather(Object.values(futures));
+        expect(values[39_999]).toBe(40_000);
+        await client.release(g.keys);
+      }
+      expect(await subscribers()).toBe(0);
+      // The graphs ran at the usual speed meanwhile (minutes if the scheduler had waited).
+      expect(performance.now() - started).toBeLessThan(30_000);
+    } finally {
+      socket.destroy();
+      await client.close();
+      await cluster.stop();
+    }
+  }, 90_000);
 });
