@@ -118,6 +118,33 @@ describe("scheduler plugins from plugins.toml", () => {
     }
   });
 
+  test("hooks run in registration order, an async start awaited before the next plugin starts", async () => {
+    const dir = tempDir();
+    const out = join(dir, "rec.jsonl");
+    const toml = join(dir, "plugins.toml");
+    writeFileSync(toml, [
+      "[[scheduler.plugins]]", `use = "${recorder}"`, `name = "first"`, `out = "${out}"`, `tag = "A"`, "startDelayMs = 300",
+      "[[scheduler.plugins]]", `use = "${recorder}"`, `name = "second"`, `out = "${out}"`, `tag = "B"`,
+    ].join("\n") + "\n");
+    const cluster = await startCluster({ workers: 1, schedulerArgs: ["--plugins", toml] });
+    try {
+      const client = await Client.connect(cluster.url);
+      expect(await client.gather(client.map("builtin.inc", [1, 2, 3]))).toEqual([2, 3, 4]);
+      await client.close();
+      const recs = lines(out);
+      expect(recs.filter((r) => r.hook === "start").map((r) => r.tag)).toEqual(["A", "B"]);
+      const transitions = recs.filter((r) => r.hook === "transition");
+      expect(transitions.length % 2).toBe(0);
+      for (let i = 0; i < transitions.length; i += 2) {
+        expect([transitions[i].tag, transitions[i + 1].tag]).toEqual(["A", "B"]);
+        expect(transitions[i + 1].key).toBe(transitions[i].key);
+        expect(transitions[i + 1].finish).toBe(transitions[i].finish);
+      }
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   test("throwing hooks are logged with the plugin's name, counted and published, and the work completes", async () => {
     const dir = tempDir();
     const out = join(dir, "rec.jsonl");
