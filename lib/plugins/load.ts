@@ -7,10 +7,11 @@
  */
 import { createHash } from "node:crypto";
 import { mkdir, readFile, writeFile } from "node:fs/promises";
-import { basename, extname, isAbsolute, join, resolve } from "node:path";
+import { basename, extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { builtinPlugins } from "../../plugins/mod.ts";
 import { ConfigError, errorMessage } from "../errors.ts";
+import { isModulePath } from "./config.ts";
 import type { Logger, Plugin, PluginContext, PluginRole } from "./types.ts";
 
 /** A plugin spec as it travels: one plugins.toml entry, resolved. */
@@ -34,14 +35,9 @@ export interface LoadedPlugin<P extends Plugin = Plugin> {
   use: string;
 }
 
-/** Whether `use` names a module rather than a built-in. */
-export function isModuleUse(use: string): boolean {
-  return use.startsWith("./") || use.startsWith("../") || isAbsolute(use) || /\.(m?[jt]s|tsx?)$/.test(use);
-}
-
 /** Reads a module plugin's source so it can be shipped to workers. */
 export async function withSource(spec: WirePluginSpec, baseDir: string): Promise<WirePluginSpec> {
-  if (!isModuleUse(spec.use) || spec.source !== undefined) return spec;
+  if (!isModulePath(spec.use) || spec.source !== undefined) return spec;
   const path = spec.modulePath ?? resolve(baseDir, spec.use);
   let source: string;
   try {
@@ -67,7 +63,7 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
   context: { baseDir: string; moduleDir: string; log: Logger },
 ): Promise<LoadedPlugin<P>> {
   const ctx: PluginContext = { role: spec.role, baseDir: context.baseDir, files: spec.files ?? {}, log: context.log };
-  if (!isModuleUse(spec.use)) {
+  if (!isModulePath(spec.use)) {
     const builtin = builtinPlugins[spec.use];
     if (!builtin) {
       throw new ConfigError(`Unknown built-in plugin "${spec.use}" (known: ${Object.keys(builtinPlugins).join(", ")})`);

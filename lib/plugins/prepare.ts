@@ -8,7 +8,8 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
-import { isModuleUse, type WirePluginSpec } from "./load.ts";
+import { isModulePath } from "./config.ts";
+import type { WirePluginSpec } from "./load.ts";
 
 /** Glob-ish match of `skip` patterns against a path inside the directory (`*`, `**`, `?`). */
 export function matchesSkip(path: string, patterns: string[]): boolean {
@@ -64,7 +65,7 @@ export async function preparePluginFiles(
   };
   if (name === undefined) delete spec.name;
   try {
-    if (isModuleUse(use) && spec.source === undefined) {
+    if (isModulePath(use) && spec.source === undefined) {
       const path = resolve(baseDir, use);
       spec.source = await readFile(path, "utf8");
       spec.modulePath = path;

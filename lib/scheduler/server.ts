@@ -107,7 +107,6 @@ export class Scheduler {
   #closing: Promise<void> | null = null;
   #token = clusterToken();
   #transitionHooks: readonly Registered<SchedulerPlugin>[] = [];
-  #subscriberCount = 0;
   #moduleDir = "";
   #restarting = false;
   /** Modules any worker ever reported, for checking `fn` prefixes. */
@@ -941,7 +940,6 @@ export class Scheduler {
           ws.close(1008, `Invalid since "${sinceRaw}"`);
           return;
         }
-        this.#subscriberCount++;
         unsubscribe = this.events.subscribe({
           topics: topicSet,
           deliver: (events: ClusterEvent[]) => {
@@ -960,10 +958,7 @@ export class Scheduler {
         }, since);
       },
       onClose: () => {
-        if (unsubscribe) {
-          unsubscribe();
-          this.#subscriberCount--;
-        }
+        unsubscribe?.();
       },
     };
   }

@@ -334,11 +334,7 @@ export class SchedulerState {
       if (ts.whoHas.size === 0 && !ts.hasValue && ts.state === "memory") this.#recommend(ts, "released");
     }
     ws.heldTasks.clear();
-    this.#runLoop(stimulusId);
-    // Tasks released above are needed again: send them back to waiting.
-    for (const ts of this.tasks.values()) {
-      if (ts.state === "released" && (ts.whoWants.size > 0 || ts.waiters.size > 0)) this.#recommend(ts, "waiting");
-    }
+    // Released tasks still wanted go back to waiting inside the loop (releasedOrForgotten).
     this.#runLoop(stimulusId);
     return ws;
   }
@@ -367,11 +363,8 @@ export class SchedulerState {
       ts.value = msg.value;
       ts.hasValue = true;
     }
-    this.#recs.set(ts, "memory");
-    this.#recStack.push(ts);
-    this.#pendingWorker = ws;
+    this.#recommend(ts, "memory");
     this.#runLoop(stimulusId);
-    this.#pendingWorker = null;
     this.#fillWorkers();
     this.#runLoop(stimulusId);
   }
@@ -444,8 +437,6 @@ export class SchedulerState {
 
   // ---- the recommendation loop --------------------------------------------------------------
 
-  #pendingWorker: WorkerState | null = null;
-
   #recommend(ts: TaskState, finish: Finish): void {
     if (!this.#recs.has(ts)) this.#recStack.push(ts);
     this.#recs.set(ts, finish);
@@ -505,10 +496,6 @@ export class SchedulerState {
 
   _send(ws: WorkerState, msg: WorkerMessage): void {
     this.#hooks.sendToWorker(ws, msg);
-  }
-
-  get _pendingWorker(): WorkerState | null {
-    return this.#pendingWorker;
   }
 
   _noWorker(): Set<TaskState> {
@@ -741,7 +728,8 @@ const transitions: Record<string, TransitionFn> = {
   },
   "no-worker>erred": toErredByDependency,
   "processing>memory"(s, ts, stimulusId) {
-    const ws = s._pendingWorker!;
+    // taskFinished checked that the result came from the worker processing the task.
+    const ws = ts.processingOn!;
     ws.processingTasks.delete(ts);
     ts.processingOn = null;
     ts.whoHas.add(ws);

@@ -103,7 +103,6 @@ export class Worker {
   #relays = new Map<number, (data: Record<string, unknown>) => void>();
   #token = clusterToken();
   #pendingLocal: WirePluginSpec[] = [];
-  #connectedOnce = false;
   #onClosed: Array<() => void> = [];
   #resolveClosed!: () => void;
   /** Resolves when the worker has closed (signal, or the scheduler asked). */
@@ -247,7 +246,6 @@ export class Worker {
       }
     }
     this.#registered = true;
-    this.#connectedOnce = true;
     // Task modules that welcome-time plugins (upload-file) loaded were not announced yet.
     this.#send({ op: "modules", modules: [...this.#modules.keys()] });
     this.#send({ op: "ready" });
@@ -548,10 +546,6 @@ export class Worker {
     this.#resolveClosed();
   }
 
-  /** Whether the worker has registered at least once. */
-  get connected(): boolean {
-    return this.#connectedOnce;
-  }
 }
 
 /** Replaces `{"$ref": KEY}` inside a value by the dependency's result. */
