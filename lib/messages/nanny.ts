@@ -1,0 +1,25 @@
+/**
+ * The scheduler ↔ nanny link (`WS /api/v1/nanny`), as a discriminated union on `op`.
+ *
+ * @module
+ */
+import type { ReplyMessage } from "../rpc.ts";
+import type { WirePluginSpec } from "../plugins/load.ts";
+
+/** Nanny → scheduler. */
+export type NannyToScheduler =
+  | { op: "register"; name: string; address: string; pid: number }
+  | { op: "worker"; worker: string | null; restarts: number; pid?: number }
+  | { op: "plugin-error"; plugin: string; hook: string; error: string }
+  | { op: "event"; topic: string; msg: Record<string, unknown> }
+  | ReplyMessage;
+
+/** Scheduler → nanny. Requests carry an `id` and are answered by one `reply`. */
+export type SchedulerToNanny =
+  | { op: "welcome"; plugins: WirePluginSpec[]; version: string }
+  | { op: "plugin-add"; id: number; spec: WirePluginSpec }
+  | { op: "plugin-remove"; id: number; name: string }
+  | { op: "restart-worker"; id: number; reason: string };
+
+export type NannyToSchedulerOp = NannyToScheduler["op"];
+export type SchedulerToNannyOp = SchedulerToNanny["op"];

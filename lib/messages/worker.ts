@@ -1,0 +1,56 @@
+/**
+ * The scheduler ↔ worker link (`WS /api/v1/worker`): every message either side may send, as a
+ * discriminated union on `op`, so both ends are checked by the compiler. docs/protocol.md
+ * describes the same table for people.
+ *
+ * @module
+ */
+import type { ReplyMessage } from "../rpc.ts";
+import type { WirePluginSpec } from "../plugins/load.ts";
+
+/** Where a dependency of a `compute` is: inline (`value`), at peers (`who`), or here (neither). */
+export interface DepInfo {
+  key: string;
+  nbytes: number;
+  value?: unknown;
+  /** Data addresses of the workers that hold it. */
+  who?: string[];
+}
+
+/** Worker → scheduler. */
+export type WorkerToScheduler =
+  | { op: "register"; name: string; nthreads: number; address: string; nanny: boolean; pid: number; modules: string[]; restarts: number; version: string }
+  | { op: "ready" }
+  | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string }
+  | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string }
+  | { op: "missing-data"; key: string; dep: string }
+  | { op: "heartbeat"; rss: number; executing: number; ready: number }
+  | { op: "relay"; id: number; keys: string[] }
+  | { op: "plugin-error"; plugin: string; hook: string; error: string }
+  | { op: "modules"; modules: string[] }
+  | { op: "event"; topic: string; msg: Record<string, unknown> }
+  | { op: "closing" }
+  | ReplyMessage;
+
+/** Scheduler → worker. Requests carry an `id` and are answered by one `reply`. */
+export type SchedulerToWorker =
+  | { op: "welcome"; plugins: WirePluginSpec[]; version: string }
+  | {
+    op: "compute";
+    key: string;
+    fn: string;
+    args: unknown[];
+    deps: DepInfo[];
+    annotations?: Record<string, unknown>;
+    stimulusId: string;
+  }
+  | { op: "free"; keys: string[]; stimulusId: string }
+  | { op: "get-data"; id: number; keys: string[] }
+  | { op: "plugin-add"; id: number; spec: WirePluginSpec }
+  | { op: "plugin-remove"; id: number; name: string }
+  | { op: "close"; reason: string }
+  | ReplyMessage;
+
+/** The ops of each direction, for checking docs/protocol.md against the types. */
+export type WorkerToSchedulerOp = WorkerToScheduler["op"];
+export type SchedulerToWorkerOp = SchedulerToWorker["op"];
