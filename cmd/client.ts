@@ -9,12 +9,15 @@ import { Client } from "../lib/client/mod.ts";
 import { ConfigError, errorMessage } from "../lib/errors.ts";
 import { socketUrl } from "../lib/protocol.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
+import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
+import { clientFetch, clientWebSocket } from "../lib/runtime/client.ts";
 
 const submitArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
   graph: { type: "positional", description: "GRAPH.json, or - for standard input", required: true },
   timeout: { type: "string", description: "Seconds to wait for the results (0: forever)", default: "0" },
   ...commonArgs,
+  ...tlsArgs,
 } as const;
 
 async function readGraph(path: string): Promise<unknown> {
@@ -42,6 +45,7 @@ export const submitCommand = defineCommand({
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, submitArgs);
     applyTokenFile(a["token-file"]);
+    applyTlsArgs(a);
     const url = schedulerUrl(a.scheduler);
     const graph = await readGraph(String(a.graph)) as { tasks: never[]; keys?: string[] };
     const client = await Client.connect(url);
@@ -80,6 +84,7 @@ const eventsArgs = {
   topic: { type: "string", description: "Only this topic; repeatable" },
   since: { type: "string", description: "Replay kept events after this seq first" },
   ...commonArgs,
+  ...tlsArgs,
 } as const;
 
 /** The `events` subcommand. */
@@ -89,12 +94,13 @@ export const eventsCommand = defineCommand({
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, eventsArgs);
     applyTokenFile(a["token-file"]);
+    applyTlsArgs(a);
     const url = socketUrl(schedulerUrl(a.scheduler), "/api/v1/events");
     for (const t of collect(rawArgs, "topic")) url.searchParams.append("topic", t);
     if (a.since !== undefined) url.searchParams.set("since", String(a.since));
     url.searchParams.set("batch", "1");
     await new Promise<void>((resolve, reject) => {
-      const socket = new WebSocket(url.href);
+      const socket = clientWebSocket(url.href);
       let opened = false;
       socket.onopen = () => (opened = true);
       socket.onmessage = (event) => {
@@ -117,6 +123,7 @@ const infoArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
   json: { type: "boolean", description: "Print JSON" },
   ...commonArgs,
+  ...tlsArgs,
 } as const;
 
 /** The `info` subcommand. */
@@ -126,12 +133,13 @@ export const infoCommand = defineCommand({
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, infoArgs);
     applyTokenFile(a["token-file"]);
+    applyTlsArgs(a);
     const url = schedulerUrl(a.scheduler);
     const headers: Record<string, string> = {};
     if (process.env.CLUSTER_TOKEN) headers.authorization = `Bearer ${process.env.CLUSTER_TOKEN}`;
     let res: Response;
     try {
-      res = await fetch(`${url}/api/v1/info`, { headers, signal: AbortSignal.timeout(10_000) });
+      res = await clientFetch(`${url}/api/v1/info`, { headers, signal: AbortSignal.timeout(10_000) });
     } catch (err) {
       throw new Error(`Cannot reach scheduler at "${url}": ${errorMessage(err)}`);
     }

@@ -14,6 +14,7 @@ import { schedulerCommand } from "./scheduler.ts";
 import { nannyCommand, workerCommand } from "./worker.ts";
 import { localCommand } from "./local.ts";
 import { eventsCommand, infoCommand, submitCommand } from "./client.ts";
+import { tlsCommand } from "./tls.ts";
 
 const main = defineCommand({
   meta: { name: "cluster", version, description: "A single-binary edge cluster with Dask's plugin system" },
@@ -25,6 +26,7 @@ const main = defineCommand({
     submit: submitCommand,
     events: eventsCommand,
     info: infoCommand,
+    tls: tlsCommand,
   },
 });
 

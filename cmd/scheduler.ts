@@ -8,6 +8,7 @@ import { dirname, resolve } from "node:path";
 import { Scheduler } from "../lib/scheduler/server.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown } from "./_args.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
+import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 
 const args = {
   host: { type: "string", description: "Address to listen on", default: "127.0.0.1" },
@@ -17,6 +18,7 @@ const args = {
   "events-kept": { type: "string", description: "Events kept for replay", default: "20000" },
   "worker-ttl": { type: "string", description: "Seconds without a heartbeat before a worker is removed (Dask's worker-ttl)", default: "15" },
   ...commonArgs,
+  ...tlsArgs,
 } as const;
 
 /** The `scheduler` subcommand. */
@@ -36,6 +38,7 @@ export const schedulerCommand = defineCommand({
       baseDir: a.plugins ? dirname(resolve(a.plugins)) : process.cwd(),
       eventsKept: intFlag(a["events-kept"], "events-kept", { fallback: 20_000, min: 10_000 }),
       heartbeatTimeoutMs: intFlag(a["worker-ttl"], "worker-ttl", { fallback: 15, min: 2 }) * 1000,
+      tls: applyTlsArgs(a),
     });
     // Handlers first: a signal right after the ready line must still close gracefully.
     onShutdown(() => scheduler.close());

@@ -9,6 +9,7 @@ import { dirname, resolve } from "node:path";
 import { Worker } from "../lib/worker/worker.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown, schedulerUrl, UsageError } from "./_args.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
+import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { parseMemoryLimit } from "../lib/nanny/memory.ts";
 
 const args = {
@@ -26,6 +27,7 @@ const args = {
   "contact-address": { type: "string", description: "Data address announced to peers (behind NAT); unreachable peers relay through the scheduler" },
   "connect-timeout": { type: "string", description: "Seconds to keep trying to reach the scheduler", default: "10" },
   ...commonArgs,
+  ...tlsArgs,
 } as const;
 
 async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNanny: boolean): Promise<void> {
@@ -49,6 +51,7 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
     contactAddress: a["contact-address"] === undefined ? undefined : String(a["contact-address"]),
     connectTimeoutMs,
     baseDir: plugins ? dirname(resolve(plugins)) : process.cwd(),
+    tls: applyTlsArgs(a),
   };
   if (a.nanny || forceNanny) {
     const { Nanny } = await import("../lib/nanny/nanny.ts");

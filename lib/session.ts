@@ -8,6 +8,7 @@
 import { errorMessage } from "./errors.ts";
 import type { ComponentLogger } from "./log.ts";
 import { decodeFrame, encodeFrame, type Message, socketUrl } from "./protocol.ts";
+import { clientWebSocket, describeConnectError, isCertificateError } from "./runtime/client.ts";
 
 /** What a session needs from its owner. */
 export interface SessionOptions {
@@ -61,12 +62,13 @@ export class SchedulerSession {
         return;
       } catch (err) {
         lastError = errorMessage(err);
-        if (Date.now() + delay > deadline) break;
+        // A certificate that does not verify will not verify on a retry either.
+        if (Date.now() + delay > deadline || isCertificateError(lastError)) break;
         await sleep(delay);
         delay = Math.min(delay * 2, 2000);
       }
     }
-    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${lastError}`);
+    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${describeConnectError(lastError)}`);
   }
 
   /** Sends one frame; false when the connection is not open. */
@@ -89,7 +91,7 @@ export class SchedulerSession {
   #open(): Promise<void> {
     const options = this.#options;
     return new Promise((resolveOpen, rejectOpen) => {
-      const socket = new WebSocket(socketUrl(options.scheduler, options.path).href);
+      const socket = clientWebSocket(socketUrl(options.scheduler, options.path).href);
       socket.binaryType = "arraybuffer";
       let settled = false;
       let welcomed = false;
@@ -118,12 +120,13 @@ export class SchedulerSession {
           } else options.message(msg);
         }
       };
-      socket.onerror = () => {};
+      let failure = "";
+      socket.onerror = (event) => (failure = (event as ErrorEvent).message ?? "");
       socket.onclose = (event) => {
         if (this.#socket === socket) this.#socket = null;
         if (!settled) {
           settled = true;
-          rejectOpen(new Error(event.reason || `connection closed (code ${event.code})`));
+          rejectOpen(new Error(event.reason || failure || `connection closed (code ${event.code})`));
         } else if (!this.#closed) {
           const reason = event.reason || `code ${event.code}`;
           options.log.warn(`Lost the scheduler (${reason}); reconnecting`);

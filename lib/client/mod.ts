@@ -16,6 +16,7 @@
  */
 import { decodeCbor, decodeFrame, encodeFrame, type Message, socketUrl } from "../protocol.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
+import { clientWebSocket, describeConnectError } from "../runtime/client.ts";
 
 /** A task's result, to be had later. Pass it as an argument to make a dependency. */
 export class Future {
@@ -84,6 +85,8 @@ export class Client {
   #batchKeys: string[] = [];
   #closed = false;
   #subscriptions = new Set<WebSocket>();
+  /** The CA trusted for `wss:` (`ca` of `connect`; else the process's `--tls-ca`). */
+  #ca?: string;
 
   private constructor(url: string, socket: WebSocket, token?: string) {
     this.url = url;
@@ -92,19 +95,20 @@ export class Client {
   }
 
   /** Connects to a scheduler (`http://host:port`). */
-  static connect(url: string, options: { token?: string; timeoutMs?: number } = {}): Promise<Client> {
+  static connect(url: string, options: { token?: string; timeoutMs?: number; ca?: string } = {}): Promise<Client> {
     const token = options.token ?? process.env.CLUSTER_TOKEN;
     const wsUrl = socketUrl(url, "/api/v1/client", { token });
     return new Promise((resolve, reject) => {
       let socket: WebSocket;
       try {
-        socket = new WebSocket(wsUrl.href);
+        socket = clientWebSocket(wsUrl.href, { ca: options.ca });
       } catch (err) {
         reject(new Error(`Cannot reach scheduler at "${url}": ${(err as Error).message}`));
         return;
       }
       socket.binaryType = "arraybuffer";
       const client = new Client(url, socket, token);
+      client.#ca = options.ca;
       const timer = setTimeout(() => {
         socket.close();
         reject(new Error(`Cannot reach scheduler at "${url}": timed out`));
@@ -122,11 +126,12 @@ export class Client {
           client.#onMessage(msg);
         }
       };
-      socket.onerror = () => {};
+      let failure = "";
+      socket.onerror = (event) => (failure = describeConnectError((event as ErrorEvent).message ?? ""));
       socket.onclose = (event) => {
         clearTimeout(timer);
         if (!welcomed) {
-          reject(new Error(`Cannot reach scheduler at "${url}": ${event.reason || (event.code === 1006 ? "connection refused or unauthorized" : `code ${event.code}`)}`));
+          reject(new Error(`Cannot reach scheduler at "${url}": ${event.reason || failure || (event.code === 1006 ? "connection refused or unauthorized" : `code ${event.code}`)}`));
           return;
         }
         client.#closed = true;
@@ -297,7 +302,7 @@ export class Client {
     url.searchParams.set("format", "cbor");
     url.searchParams.set("batch", "1");
     if (options.since !== undefined) url.searchParams.set("since", String(options.since));
-    const socket = new WebSocket(url.href);
+    const socket = clientWebSocket(url.href, { ca: this.#ca });
     socket.binaryType = "arraybuffer";
     socket.onmessage = (event) => {
       const batch = decodeCbor(event.data as ArrayBuffer) as Record<string, unknown>[];

@@ -17,7 +17,8 @@ import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
 import { type Message, version } from "../protocol.ts";
-import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
+import { tlsFlags } from "../tls/options.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
 import { formatBytes, processRss } from "./memory.ts";
@@ -42,6 +43,8 @@ export interface NannyOptions {
   nannyPlugins: WirePluginSpec[];
   workerArgs: string[];
   baseDir?: string;
+  /** Serve https (`--tls-cert`, `--tls-key`); the worker gets the same `--tls-*` flags. */
+  tls?: ServerTls;
 }
 
 const log = createLogger("nanny");
@@ -136,8 +139,8 @@ export class Nanny {
     await mkdir(this.localDirectory, { recursive: true });
     const app = new Hono();
     app.get("/health", (c) => c.json({ status: "ok", role: "nanny", version, name: this.name, worker: this.#child?.pid ?? null, restarts: this.restarts }));
-    this.#server = await runtime.serve(app, { hostname: opts.host, port: 0 });
-    this.address = `http://${this.#server.hostname}:${this.#server.port}`;
+    this.#server = await runtime.serve(app, { hostname: opts.host, port: 0, tls: opts.tls });
+    this.address = `${this.#server.protocol}://${this.#server.hostname}:${this.#server.port}`;
     for (const spec of opts.nannyPlugins) {
       const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd(), false);
       if (error) {
@@ -249,6 +252,7 @@ export class Nanny {
     if (o.pluginsFile) args.push("--plugins", o.pluginsFile);
     if (o.contactAddress) args.push("--contact-address", o.contactAddress);
     if (o.workerArgs.includes("--debug")) args.push("--debug");
+    args.push(...tlsFlags(o.workerArgs));
     return { command, args };
   }
 

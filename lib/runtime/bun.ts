@@ -5,6 +5,7 @@
  */
 import { upgradeWebSocket, websocket } from "hono/bun";
 import type { Runtime } from "./types.ts";
+import { clientFetch, clientWebSocket } from "./client.ts";
 import { maxFrameBytes } from "../protocol.ts";
 
 declare const Bun: {
@@ -21,10 +22,11 @@ declare const Bun: {
 /** Bun's adapter. */
 export const bunRuntime: Runtime = {
   name: "bun",
-  serve(app, { hostname, port }) {
+  serve(app, { hostname, port, tls }) {
     const server = Bun.serve({
       hostname,
       port,
+      ...(tls ? { tls: { cert: tls.cert, key: tls.key } } : {}),
       fetch: app.fetch,
       websocket: { ...websocket, maxPayloadLength: maxFrameBytes, idleTimeout: 0, backpressureLimit: 64 * 1024 * 1024 },
       development: false,
@@ -32,11 +34,14 @@ export const bunRuntime: Runtime = {
     return Promise.resolve({
       hostname: server.hostname,
       port: server.port,
+      protocol: tls ? "https" : "http",
       stop: async () => {
         await server.stop(true);
       },
     });
   },
+  fetch: clientFetch,
+  webSocket: clientWebSocket,
   upgradeWebSocket,
   bufferedAmount(ws) {
     const raw = ws.raw as { getBufferedAmount?: () => number } | undefined;

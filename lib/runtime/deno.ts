@@ -5,11 +5,12 @@
  */
 import { upgradeWebSocket } from "hono/deno";
 import type { Runtime } from "./types.ts";
+import { clientFetch, clientWebSocket } from "./client.ts";
 import { fileURLToPath } from "node:url";
 
 declare const Deno: {
   serve(
-    options: { hostname: string; port: number; onListen?: (addr: { hostname: string; port: number }) => void },
+    options: { hostname: string; port: number; cert?: string; key?: string; onListen?: (addr: { hostname: string; port: number }) => void },
     handler: (req: Request, info: unknown) => Response | Promise<Response>,
   ): { addr: { hostname: string; port: number }; shutdown(): Promise<void>; finished: Promise<void> };
   execPath(): string;
@@ -19,16 +20,20 @@ declare const Deno: {
 /** Deno's adapter. */
 export const denoRuntime: Runtime = {
   name: "deno",
-  serve(app, { hostname, port }) {
-    const server = Deno.serve({ hostname, port, onListen: () => {} }, (req, info) => app.fetch(req, info));
+  serve(app, { hostname, port, tls }) {
+    const options = { hostname, port, onListen: () => {}, ...(tls ? { cert: tls.cert, key: tls.key } : {}) };
+    const server = Deno.serve(options, (req, info) => app.fetch(req, info));
     return Promise.resolve({
       hostname: server.addr.hostname,
       port: server.addr.port,
+      protocol: tls ? "https" : "http",
       stop: async () => {
         await server.shutdown();
       },
     });
   },
+  fetch: clientFetch,
+  webSocket: clientWebSocket,
   upgradeWebSocket,
   bufferedAmount(ws) {
     return (ws.raw as WebSocket | undefined)?.bufferedAmount ?? 0;

@@ -5,7 +5,16 @@
  */
 import type { Runtime } from "./types.ts";
 
-export type { RunningServer, Runtime } from "./types.ts";
+export type { RunningServer, Runtime, ServerTls } from "./types.ts";
+export {
+  type ClientTlsOptions,
+  clientFetch,
+  clientWebSocket,
+  describeConnectError,
+  isCertificateError,
+  trustCa,
+  trustedCa,
+} from "./client.ts";
 
 /** Whether this process runs under Deno. */
 export const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";

@@ -23,7 +23,7 @@ import type {
   TransitionInfo,
 } from "../plugins/types.ts";
 import { clusterToken, decodeCbor, decodeFrame, encodeCbor, encodeFrame, type Message, timingSafeEqual, version } from "../protocol.ts";
-import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
 import { withLiveFields } from "../live.ts";
@@ -47,6 +47,8 @@ export interface SchedulerOptions {
   eventsKept?: number;
   /** A worker silent this long is removed. @default 15000 */
   heartbeatTimeoutMs?: number;
+  /** Serve https/wss with this certificate (`--tls-cert`, `--tls-key`). */
+  tls?: ServerTls;
 }
 
 interface WorkerConn {
@@ -169,9 +171,9 @@ export class Scheduler {
     const options = this.#options;
     this.#moduleDir = await mkdtemp(join(tmpdir(), "cluster-scheduler-"));
     const app = this.#routes();
-    this.#server = await runtime.serve(app, { hostname: options.host ?? "127.0.0.1", port: options.port ?? 8786 });
+    this.#server = await runtime.serve(app, { hostname: options.host ?? "127.0.0.1", port: options.port ?? 8786, tls: options.tls });
     const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
-    this.address = `http://${host}:${this.#server.port}`;
+    this.address = `${this.#server.protocol}://${host}:${this.#server.port}`;
     try {
       for (const spec of options.plugins ?? []) await this.registerPlugin(spec);
       for (const path of options.preload ?? []) await this.#preload(path);

@@ -27,7 +27,7 @@ import {
   timingSafeEqual,
   version,
 } from "../protocol.ts";
-import { runtime, type RunningServer } from "../runtime/mod.ts";
+import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
@@ -57,6 +57,8 @@ export interface WorkerOptions {
   /** How long to keep trying to reach the scheduler at start-up. @default 10000 */
   connectTimeoutMs?: number;
   baseDir?: string;
+  /** Serve the data endpoint with https (`--tls-cert`, `--tls-key`). */
+  tls?: ServerTls;
 }
 
 const log = createLogger("worker");
@@ -158,9 +160,9 @@ export class Worker {
     const opts = this.#options;
     this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
     await mkdir(this.localDirectory, { recursive: true });
-    this.#server = await runtime.serve(this.#routes(), { hostname: opts.host ?? "127.0.0.1", port: opts.port ?? 0 });
+    this.#server = await runtime.serve(this.#routes(), { hostname: opts.host ?? "127.0.0.1", port: opts.port ?? 0, tls: opts.tls });
     const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
-    this.address = opts.contactAddress ?? `http://${host}:${this.#server.port}`;
+    this.address = opts.contactAddress ?? `${this.#server.protocol}://${host}:${this.#server.port}`;
     for (const path of opts.tasks ?? []) await this.loadTaskModule(path);
     // Directories a nanny plugin (upload-directory with updatePath) made importable.
     for (const dir of (process.env.CLUSTER_TASK_PATHS ?? "").split(delimiter).filter(Boolean)) {
@@ -466,7 +468,7 @@ export class Worker {
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
     const headers: Record<string, string> = { "content-type": "application/cbor" };
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
-    const res = await fetch(new URL("/api/v1/data", address), {
+    const res = await runtime.fetch(new URL("/api/v1/data", address), {
       method: "POST",
       headers,
       body: encodeCbor({ keys }),
