@@ -82,8 +82,9 @@ export async function clientFetch(url: string | URL, init: RequestInit = {}, opt
   } catch (err) {
     // Deno says only "fetch failed"; the reason (e.g. "invalid peer certificate") is the cause.
     const cause = (err as { cause?: unknown }).cause;
-    if (err instanceof TypeError && cause instanceof Error) throw new TypeError(`${err.message}: ${cause.message}`, { cause });
-    throw err;
+    const message = err instanceof Error ? err.message + (cause instanceof Error ? `: ${cause.message}` : "") : String(err);
+    if (!isCertificateError(message) && message === (err as Error).message) throw err;
+    throw new TypeError(describeConnectError(message), { cause: err });
   }
 }
 

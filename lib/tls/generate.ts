@@ -5,10 +5,13 @@
  *
  * @module
  */
-// tsyringe, which @peculiar/x509 uses inside, needs the Reflect metadata API before it loads.
-import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { isIP } from "node:net";
+
+// tsyringe, which @peculiar/x509 uses inside, needs the Reflect metadata API before it loads.
+// Imported in sequence rather than statically: Bun's bundler may evaluate a static CommonJS
+// import ahead of the polyfill, and the compiled binary then fails.
+await import("reflect-metadata");
+const x509 = await import("@peculiar/x509");
 
 /** A certificate and its private key, both PEM. */
 export interface CertificatePair {
