@@ -10,7 +10,7 @@ import { ConfigError, errorMessage } from "../lib/errors.ts";
 import { socketUrl } from "../lib/protocol.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
-import { clientFetch, clientWebSocket } from "../lib/runtime/client.ts";
+import { clientFetch, clientWebSocket, describeConnectError } from "../lib/runtime/client.ts";
 
 const submitArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
@@ -107,9 +107,10 @@ export const eventsCommand = defineCommand({
         const batch = JSON.parse(String(event.data)) as unknown[];
         process.stdout.write(batch.map((e) => JSON.stringify(e)).join("\n") + "\n");
       };
-      socket.onerror = () => {};
+      let failure = "";
+      socket.onerror = (event) => (failure = describeConnectError((event as ErrorEvent).message ?? ""));
       socket.onclose = (event) => {
-        if (!opened) reject(new Error(`Cannot reach scheduler at "${a.scheduler}": ${event.reason || "connection failed"}`));
+        if (!opened) reject(new Error(`Cannot reach scheduler at "${a.scheduler}": ${event.reason || failure || "connection failed"}`));
         else if (event.code !== 1000) reject(new Error(`Event stream closed: ${event.reason || `code ${event.code}`}`));
         else resolve();
       };

@@ -11,6 +11,9 @@ import { mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
+import { ConfigError } from "../lib/errors.ts";
+import { describeConnectError, isCertificateError } from "../lib/runtime/client.ts";
+import { readTlsArgs, tlsFlags } from "../lib/tls/options.ts";
 import { type Flavor, type Proc, runCli, startProcess, stopAll } from "./_cluster.ts";
 
 interface CertSet {
@@ -86,6 +89,37 @@ afterAll(async () => {
   await stopAll();
 });
 
+describe("the --tls-* flags", () => {
+  test("a nanny hands its --tls-* flags to its worker with absolute paths", () => {
+    const flags = tlsFlags(["https://127.0.0.1:1", "--tls-ca", "ca.pem", "--tls-cert=dir/c.pem", "--name", "n", "--tls-key", "/k.pem"]);
+    expect(flags).toEqual(["--tls-ca", join(process.cwd(), "ca.pem"), "--tls-cert", join(process.cwd(), "dir/c.pem"), "--tls-key", "/k.pem"]);
+    expect(tlsFlags(["worker", "--", "--tls-ca", "x"])).toEqual([]);
+  });
+
+  test("a certificate without its key, a missing file and a file without PEM are configuration errors naming the flag", () => {
+    expect(() => readTlsArgs({ "tls-cert": openssl.cert })).toThrow(ConfigError);
+    expect(() => readTlsArgs({ "tls-ca": join(dir, "nope.pem") })).toThrow(`Cannot read "--tls-ca" file`);
+    const notPem = join(dir, "not-pem.txt");
+    writeFileSync(notPem, "hello");
+    expect(() => readTlsArgs({ "tls-cert": notPem, "tls-key": openssl.key })).toThrow(`given to "--tls-cert" holds no PEM certificate`);
+    const ok = readTlsArgs({ "tls-cert": openssl.cert, "tls-key": openssl.key, "tls-ca": openssl.ca });
+    expect(ok.server?.key).toContain("PRIVATE KEY");
+    expect(ok.ca).toContain("BEGIN CERTIFICATE");
+    expect(readTlsArgs({})).toEqual({});
+  });
+
+  test("certificate failures of both runtimes are told apart from refused connections", () => {
+    for (const m of ["unable to verify the first certificate", "invalid peer certificate: UnknownIssuer", "self signed certificate in certificate chain", "invalid peer certificate: NotValidForName"]) {
+      expect(isCertificateError(m)).toBe(true);
+      expect(describeConnectError(m)).toContain("--tls-ca");
+    }
+    for (const m of ["Failed to connect", "connection refused", "ECONNRESET", "connection closed (code 1006)"]) {
+      expect(isCertificateError(m)).toBe(false);
+      expect(describeConnectError(m)).toBe(m);
+    }
+  });
+});
+
 describe("cluster tls init", () => {
   for (const flavor of ["binary", "deno"] as Flavor[]) {
     test(`under ${flavor}, it writes a CA and a certificate for the given names that openssl verifies, keys mode 0600`, async () => {
@@ -158,6 +192,9 @@ describe("a TLS cluster from the binary", () => {
     const trusted = await runCli(["info", scheduler.url, "--tls-ca", openssl.ca]);
     expect(trusted.code).toBe(0);
     expect(trusted.stdout).toContain(`scheduler ${scheduler.url}`);
+    const events = await runCli(["events", scheduler.url]);
+    expect(events.code).toBe(1);
+    expect(events.stderr).toContain("--tls-ca");
     await scheduler.stop();
   }, 60_000);
 
@@ -192,6 +229,19 @@ describe("a TLS cluster from the binary", () => {
     expect(events[0]).toMatchObject({ topic: "tls-topic", hello: 1 });
     stop();
     await client.close();
+    await scheduler.stop();
+  }, 60_000);
+
+  test("cluster submit with --tls-ca runs a graph on a TLS cluster", async () => {
+    const scheduler = await startProcess(["scheduler", "--port", "0", ...serveFlags(generated)]);
+    const worker = await startProcess(["worker", scheduler.url, "--name", "tls-submit", "--tls-ca", generated.ca]);
+    const graph = JSON.stringify({ tasks: [{ key: "s1", fn: "builtin.add", args: [40, 2] }], keys: ["s1"] });
+    const res = await runCli(["submit", scheduler.url, "-", "--tls-ca", generated.ca], { input: graph });
+    expect(res.stderr).toBe("");
+    expect(JSON.parse(res.stdout)).toEqual({ s1: 42 });
+    // A worker's data endpoint without --tls-cert stays http: the scheduler link is what --tls-ca is for.
+    expect(worker.url).toMatch(/^http:/);
+    await worker.stop();
     await scheduler.stop();
   }, 60_000);
 
