@@ -102,6 +102,7 @@ describe("the --tls-* flags", () => {
     const notPem = join(dir, "not-pem.txt");
     writeFileSync(notPem, "hello");
     expect(() => readTlsArgs({ "tls-cert": notPem, "tls-key": openssl.key })).toThrow(`given to "--tls-cert" holds no PEM certificate`);
+    expect(() => readTlsArgs({ "tls-cert": openssl.cert, "tls-key": generated.key })).toThrow(`is not the key of "--tls-cert" file`);
     const ok = readTlsArgs({ "tls-cert": openssl.cert, "tls-key": openssl.key, "tls-ca": openssl.ca });
     expect(ok.server?.key).toContain("PRIVATE KEY");
     expect(ok.ca).toContain("BEGIN CERTIFICATE");
@@ -245,10 +246,13 @@ describe("a TLS cluster from the binary", () => {
     await scheduler.stop();
   }, 60_000);
 
-  test("a certificate without its key is a usage error", async () => {
+  test("a certificate without its key, or with another's key, is a usage error", async () => {
     const res = await runCli(["scheduler", "--port", "0", "--tls-cert", openssl.cert]);
     expect(res.code).toBe(2);
     expect(res.stderr).toContain(`"--tls-cert" and "--tls-key" go together`);
+    const mismatch = await runCli(["worker", "https://127.0.0.1:1", "--tls-cert", openssl.cert, "--tls-key", generated.key]);
+    expect(mismatch.code).toBe(2);
+    expect(mismatch.stderr).toContain("is not the key of");
   });
 });
 

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
@@ -36,6 +37,27 @@ function readPem(path: string, flag: string, marker: RegExp, what: string): stri
   return text;
 }
 
+/** Checked here because the runtimes' own errors say only "KEY_VALUES_MISMATCH" or "KeyMismatch". */
+function checkServerTls(tls: ServerTls, certPath: string, keyPath: string): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(tls.cert);
+  } catch (err) {
+    throw new ConfigError(`Cannot parse "--tls-cert" file "${certPath}": ${errorMessage(err)}`);
+  }
+  let matches: boolean;
+  try {
+    matches = cert.checkPrivateKey(createPrivateKey(tls.key));
+  } catch (err) {
+    throw new ConfigError(`Cannot parse "--tls-key" file "${keyPath}": ${errorMessage(err)}`);
+  }
+  if (!matches) throw new ConfigError(`"--tls-key" file "${keyPath}" is not the key of "--tls-cert" file "${certPath}"`);
+  const expires = new Date(cert.validTo);
+  if (expires.getTime() < Date.now()) {
+    throw new ConfigError(`Certificate "${certPath}" expired on ${expires.toISOString()}: make a new one (cluster tls init)`);
+  }
+}
+
 /**
  * Reads the `--tls-*` flags of a parsed args object.
  *
@@ -55,6 +77,7 @@ export function readTlsArgs(args: Record<string, unknown>): TlsSettings {
       cert: readPem(cert, "tls-cert", /-----BEGIN CERTIFICATE-----/, "certificate"),
       key: readPem(key, "tls-key", /-----BEGIN [A-Z ]*PRIVATE KEY-----/, "private key"),
     };
+    checkServerTls(settings.server, cert, key);
   }
   if (given(ca)) settings.ca = readPem(ca, "tls-ca", /-----BEGIN CERTIFICATE-----/, "certificate");
   return settings;
