@@ -28,7 +28,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import amqp from "amqplib";
 import { Client } from "../lib/client/mod.ts";
-import { graphs, type RabbitMQ, requireBinary, sleep, startCluster, startRabbitMQ, stopAll, type TestCluster, waitFor, waitIdle } from "../testkit/mod.ts";
+import { cleanUpOnSignal, graphs, type RabbitMQ, requireBinary, sleep, startCluster, startRabbitMQ, stopAll, type TestCluster, waitFor, waitIdle } from "../testkit/mod.ts";
 import { median, readCpuMs } from "./_lib.ts";
 
 const usage = `Usage: bun bench/amqp.ts [--runs N] [--size N] [--outage SECONDS] [--rate TASKS_PER_S] [--json FILE]
@@ -222,12 +222,7 @@ async function run(options: Options): Promise<void> {
     await broker?.stop();
     rmSync(tmp, { recursive: true, force: true });
   };
-  const onSignal = (code: number) => () => {
-    console.error("\nbench: interrupted; stopping the clusters and the broker");
-    cleanup().finally(() => process.exit(code));
-  };
-  process.once("SIGINT", onSignal(130));
-  process.once("SIGTERM", onSignal(143));
+  cleanUpOnSignal("bench: interrupted; stopping the clusters and the broker", cleanup);
   const loadBefore = loadavg();
   console.log(`amqp plugin benchmark: map ${fmt(options.size)} × ${options.runs} runs after a warm-up, ` +
     `${options.outageSeconds} s outage at ${fmt(options.rate)} tasks/s; ${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(" ")}`);

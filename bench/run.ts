@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 import { Client } from "../lib/client/mod.ts";
 import { version } from "../lib/protocol.ts";
 import {
+  cleanUpOnSignal,
   graphs,
   type Proc,
   readMetric,
@@ -608,12 +609,7 @@ async function main(argv: string[]): Promise<number> {
     await stopAll("SIGTERM");
     rmSync(tmp, { recursive: true, force: true });
   };
-  const onSignal = (code: number) => () => {
-    console.error("\nbench: interrupted; stopping the cluster");
-    cleanup().finally(() => process.exit(code));
-  };
-  process.once("SIGINT", onSignal(130));
-  process.once("SIGTERM", onSignal(143));
+  cleanUpOnSignal("bench: interrupted; stopping the cluster", cleanup);
 
   const startedAt = new Date();
   const loadBefore = loadavg();

@@ -185,6 +185,19 @@ export async function stopAll(sig: NodeJS.Signals = "SIGKILL", graceMs = 2_000):
   await Promise.all([...started].map((p) => p.stop(sig, graceMs)));
 }
 
+/**
+ * On SIGINT or SIGTERM, prints `message` on stderr, runs `cleanup` and exits with 130 or 143:
+ * a script interrupted with Ctrl-C leaves no process behind.
+ */
+export function cleanUpOnSignal(message: string, cleanup: () => Promise<void>): void {
+  const onSignal = (code: number) => () => {
+    console.error(`\n${message}`);
+    cleanup().finally(() => process.exit(code));
+  };
+  process.once("SIGINT", onSignal(130));
+  process.once("SIGTERM", onSignal(143));
+}
+
 let workerCounter = 0;
 
 /** Starts `cluster worker URL --name UNIQUE ARGS…` and resolves once it has registered. */
