@@ -83,6 +83,35 @@ describe("delaying TCP proxy", () => {
     }
   }, 30_000);
 
+  test("a receiver that does not read makes the proxy stop reading once it holds its bound", async () => {
+    const stalled = createServer((s) => {
+      s.on("error", () => {});
+      s.pause();
+    });
+    await new Promise<void>((r) => stalled.listen(0, "127.0.0.1", () => r()));
+    const limit = 256 * 1024;
+    const proxy = await startDelayProxy({ target: (stalled.address() as { port: number }).port, delayMs: 1, maxBufferedBytes: limit });
+    try {
+      const socket = await open(proxy);
+      socket.on("error", () => {});
+      const chunk = Buffer.alloc(64 * 1024, 7);
+      for (let i = 0; i < 512; i++) socket.write(chunk);
+      // 32 MiB offered: the kernel's buffers take some, the proxy stops past its bound (plus what
+      // the runtime had read already) and holds steady while the sender is left with the rest.
+      await waitFor("the proxy to fill up", () => proxy.buffered > limit, 5_000);
+      await sleep(200);
+      const held = proxy.buffered;
+      await sleep(300);
+      expect(proxy.buffered).toBe(held);
+      expect(held).toBeLessThanOrEqual(4 * limit);
+      expect(socket.writableLength).toBeGreaterThan(16 * 1024 * 1024);
+      socket.destroy();
+    } finally {
+      await proxy.close();
+      stalled.close();
+    }
+  });
+
   test("a half-close passes through after the data, and the connection ends on both sides", async () => {
     const proxy = await startDelayProxy({ target: echoPort, delayMs: 30 });
     try {

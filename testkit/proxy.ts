@@ -3,9 +3,10 @@
  * 127.0.0.1, forwards every connection to a target port, and delivers each chunk `delayMs` after
  * it arrived, in both directions (a round trip gains twice the delay). Order is kept, a
  * half-close travels with the same delay, and the proxy is bounded: at most `maxConnections`
- * connections, and a direction holding more than `maxBufferedBytes` (queued or not yet written)
- * stops reading its source until it is down to half. `close()` ends every connection and the
- * listener.
+ * connections, and a direction holding more than `maxBufferedBytes` (queued, or written but not
+ * yet taken by the receiver) stops reading its source until it is down to half; what the runtime
+ * had read already still comes on top, so the bound is not exact to the byte. A reset on either
+ * side resets both. `close()` ends every connection and the listener.
  *
  * @module
  */
@@ -17,6 +18,8 @@ export interface DelayProxy {
   readonly port: number;
   /** The connections open now. */
   readonly connections: number;
+  /** Bytes held now (queued for their delay or not yet taken by the receiver), all directions. */
+  readonly buffered: number;
   /** The one-way delay in milliseconds; changing it never reorders chunks. */
   delayMs: number;
   /** Closes the listener and every connection; resolves once the listener is closed. */
@@ -49,6 +52,7 @@ export async function startDelayProxy(options: {
 }): Promise<DelayProxy> {
   const limit = options.maxBufferedBytes ?? 8 * 1024 * 1024;
   const pairs = new Set<Socket[]>();
+  const directions = new Set<() => number>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
   let closed = false;
   const state = { delayMs: options.delayMs };
@@ -60,6 +64,8 @@ export async function startDelayProxy(options: {
     let lastDue = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const held = () => queuedBytes + to.writableLength;
+    directions.add(held);
+    from.once("close", () => directions.delete(held));
     const resumeIfLow = () => {
       if (from.isPaused() && held() <= limit / 2 && !from.destroyed) from.resume();
     };
@@ -131,6 +137,11 @@ export async function startDelayProxy(options: {
     get connections() {
       return pairs.size;
     },
+    get buffered() {
+      let total = 0;
+      for (const held of directions) total += held();
+      return total;
+    },
     get delayMs() {
       return state.delayMs;
     },
@@ -143,6 +154,7 @@ export async function startDelayProxy(options: {
       timers.clear();
       for (const pair of pairs) for (const s of pair) s.destroy();
       pairs.clear();
+      directions.clear();
       return new Promise((resolve) => server.close(() => resolve()));
     },
   };
