@@ -2,7 +2,7 @@
 # Installs Debian's rabbitmq-server for the amqp plugin tests, if it is missing.
 #
 # Idempotent, quiet and non-interactive; run as root on a fresh Debian machine. The tests start
-# their own private broker (test/_rabbitmq.ts), so the system-wide service is stopped and kept
+# their own private broker (testkit/rabbitmq.ts), so the system-wide service is stopped and kept
 # from starting: a running system broker would hold port 5672 and epmd and waste memory.
 set -eu
 

@@ -1,5 +1,5 @@
 /**
- * The `amqp` plugin's benchmark (issue 5): a private RabbitMQ broker (`test/_rabbitmq.ts`) and two
+ * The `amqp` plugin's benchmark (issue 5): a private RabbitMQ broker (`testkit/rabbitmq.ts`) and two
  * `dist/cluster` clusters (a scheduler and 2 single-threaded workers each), one plain and one
  * with `use = "amqp"` in its plugins.toml.
  *
@@ -28,10 +28,8 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import amqp from "amqplib";
 import { Client } from "../lib/client/mod.ts";
-import { graphs } from "../test/_cluster.ts";
-import { startRabbitMQ } from "../test/_rabbitmq.ts";
-import type { RabbitMQ } from "../test/_rabbitmq.ts";
-import { type BenchCluster, median, requireBinary, sleep, startCluster, stopAll, waitIdle, waitUntil } from "./_lib.ts";
+import { cleanUpOnSignal, graphs, type RabbitMQ, requireBinary, sleep, startCluster, startRabbitMQ, stopAll, type TestCluster, waitFor, waitIdle } from "../testkit/mod.ts";
+import { median, readCpuMs } from "./_lib.ts";
 
 const usage = `Usage: bun bench/amqp.ts [--runs N] [--size N] [--outage SECONDS] [--rate TASKS_PER_S] [--json FILE]
 
@@ -61,16 +59,14 @@ async function pluginStats(url: string): Promise<Record<string, number>> {
 
 /** Polls `/metrics` until the plugin has nothing buffered; returns when that was seen. */
 async function waitConfirmed(url: string, timeoutMs = 120_000): Promise<number> {
-  await waitUntil("the amqp plugin to confirm everything", async () => (await pluginStats(url)).buffered === 0, { timeoutMs, intervalMs: 20 });
+  await waitFor("the amqp plugin to confirm everything", async () => (await pluginStats(url)).buffered === 0, { timeoutMs, intervalMs: 20 });
   return performance.now();
 }
 
-/** CPU seconds (user + system) a process used so far, from `/proc/PID/stat` (Linux, 100 Hz ticks). */
+/** CPU seconds (user + system) a process used so far; NaN when it cannot be read (no broker PID). */
 function cpuSeconds(pid: number): number {
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    return readCpuMs(pid) / 1000;
   } catch {
     return NaN;
   }
@@ -98,7 +94,7 @@ let prefixCounter = 0;
  */
 async function mapRun(
   client: Client,
-  cluster: BenchCluster,
+  cluster: TestCluster,
   options: { n: number; amqpOn: boolean; brokerPid: number },
 ): Promise<{ tps: number; queueSeconds?: number; schedulerCpu: number; brokerCpu: number }> {
   const { n, amqpOn } = options;
@@ -157,7 +153,7 @@ interface CatchUp {
 }
 
 /** Stops the broker for `outageSeconds` under a steady stream; measures the catch-up. */
-async function catchUp(broker: RabbitMQ, cluster: BenchCluster, client: Client, options: Options, queue: string): Promise<CatchUp> {
+async function catchUp(broker: RabbitMQ, cluster: TestCluster, client: Client, options: Options, queue: string): Promise<CatchUp> {
   let streaming = true;
   const before = await pluginStats(cluster.url);
   const producer = steadyStream(client, options.rate, () => !streaming);
@@ -218,20 +214,15 @@ async function run(options: Options): Promise<void> {
   const tmp = mkdtempSync(join(tmpdir(), "cluster-bench-amqp-"));
   let broker: RabbitMQ | undefined;
   const clients: Client[] = [];
-  const clusters: BenchCluster[] = [];
+  const clusters: TestCluster[] = [];
   const cleanup = async () => {
     for (const c of clients.splice(0)) await c.close().catch(() => {});
     for (const c of clusters.splice(0).reverse()) await c.stop();
-    await stopAll();
+    await stopAll("SIGTERM");
     await broker?.stop();
     rmSync(tmp, { recursive: true, force: true });
   };
-  const onSignal = (code: number) => () => {
-    console.error("\nbench: interrupted; stopping the clusters and the broker");
-    cleanup().finally(() => process.exit(code));
-  };
-  process.once("SIGINT", onSignal(130));
-  process.once("SIGTERM", onSignal(143));
+  cleanUpOnSignal("bench: interrupted; stopping the clusters and the broker", cleanup);
   const loadBefore = loadavg();
   console.log(`amqp plugin benchmark: map ${fmt(options.size)} × ${options.runs} runs after a warm-up, ` +
     `${options.outageSeconds} s outage at ${fmt(options.rate)} tasks/s; ${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(" ")}`);

@@ -10,8 +10,8 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
-import { api, startProcess, stopAll } from "../test/_cluster.ts";
+import { api, sleep, startProcess, stopAll } from "../testkit/mod.ts";
+import { median, readMemory } from "./_lib.ts";
 
 const kills = 5;
 const idleMs = 2_000;
@@ -20,20 +20,13 @@ const healthyAfterMs = 5_500;
 
 /** `VmHWM` and `VmRSS` of a process in MiB, from /proc. */
 function memory(pid: number): { peakMiB: number; rssMiB: number } {
-  const status = readFileSync(`/proc/${pid}/status`, "utf8");
-  const field = (name: string) => Number(new RegExp(`${name}:\\s+(\\d+)\\s+kB`).exec(status)?.[1] ?? 0) / 1024;
-  return { peakMiB: round(field("VmHWM")), rssMiB: round(field("VmRSS")) };
+  const { peak, rss } = readMemory(pid);
+  return { peakMiB: round(peak / 2 ** 20), rssMiB: round(rss / 2 ** 20) };
 }
 
 function round(n: number, digits = 1): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
 }
 
 /** Resolves with the arrival time of the next `worker` topic event matching `match`. */
@@ -64,7 +57,7 @@ async function main(): Promise<void> {
   const workerPid = async () => (await api(nanny.url, "/health")).body.worker as number;
 
   // Idle: registered, no task ever run, and past the quick-death window for the first kill.
-  await new Promise((r) => setTimeout(r, Math.max(idleMs, healthyAfterMs)));
+  await sleep(Math.max(idleMs, healthyAfterMs));
   const idleNanny = memory(nanny.pid);
   const idleWorker = memory(await workerPid());
 
@@ -78,7 +71,7 @@ async function main(): Promise<void> {
     timings.push(round((await added.event) - start, 0));
     // A worker that dies within 5 s of its start is restarted with backoff (crash loops); wait
     // past that, so that every round measures the death of a healthy, idle worker.
-    await new Promise((r) => setTimeout(r, healthyAfterMs));
+    await sleep(healthyAfterMs);
   }
   const info = (await api(scheduler.url, "/api/v1/info")).body;
   const restarts = info.nannies.find((n: { name: string }) => n.name === name)?.restarts ?? null;
@@ -93,7 +86,7 @@ async function main(): Promise<void> {
     idleWorker,
     restarts,
     cpus: navigator.hardwareConcurrency,
-    runtime: `bun ${Bun.version}`,
+    runtime: `bun ${process.versions.bun}`,
   };
   if (json) {
     console.log(JSON.stringify(result));

@@ -22,26 +22,24 @@ import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Client } from "../lib/client/mod.ts";
 import { version } from "../lib/protocol.ts";
-import { graphs } from "../test/_cluster.ts";
 import {
-  type BenchCluster,
-  median,
-  percentile,
+  cleanUpOnSignal,
+  graphs,
   type Proc,
   readMetric,
-  readCpuMs,
-  readRss,
   requireBinary,
   root,
   sleep,
-  spawnReady,
-  spawnWorker,
   startCluster,
+  startProcess,
+  startWorker,
   stopAll,
   taskCounts,
+  type TestCluster,
+  waitFor,
   waitIdle,
-  waitUntil,
-} from "./_lib.ts";
+} from "../testkit/mod.ts";
+import { median, percentile, readCpuMs, readRss } from "./_lib.ts";
 
 /** How big each workload is. */
 export interface Sizes {
@@ -255,7 +253,7 @@ async function withClient<T>(url: string, fn: (client: Client) => Promise<T>): P
 }
 
 /** Starts a cluster, runs `fn`, stops the cluster. */
-async function withCluster<T>(options: { plugins?: string }, fn: (cluster: BenchCluster) => Promise<T>): Promise<T> {
+async function withCluster<T>(options: { plugins?: string }, fn: (cluster: TestCluster) => Promise<T>): Promise<T> {
   const cluster = await startCluster(options);
   try {
     return await fn(cluster);
@@ -266,11 +264,7 @@ async function withCluster<T>(options: { plugins?: string }, fn: (cluster: Bench
 
 /** The three-subscriber process (`bench/fixtures/subscribers.ts`) and a way to ask its counts. */
 async function startSubscribers(url: string): Promise<{ proc: Proc; counts(): Promise<{ counts: number[]; closed: Array<string | null> }> }> {
-  const proc = await spawnReady([join(root, "bench", "fixtures", "subscribers.ts"), url], {
-    command: [process.execPath],
-    ready: /^ready$/m,
-    stdin: true,
-  });
+  const proc = await startProcess([join(root, "bench", "fixtures", "subscribers.ts"), url], { command: [process.execPath], ready: /^ready$/m });
   const lines = createInterface({ input: proc.child.stdout! });
   const waiting: Array<(line: string) => void> = [];
   lines.on("line", (line) => waiting.shift()?.(line));
@@ -306,7 +300,7 @@ const labels: Record<WorkloadName, (s: Sizes) => [label: string, unit: string]> 
 };
 
 /** Stops what `runSuite` started for one cluster (each step at most once). */
-async function stopSetup(setup: { subscribers?: { proc: Proc }; client?: Client; cluster: BenchCluster; stopped?: boolean }): Promise<void> {
+async function stopSetup(setup: { subscribers?: { proc: Proc }; client?: Client; cluster: TestCluster; stopped?: boolean }): Promise<void> {
   if (setup.stopped) return;
   setup.stopped = true;
   const errors: unknown[] = [];
@@ -357,7 +351,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
   const plainRest: WorkloadName[] = ["map-big", "tree-sum", "chain", "round-trip-p50", "round-trip-p99"];
   interface Setup {
     name: WorkloadName;
-    cluster: BenchCluster;
+    cluster: TestCluster;
     client: Client;
     subscribers?: Awaited<ReturnType<typeof startSubscribers>>;
     transitionsBefore: number;
@@ -406,7 +400,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       const url = s.cluster.url;
       const expected = (await readMetric(url, "cluster_transitions_total")) - s.transitionsBefore;
       let last = await s.subscribers.counts();
-      await waitUntil("the subscribers to receive every transition event", async () => {
+      await waitFor("the subscribers to receive every transition event", async () => {
         last = await s.subscribers!.counts();
         return last.counts.every((n) => n >= expected) || last.closed.some((c) => c !== null);
       }, { timeoutMs: 30_000, intervalMs: 100 });
@@ -458,7 +452,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
           const before = readRss(pid);
           const graph = graphs.map(sizes.rssTasks, uniquePrefix("rss"));
           await client.compute(graph);
-          await waitUntil("every result to be in memory", async () => (await taskCounts(url)).memory === sizes.rssTasks, {
+          await waitFor("every result to be in memory", async () => (await taskCounts(url)).memory === sizes.rssTasks, {
             timeoutMs: 300_000,
             intervalMs: 50,
           });
@@ -473,16 +467,16 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
 
   if (want("cold-start-scheduler")) {
     record("cold-start-scheduler", await repeat(runs, async () => {
-      const proc = await spawnReady(["scheduler", "--port", "0"]);
+      const proc = await startProcess(["scheduler", "--port", "0"]);
       await proc.stop();
       return proc.readyMs;
     }));
   }
   if (want("cold-start-worker")) {
-    const scheduler = await spawnReady(["scheduler", "--port", "0"]);
+    const scheduler = await startProcess(["scheduler", "--port", "0"]);
     try {
       record("cold-start-worker", await repeat(runs, async () => {
-        const worker = await spawnWorker(scheduler.url);
+        const worker = await startWorker(scheduler.url);
         await worker.stop();
         return worker.readyMs;
       }));
@@ -612,15 +606,10 @@ async function main(argv: string[]): Promise<number> {
   }
   const tmp = mkdtempSync(join(tmpdir(), "cluster-bench-"));
   const cleanup = async () => {
-    await stopAll();
+    await stopAll("SIGTERM");
     rmSync(tmp, { recursive: true, force: true });
   };
-  const onSignal = (code: number) => () => {
-    console.error("\nbench: interrupted; stopping the cluster");
-    cleanup().finally(() => process.exit(code));
-  };
-  process.once("SIGINT", onSignal(130));
-  process.once("SIGTERM", onSignal(143));
+  cleanUpOnSignal("bench: interrupted; stopping the cluster", cleanup);
 
   const startedAt = new Date();
   const loadBefore = loadavg();

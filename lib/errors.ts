@@ -26,12 +26,6 @@ export class PluginError extends Error {
   }
 }
 
-/** A task whose workers died too often while it ran (Dask's `KilledWorker`). */
-export class KilledWorker extends Error {
-  override name = "KilledWorker";
-  readonly code = "E_KILLED_WORKER";
-}
-
 /** Returns the message of anything thrown. */
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

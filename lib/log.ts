@@ -6,16 +6,10 @@
 import type { Logger } from "./plugins/types.ts";
 
 let debugEnabled = !!process.env.CLUSTER_DEBUG;
-let quiet = false;
 
 /** Turns debug logging on or off (`--debug`). */
 export function setDebug(on: boolean): void {
   debugEnabled = on;
-}
-
-/** Silences info messages (warnings and errors still print). */
-export function setQuiet(on: boolean): void {
-  quiet = on;
 }
 
 /** Whether `--debug` is on. */
@@ -43,7 +37,7 @@ export function createLogger(component: string): ComponentLogger {
     process.stderr.write(`${new Date().toISOString()} ${level} [${component}] ${msg}\n`);
   };
   return {
-    info: (msg) => !quiet && write("INFO", msg),
+    info: (msg) => write("INFO", msg),
     warn: (msg) => write("WARN", msg),
     error: (msg) => write("ERROR", msg),
     debug: (msg) => debugEnabled && write("DEBUG", msg),

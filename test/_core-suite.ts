@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client } from "../lib/client/mod.ts";
 import { encodeCbor } from "../lib/protocol.ts";
-import { api, collectEvents, type Flavor, graphs, startCluster, stopAll, type TestCluster } from "./_cluster.ts";
+import { api, collectEvents, type Flavor, graphs, sleep, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
 
 /** Registers the suite for a scheduler flavor and a worker flavor. */
 export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor: Flavor }): void {
@@ -80,7 +80,7 @@ export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor:
       test("a chain x→y→z with only z wanted makes Dask's transitions, and releasing z forgets all", async () => {
         const stream = collectEvents(cluster.url, "topic=transition", (events) => events.filter((e) => e.key?.startsWith("tr-")).length >= 14);
         await stream.ready;
-        await new Promise((r) => setTimeout(r, 50));
+        await sleep(50);
         const g = {
           tasks: [
             { key: "tr-x", fn: "builtin.inc", args: [1] },
@@ -256,7 +256,7 @@ export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor:
         for (let i = 0; i < 10_000; i++) g.tasks.push({ key: `kill-${i}`, fn: "builtin.sleep", args: [0, i * 2] });
         g.keys = g.tasks.map((t) => t.key);
         const futures = await client.compute(g);
-        await new Promise((r) => setTimeout(r, 100));
+        await sleep(100);
         process.kill(extra.pid, "SIGKILL");
         await extra.exited;
         const values = await client.gather(Object.values(futures));

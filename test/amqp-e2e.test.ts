@@ -11,10 +11,10 @@ import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
 import type { AmqpTransitionMessage } from "../plugins/amqp.ts";
-import { api, graphs, runCli, startCluster, stopAll, tempDir } from "./_cluster.ts";
-import type { TestCluster } from "./_cluster.ts";
-import { closedPort, deleteQueue, messageBody, readQueue, startRabbitMQ } from "./_rabbitmq.ts";
-import type { RabbitMQ } from "./_rabbitmq.ts";
+import { api, graphs, runCli, startCluster, stopAll, tempDir } from "../testkit/mod.ts";
+import type { TestCluster } from "../testkit/mod.ts";
+import { deleteQueue, freePort as closedPort, messageBody, readQueue, startRabbitMQ } from "../testkit/mod.ts";
+import type { RabbitMQ } from "../testkit/mod.ts";
 
 let broker: RabbitMQ;
 

@@ -10,8 +10,8 @@ import { AmqpPlugin, amqpPlugin } from "../plugins/amqp.ts";
 import type { AmqpOptions, AmqpTransitionMessage } from "../plugins/amqp.ts";
 import { builtinPlugins } from "../plugins/mod.ts";
 import type { Logger, SchedulerApi, SchedulerTaskStateName } from "../lib/plugins/types.ts";
-import { closedPort, deleteQueue, messageBody, readQueue, startRabbitMQ } from "./_rabbitmq.ts";
-import type { RabbitMQ } from "./_rabbitmq.ts";
+import { deleteQueue, freePort as closedPort, messageBody, readQueue, startRabbitMQ } from "../testkit/mod.ts";
+import type { RabbitMQ } from "../testkit/mod.ts";
 
 let broker: RabbitMQ;
 

@@ -9,7 +9,7 @@ import { expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { binary, root, tempDir } from "./_cluster.ts";
+import { binary, root, tempDir } from "../testkit/mod.ts";
 
 /** Every workload the suite reports (issue 6); a name missing from the JSON fails the test. */
 const workloads = [

@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { api, runCli, startCluster, startProcess, stopAll, tempDir } from "./_cluster.ts";
+import { api, runCli, sleep, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
@@ -85,7 +85,7 @@ describe("client commands", () => {
     const cluster = await startCluster({ workers: 0 });
     try {
       const pending = startProcess(["events", cluster.url, "--topic", "cli-topic"], { ready: /(\{.*"cli-topic".*\})/, timeoutMs: 10_000 });
-      await new Promise((r) => setTimeout(r, 500));
+      await sleep(500);
       await api(cluster.url, "/api/v1/events/cli-topic", { body: { hello: "world" } });
       const proc = await pending;
       const event = JSON.parse(proc.url);

@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { Client } from "../lib/client/mod.ts";
-import { api, graphs, startCluster, stopAll } from "./_cluster.ts";
+import { api, graphs, startCluster, stopAll, waitFor } from "../testkit/mod.ts";
 import { coreSuite } from "./_core-suite.ts";
 
 coreSuite("binary", { flavor: "binary", workerFlavor: "binary" });
@@ -50,13 +50,10 @@ describe("heartbeats", () => {
       const during = await api(cluster.url, "/api/v1/info");
       expect(during.body.workers.length).toBe(1);
       process.kill(sleeper.pid, "SIGCONT");
-      const deadline = Date.now() + 15_000;
-      let count = 1;
-      while (count < 2 && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 100));
-        count = (await api(cluster.url, "/api/v1/info")).body.workers.length;
-      }
-      expect(count).toBe(2);
+      await waitFor("the woken worker to rejoin", async () => (await api(cluster.url, "/api/v1/info")).body.workers.length === 2, {
+        timeoutMs: 15_000,
+        intervalMs: 100,
+      });
     } finally {
       try {
         process.kill(sleeper.pid, "SIGCONT");

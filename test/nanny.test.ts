@@ -6,10 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
-import { api, collectEvents, type Proc, root, runCli, startProcess, stopAll, tempDir } from "./_cluster.ts";
+import { api, collectEvents, freePort, type Proc, root, runCli, sleep, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 const fixtures = join(root, "test", "fixtures");
 const tmp = tempDir("cluster-nanny-test-");
@@ -21,18 +20,6 @@ let scheduler: Proc;
 let client: Client;
 /** The nannies that stay up for the whole file, by name. */
 const nannies = new Map<string, { proc: Proc; localDirectory: string }>();
-
-/** A port nobody listens on right now. */
-function freePort(): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolvePort(port));
-    });
-  });
-}
 
 /** Starts `cluster nanny` with its own local directory; resolves at its ready line. */
 function startNanny(name: string, args: string[] = []): Promise<{ proc: Proc; localDirectory: string }> {
@@ -52,16 +39,6 @@ async function info(): Promise<any> {
 async function workerPids(): Promise<Map<string, number>> {
   const body = await info();
   return new Map(body.workers.filter((w: any) => w.status === "running").map((w: any) => [w.name, w.pid]));
-}
-
-async function waitFor<T>(what: string, probe: () => Promise<T | null | undefined | false>, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value) return value;
-    if (Date.now() > deadline) throw new Error(`Timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 25));
-  }
 }
 
 let keyCounter = 0;
@@ -94,7 +71,7 @@ beforeAll(async () => {
   // This nanny starts before the scheduler exists: it keeps trying to connect.
   const early = startNanny(`early-${suffix}`);
   early.catch(() => {});
-  await new Promise((r) => setTimeout(r, 200));
+  await sleep(200);
   scheduler = await startProcess(["scheduler", "--port", String(port), "--plugins", join(fixtures, "nanny-plugins.toml")], {
     env: { NANNY_TEST_RESTART_LOG: restartLog },
   });
@@ -171,11 +148,11 @@ describe("supervision", () => {
 
   test("a task allocating past --memory-limit restarts its worker and is erred with KilledWorker after 3 deaths, while others are served", async () => {
     const memName = `mem-${suffix}`;
-    const mem = await startNanny(memName, ["--memory-limit", "300MB"]);
+    const mem = await startNanny(memName, ["--memory-limit", "300MB", "--tasks", join(root, "testkit", "tasks.ts")]);
     try {
       await waitFor("the memory-limited worker", async () => (await workerPids()).has(memName));
       const res = await api(url, "/api/v1/graph", {
-        body: { tasks: [{ key: "mem-hog", fn: "builtin.alloc", args: [400, 20_000], annotations: { workers: [memName] } }], keys: ["mem-hog"] },
+        body: { tasks: [{ key: "mem-hog", fn: "tasks.alloc", args: [400, 20_000], annotations: { workers: [memName] } }], keys: ["mem-hog"] },
       });
       expect(res.status).toBe(202);
       const others = [...nannies.keys()];

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
-import { api, collectEvents, root, runCli, startCluster, startProcess, stopAll, tempDir } from "./_cluster.ts";
+import { api, collectEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 const fixtures = join(root, "test", "fixtures");
 const recorder = join(fixtures, "plugins-recorder.ts");
@@ -21,20 +21,6 @@ function lines(path: string): any[] {
   } catch {
     return [];
   }
-}
-
-async function until<T>(fn: () => T | undefined | false, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const v = fn();
-    if (v) return v;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  throw new Error("Timed out waiting for a condition");
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 /** Reads every kept event of a topic (replay), waiting briefly for the stream. */
@@ -92,14 +78,14 @@ describe("scheduler plugins from plugins.toml", () => {
       expect(ugIndex).toBeLessThan(firstTransition);
       expect(recs.some((r) => r.hook === "addClient" && r.client === client.id)).toBe(true);
       await client.close();
-      await until(() => lines(out).some((r) => r.hook === "removeClient"));
+      await waitFor("the removeClient hook", () => lines(out).some((r) => r.hook === "removeClient"), 10_000);
 
       // addWorker before the worker gets tasks; removeWorker after it left.
       const w2 = await cluster.addWorker();
       const name2 = (await api(cluster.url, "/api/v1/info")).body.workers.find((w: any) => w.pid === w2.pid)?.name;
-      await until(() => lines(out).some((r) => r.hook === "addWorker" && r.worker === name2));
+      await waitFor("the second addWorker hook", () => lines(out).some((r) => r.hook === "addWorker" && r.worker === name2), 10_000);
       await w2.stop();
-      await until(() => lines(out).some((r) => r.hook === "removeWorker" && r.worker === name2));
+      await waitFor("the removeWorker hook", () => lines(out).some((r) => r.hook === "removeWorker" && r.worker === name2), 10_000);
       const hooks = lines(out).filter((r) => r.worker === name2).map((r) => r.hook);
       expect(hooks).toEqual(["addWorker", "removeWorker"]);
 
@@ -110,7 +96,7 @@ describe("scheduler plugins from plugins.toml", () => {
       const w3 = await cluster.addWorker();
       await w3.stop();
       await api(cluster.url, "/api/v1/graph", { body: { tasks: [{ key: "quiet", fn: "builtin.noop" }] } });
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       expect(lines(out).length).toBe(after);
       expect((await api(cluster.url, "/api/v1/plugins/scheduler/recorder", { method: "DELETE" })).status).toBe(404);
     } finally {
@@ -163,10 +149,10 @@ describe("scheduler plugins from plugins.toml", () => {
       await api(cluster.url, "/api/v1/events/custom", { body: { hello: 1 } });
       await client.close();
       await cluster.workers[0].stop();
-      const stderr = await until(() => {
+      const stderr = await waitFor("the failures of wthrower and teardown in the log", () => {
         const text = cluster.scheduler.stderr.join("");
         return text.includes("wthrower") && text.includes("teardown") ? text : false;
-      });
+      }, 10_000);
       for (const hook of ["transition", "addWorker", "logEvent", "updateGraph"]) {
         expect(stderr).toContain(`Plugin "thrower" failed in ${hook}: recorder throws in ${hook}`);
       }
@@ -369,7 +355,7 @@ describe("worker plugins", () => {
       expect(await futures["wt-ok"].result()).toBe(2);
       expect((await futures["wt-use"].result() as string).length).toBe(200_000);
       await expect(futures["wt-fail"].result()).rejects.toThrow("nope");
-      await new Promise((r) => setTimeout(r, 300));
+      await sleep(300);
       const events = await replay(cluster.url, "wplugin");
       const path = (key: string, worker: string) =>
         events.filter((e) => e.hook === "transition" && e.key === key && e.worker === worker).map((e) => `${e.start}>${e.finish}`);
@@ -393,7 +379,7 @@ describe("worker plugins", () => {
       await f["ts-b"].result();
       await client.release(["ts-b"]);
       await client.close();
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       const events = await replay(cluster.url, "task-state");
       const b = events.find((e) => e.key === "ts-b" && e.finish === "memory");
       expect(b).toMatchObject({ state: "memory", deps: ["ts-a"] });
@@ -411,11 +397,11 @@ describe("preload", () => {
     const preload = join(fixtures, "plugins-preload.ts");
     const cluster = await startCluster({ workers: 1, schedulerArgs: ["--preload", preload], workerArgs: ["--preload", preload] });
     try {
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       const events = await replay(cluster.url, "preload");
       expect(events.map((e) => `${e.role}:${e.hook}`).sort()).toEqual(["scheduler:clusterSetup", "worker:clusterSetup"]);
       await cluster.workers[0].stop();
-      await new Promise((r) => setTimeout(r, 200));
+      await sleep(200);
       const after = await replay(cluster.url, "preload");
       expect(after.some((e) => e.role === "worker" && e.hook === "clusterTeardown")).toBe(true);
     } finally {

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { api, type Proc, root, startCluster, stopAll, tempDir, type TestCluster } from "./_cluster.ts";
+import { api, type Proc, root, sleep, startCluster, stopAll, tempDir, type TestCluster, waitFor } from "../testkit/mod.ts";
 
 const fixtures = join(root, "test", "fixtures");
 /** Nothing listens on port 1: any registry request fails at once instead of reaching the network. */
@@ -36,13 +36,11 @@ async function workerNames(url: string): Promise<string[]> {
 }
 
 /** Waits until `n` workers are registered (a worker is ready before the scheduler confirmed it). */
-async function waitForWorkers(url: string, n: number): Promise<string[]> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
+function waitForWorkers(url: string, n: number): Promise<string[]> {
+  return waitFor(`${n} registered workers`, async () => {
     const names = await workerNames(url);
-    if (names.length >= n || Date.now() > deadline) return names;
-    await new Promise((r) => setTimeout(r, 50));
-  }
+    return names.length >= n && names;
+  }, { timeoutMs: 10_000, intervalMs: 50 });
 }
 
 let keyCounter = 0;
@@ -193,15 +191,12 @@ describe("package-install with restartWorkers", () => {
         body: { role: "worker", use: "package-install", packages: [`file:${pkg}`], restartWorkers: true },
       });
       expect(res.status).toBe(201);
-      const deadline = Date.now() + 15_000;
-      let after = before;
-      while (after === before && Date.now() < deadline) {
-        await new Promise((r) => setTimeout(r, 200));
-        after = await pid();
-      }
-      expect(after).not.toBe(before);
+      const after = await waitFor("a restarted worker", async () => {
+        const now = await pid();
+        return now !== before && now;
+      }, { timeoutMs: 15_000, intervalMs: 200 });
       // The replacement set the plugin up again without installing (and so without restarting).
-      await new Promise((r) => setTimeout(r, 1_000));
+      await sleep(1_000);
       expect(await pid()).toBe(after);
       expect(cluster.workers[0].stderr.join("")).toContain("Packages already installed");
     } finally {
@@ -288,9 +283,7 @@ describe("process-pool", () => {
         return false;
       }
     };
-    const deadline = Date.now() + 5_000;
-    while ([...pids].some(alive) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    expect([...pids].filter(alive)).toEqual([]);
+    await waitFor("the pool's child processes to exit", () => ![...pids].some(alive), { timeoutMs: 5_000, intervalMs: 50 });
     const after = await runTask(cluster.url, { key: nextKey("closed"), fn: "wb-cpu.pid", args: [], annotations: { executor: "processes" } });
     expect(after.error).toContain('Unknown executor "processes"');
   }, 30_000);

@@ -26,11 +26,4 @@ export const builtins: Record<string, TaskFunction> = {
   env: (name: string) => process.env[name] ?? null,
   cwd: () => process.cwd(),
   pid: () => process.pid,
-  /** Allocates about `mb` megabytes and holds them for `ms` (for memory-limit tests). */
-  alloc: async (mb: number, ms = 5000) => {
-    const chunks: Uint8Array[] = [];
-    for (let i = 0; i < mb; i++) chunks.push(new Uint8Array(1024 * 1024).fill(1));
-    await new Promise((r) => setTimeout(r, ms));
-    return chunks.length;
-  },
 };

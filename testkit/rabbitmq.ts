@@ -15,11 +15,12 @@
 import { spawn } from "node:child_process";
 import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, openSync, closeSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import amqp from "amqplib";
 import type { ConsumeMessage } from "amqplib";
+import { freePort, tcpOpen } from "./net.ts";
+import { sleep } from "./wait.ts";
 
 /** A running private broker. */
 export interface RabbitMQ {
@@ -290,35 +291,8 @@ function linkNeededApps(source: string, target: string): void {
   for (const app of needed) symlinkSync(join(source, dirs.get(app)!), join(target, dirs.get(app)!));
 }
 
-/** A port of 127.0.0.1 that was free a moment ago. */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolve(port));
-    });
-  });
-}
-
-function tcpOpen(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = netConnect({ host: "127.0.0.1", port });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
-    socket.setTimeout(1000, () => done(false));
-  });
-}
-
 /** Whether a full AMQP handshake succeeds (the listener opens before boot completes). */
 async function amqpOpens(url: string): Promise<boolean> {
-  const { default: amqp } = await import("amqplib");
   try {
     const conn = await amqp.connect(url, { timeout: 2000 });
     conn.on("error", () => {});
@@ -389,10 +363,6 @@ if ! kill -0 ${process.pid} 2>/dev/null; then kill -KILL -${pgid} 2>/dev/null; s
   watchdog.unref();
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
@@ -445,15 +415,4 @@ export async function deleteQueue(url: string, queue: string): Promise<void> {
 /** A message's JSON body. */
 export function messageBody<T = Record<string, unknown>>(msg: ConsumeMessage): T {
   return JSON.parse(msg.content.toString("utf8"));
-}
-
-/** A loopback port that nothing listens on (it was free a moment ago). */
-export async function closedPort(): Promise<number> {
-  return await new Promise((resolve) => {
-    const server = createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() => resolve(typeof address === "object" && address ? address.port : 0));
-    });
-  });
 }

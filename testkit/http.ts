@@ -1,0 +1,88 @@
+/**
+ * Talking to a running scheduler from tests and benchmarks: JSON over HTTP, the event stream
+ * over a WebSocket, one sample of `/metrics`, the task counts, and waiting until it is idle.
+ *
+ * @module
+ */
+import { waitFor } from "./wait.ts";
+
+/** JSON over HTTP: the status and the parsed body (the text when it is not JSON). */
+export async function api(
+  url: string,
+  path: string,
+  init: { method?: string; body?: unknown; token?: string; raw?: BodyInit; contentType?: string } = {},
+): Promise<{ status: number; body: any }> {
+  const headers: Record<string, string> = {};
+  if (init.token) headers.authorization = `Bearer ${init.token}`;
+  let body: BodyInit | undefined = init.raw;
+  if (init.body !== undefined) {
+    body = JSON.stringify(init.body);
+    headers["content-type"] = "application/json";
+  }
+  if (init.contentType) headers["content-type"] = init.contentType;
+  const res = await fetch(url + path, { method: init.method ?? (body ? "POST" : "GET"), headers, body });
+  const text = await res.text();
+  let parsed: unknown = text;
+  try {
+    parsed = text ? JSON.parse(text) : null;
+  } catch {
+    // Not JSON: keep the text.
+  }
+  return { status: res.status, body: parsed };
+}
+
+/**
+ * Collects events from `GET /api/v1/events?QUERY` until `until` returns true (or the timeout);
+ * `ready` resolves once the socket is open, so a test can cause the events after it.
+ */
+export function collectEvents(
+  url: string,
+  query: string,
+  until: (events: any[]) => boolean,
+  timeoutMs = 20_000,
+): { ready: Promise<void>; done: Promise<any[]>; close(): void } {
+  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?${query}`);
+  const events: any[] = [];
+  let resolveReady!: () => void;
+  const ready = new Promise<void>((r) => (resolveReady = r));
+  const done = new Promise<any[]>((resolveDone, reject) => {
+    const timer = setTimeout(() => {
+      ws.close();
+      reject(new Error(`Timed out with ${events.length} events: ${JSON.stringify(events.slice(-5))}`));
+    }, timeoutMs);
+    ws.onopen = () => resolveReady();
+    ws.onmessage = (e) => {
+      const data = JSON.parse(String(e.data));
+      if (Array.isArray(data)) events.push(...data);
+      else events.push(data);
+      if (until(events)) {
+        clearTimeout(timer);
+        ws.close();
+        resolveDone(events);
+      }
+    };
+  });
+  return { ready, done, close: () => ws.close() };
+}
+
+/** One unlabelled sample of the scheduler's Prometheus text (`GET /metrics`). */
+export async function readMetric(url: string, name: string): Promise<number> {
+  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
+  if (!m) throw new Error(`Metric "${name}" is missing from ${url}/metrics`);
+  return Number(m[1]);
+}
+
+/** The scheduler's task counts by state (`GET /api/v1/info`). */
+export async function taskCounts(url: string): Promise<Record<string, number>> {
+  const info = await fetch(`${url}/api/v1/info`).then((r) => r.json()) as { tasks: Record<string, number> };
+  return info.tasks;
+}
+
+/** Waits until the scheduler holds no task at all (what the last run released is forgotten). */
+export async function waitIdle(url: string, timeoutMs = 30_000): Promise<void> {
+  await waitFor("the scheduler to forget every task", async () => {
+    const counts = await taskCounts(url);
+    return Object.values(counts).every((n) => n === 0);
+  }, { timeoutMs });
+}
