@@ -28,8 +28,8 @@ export interface WorkerTask {
   stimulusId: string;
   /** Dependency values captured for this task. */
   depValues: Map<string, unknown> | null;
-  /** Dependencies still being fetched. */
-  missing: Set<string>;
+  /** Dependencies still being fetched (null: none, most tasks). */
+  missing: Set<string> | null;
   /** A `free` arrived while it was executing: drop its result. */
   cancelled: boolean;
 }
@@ -206,7 +206,7 @@ export class WorkerState {
       seq: ++this.#seq,
       stimulusId: msg.stimulusId,
       depValues: null,
-      missing: new Set(),
+      missing: null,
       cancelled: false,
     };
     this.tasks.set(task.key, task);
@@ -220,7 +220,7 @@ export class WorkerState {
         // Held here: the scheduler lists it without a value or holders.
         task.depValues.set(dep.key, this.data.get(dep.key));
       } else {
-        task.missing.add(dep.key);
+        (task.missing ??= new Set()).add(dep.key);
         let fs = this.fetching.get(dep.key);
         if (!fs) {
           fs = { key: dep.key, state: "fetch", who: dep.who ?? [], nbytes: dep.nbytes, waiters: new Set() };
@@ -231,7 +231,7 @@ export class WorkerState {
         fs.waiters.add(task);
       }
     }
-    if (task.missing.size === 0) this.#makeReady(task, msg.stimulusId);
+    if (task.missing === null) this.#makeReady(task, msg.stimulusId);
     if (toFetch) this.#gather(toFetch, msg.stimulusId);
   }
 
@@ -275,8 +275,11 @@ export class WorkerState {
       for (const task of fs.waiters) {
         if (task.state !== "waiting") continue;
         task.depValues!.set(key, value);
-        task.missing.delete(key);
-        if (task.missing.size === 0) this.#makeReady(task, stimulusId);
+        task.missing!.delete(key);
+        if (task.missing!.size === 0) {
+          task.missing = null;
+          this.#makeReady(task, stimulusId);
+        }
       }
     }
   }
@@ -343,7 +346,7 @@ export class WorkerState {
       task.cancelled = true;
       return;
     }
-    for (const dep of task.missing) this.fetching.get(dep)?.waiters.delete(task);
+    if (task.missing) for (const dep of task.missing) this.fetching.get(dep)?.waiters.delete(task);
     if (task.state !== "released") this.#transition(task, "released", stimulusId);
     this.#forget(task, stimulusId);
   }
