@@ -10,6 +10,7 @@ import { Worker } from "../lib/worker/worker.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown, schedulerUrl, UsageError } from "./_args.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
 import { parseMemoryLimit } from "../lib/nanny/memory.ts";
+import { ConnectError, unreachableExitCode } from "../lib/connect-error.ts";
 
 const args = {
   scheduler: { type: "positional", description: "Scheduler URL, e.g. http://127.0.0.1:8786", required: true },
@@ -67,11 +68,21 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
   if (memoryLimit !== undefined && !process.env.CLUSTER_NANNY) {
     throw new UsageError("--memory-limit needs --nanny (the nanny watches the worker's memory)");
   }
-  const worker = await Worker.start({
-    ...common,
-    plugins: await pluginSpecsFromFile(plugins, ["worker"]),
-    nanny: !!process.env.CLUSTER_NANNY,
-  });
+  let worker: Worker;
+  try {
+    worker = await Worker.start({
+      ...common,
+      plugins: await pluginSpecsFromFile(plugins, ["worker"]),
+      nanny: !!process.env.CLUSTER_NANNY,
+    });
+  } catch (err) {
+    // A distinct exit code: a nanny waits for the scheduler instead of counting a death.
+    if (err instanceof ConnectError && err.kind !== "unauthorized") {
+      process.stderr.write(`cluster: ${err.message}\n`);
+      process.exit(unreachableExitCode);
+    }
+    throw err;
+  }
   onShutdown(() => worker.close());
   console.log(`worker ${worker.name} listening at ${worker.address}`);
   await worker.closed;

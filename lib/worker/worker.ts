@@ -20,7 +20,7 @@ import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
-import { type ReplyMessage, Requests } from "../rpc.ts";
+import { Requests } from "../rpc.ts";
 import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
