@@ -76,8 +76,9 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
       nanny: !!process.env.CLUSTER_NANNY,
     });
   } catch (err) {
-    // A distinct exit code: a nanny waits for the scheduler instead of counting a death.
-    if (err instanceof ConnectError && err.kind !== "unauthorized") {
+    // A distinct exit code for our nanny only (users see 1): it waits for the scheduler
+    // instead of counting a death.
+    if (process.env.CLUSTER_NANNY && err instanceof ConnectError && err.kind !== "unauthorized") {
       process.stderr.write(`cluster: ${err.message}\n`);
       process.exit(unreachableExitCode);
     }

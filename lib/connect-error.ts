@@ -85,7 +85,8 @@ export async function diagnose(url: string, options: { token?: string; timeoutMs
 }
 
 /**
- * The exit code of a worker that gave up reaching its scheduler (sysexits' EX_UNAVAILABLE). Its
- * nanny does not count it as a start-up death: it waits for the scheduler and starts it again.
+ * The exit code of a nanny's worker that gave up reaching its scheduler (sysexits'
+ * EX_UNAVAILABLE; a worker run by hand exits 1). The nanny does not count it as a start-up
+ * death: it waits for the scheduler and starts it again.
  */
 export const unreachableExitCode = 69;
