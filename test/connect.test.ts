@@ -7,6 +7,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { createServer, type Server, type Socket } from "node:net";
+import { classifyError, ConnectError } from "../lib/connect-error.ts";
 import { command, runCli, startCluster, startProcess, stopAll, tempDir } from "./_cluster.ts";
 
 afterAll(async () => {
@@ -41,7 +42,7 @@ function timeCli(args: string[], input?: string): Promise<{ code: number | null;
 }
 
 describe("client commands", () => {
-  test("submit of a two-task graph and info exit within half a second of printing their answer", async () => {
+  test("submit of a two-task graph and info exit within half a second of printing their answer, and https to plain HTTP is a TLS failure", async () => {
     const cluster = await startCluster({ workers: 1 });
     try {
       const graph = JSON.stringify({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }, { key: "b", fn: "builtin.inc", args: [{ $ref: "a" }] }] });
@@ -49,6 +50,10 @@ describe("client commands", () => {
       expect(submit.code).toBe(0);
       expect(JSON.parse(submit.stdout)).toEqual({ a: 2, b: 3 });
       expect(submit.exitAt - submit.outputAt).toBeLessThan(500);
+      // https:// to a scheduler that speaks plain HTTP is a TLS failure, named as such.
+      const tls = await runCli(["submit", cluster.url.replace("http:", "https:"), "-"], { input: graph });
+      expect(tls.code).toBe(1);
+      expect(tls.stderr).toContain(`Cannot reach the scheduler at ${cluster.url.replace("http:", "https:")}: TLS failure`);
       const info = await timeCli(["info", cluster.url]);
       expect(info.code).toBe(0);
       expect(info.exitAt - info.outputAt).toBeLessThan(500);
@@ -62,6 +67,25 @@ describe("client commands", () => {
     const out = await runCli(["submit", url, "-"], { input: JSON.stringify({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }] }) });
     expect(out.code).toBe(1);
     expect(out.stderr).toContain(`Cannot reach the scheduler at ${url}: connection refused`);
+  });
+});
+
+describe("wording", () => {
+  test("errors of Bun, Deno and Node are classified as refused, timed out or TLS", () => {
+    const refusedBun = Object.assign(new TypeError("ECONNREFUSED: Unable to connect. Is the computer able to access the url?"), { code: "ECONNREFUSED" });
+    const refusedDeno = new TypeError("fetch failed", { cause: new Error("tcp connect error: Connection refused (os error 111)") });
+    const timeout = new DOMException("The operation timed out.", "TimeoutError");
+    const tlsBun = Object.assign(new Error("self signed certificate"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" });
+    const tlsDeno = new TypeError("fetch failed", { cause: new Error("invalid peer certificate: UnknownIssuer") });
+    expect([refusedBun, refusedDeno, timeout, tlsBun, tlsDeno].map((e) => classifyError(e).kind)).toEqual(["refused", "refused", "timeout", "tls", "tls"]);
+  });
+
+  test("every failure names the scheduler's URL and the reason in one line", () => {
+    const url = "http://127.0.0.1:8786";
+    expect(new ConnectError(url, "refused").message).toBe(`Cannot reach the scheduler at ${url}: connection refused`);
+    expect(new ConnectError(url, "unauthorized").message).toBe(`Cannot reach the scheduler at ${url}: the token was refused`);
+    expect(new ConnectError(url, "timeout", "no answer within 2 s").message).toBe(`Cannot reach the scheduler at ${url}: timed out (no answer within 2 s)`);
+    expect(new ConnectError(url, "tls", "EPROTO").message).toBe(`Cannot reach the scheduler at ${url}: TLS failure (EPROTO)`);
   });
 });
 
