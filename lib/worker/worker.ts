@@ -340,9 +340,12 @@ export class Worker {
 
   #stimulus(stimulus: Stimulus): void {
     const out = this.state.handleStimulus(stimulus);
-    if (out.length === 0) return;
-    for (let i = 0; i < out.length; i++) this.#instructions.push(out[i]);
-    this.#drain();
+    if (out.length > 0) {
+      for (let i = 0; i < out.length; i++) this.#instructions.push(out[i]);
+      this.#drain();
+    }
+    // A closing worker waits for its running tasks (a cancelled one finishes with no instruction).
+    if (this.#onClosed.length > 0 && this.state.executing === 0) for (const cb of this.#onClosed.splice(0)) cb();
   }
 
   /**
@@ -390,7 +393,6 @@ export class Worker {
       this.#instructions = this.#instructions.slice(this.#head);
       this.#head = 0;
     }
-    if (this.state.executing === 0) for (const cb of this.#onClosed.splice(0)) cb();
   }
 
   #execute(task: WorkerTask): void {
