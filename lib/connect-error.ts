@@ -47,17 +47,19 @@ export function connectErrorMessage(url: string, kind: ConnectFailure, detail?: 
 /** Classifies an error thrown by `fetch` or a socket (Bun, Deno and Node word them differently). */
 export function classifyError(err: unknown): { kind: ConnectFailure; detail: string } {
   const parts: string[] = [];
+  // Deno says "fetch failed" and puts the reason in `cause`: the innermost message tells most.
+  let detail = errorMessage(err);
   let e: unknown = err;
   for (let depth = 0; e && depth < 4; depth++) {
     const x = e as { name?: string; code?: unknown; message?: string; cause?: unknown };
     parts.push(String(x.name ?? ""), String(x.code ?? ""), x.message ?? String(e));
+    if (x.message) detail = x.message;
     e = x.cause;
   }
   const text = parts.join(" ");
-  const detail = errorMessage(err);
   if (/ECONNREFUSED|connection refused|ConnectionRefused/i.test(text)) return { kind: "refused", detail };
   if (/TimeoutError|ETIMEDOUT|timed out/i.test(text)) return { kind: "timeout", detail: "" };
-  if (/CERT|certificate|SSL|TLS|handshake|wrong version number/i.test(text)) return { kind: "tls", detail };
+  if (/CERT|certificate|SSL|TLS|handshake|wrong version number|corrupt message|InvalidContentType/i.test(text)) return { kind: "tls", detail };
   return { kind: "unreachable", detail };
 }
 

@@ -77,7 +77,11 @@ describe("wording", () => {
     const timeout = new DOMException("The operation timed out.", "TimeoutError");
     const tlsBun = Object.assign(new Error("self signed certificate"), { code: "DEPTH_ZERO_SELF_SIGNED_CERT" });
     const tlsDeno = new TypeError("fetch failed", { cause: new Error("invalid peer certificate: UnknownIssuer") });
-    expect([refusedBun, refusedDeno, timeout, tlsBun, tlsDeno].map((e) => classifyError(e).kind)).toEqual(["refused", "refused", "timeout", "tls", "tls"]);
+    const plainDeno = new TypeError("fetch failed", { cause: new Error("client error (Connect): received corrupt message of type InvalidContentType") });
+    const kinds = [refusedBun, refusedDeno, timeout, tlsBun, tlsDeno, plainDeno].map((e) => classifyError(e).kind);
+    expect(kinds).toEqual(["refused", "refused", "timeout", "tls", "tls", "tls"]);
+    // The reason Deno hides in `cause` is the one shown.
+    expect(classifyError(tlsDeno).detail).toBe("invalid peer certificate: UnknownIssuer");
   });
 
   test("every failure names the scheduler's URL and the reason in one line", () => {
