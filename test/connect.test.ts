@@ -14,6 +14,8 @@ afterAll(async () => {
   await stopAll();
 });
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 /** A port nothing listens on (taken, then released). */
 async function closedPort(): Promise<number> {
   const server = createServer();
@@ -163,9 +165,9 @@ describe("a nanny whose scheduler restarts", () => {
       await scheduler.stop();
       // Long enough for five start-ups that cannot connect (1 s each): the old nanny gave up here.
       const deadline = Date.now() + 20_000;
-      while (!nanny.stderr.join("").includes("waiting for it to come back") && Date.now() < deadline) await Bun.sleep(200);
+      while (!nanny.stderr.join("").includes("waiting for it to come back") && Date.now() < deadline) await sleep(200);
       expect(nanny.stderr.join("")).toContain(`The worker cannot reach the scheduler at ${url}: waiting for it to come back`);
-      await Bun.sleep(6_000);
+      await sleep(6_000);
       expect(nanny.child.exitCode).toBeNull();
       expect(nanny.stderr.join("")).not.toContain("keeps dying");
       scheduler = await startProcess(args);
@@ -175,7 +177,7 @@ describe("a nanny whose scheduler restarts", () => {
         const info = await fetch(`${url}/api/v1/info`).then((r) => r.json()) as { workers: Array<{ name: string }> };
         names = info.workers.map((w) => w.name);
         if (names.includes(name)) break;
-        await Bun.sleep(250);
+        await sleep(250);
       }
       expect(names).toContain(name);
     } finally {
