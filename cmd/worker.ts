@@ -11,6 +11,7 @@ import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown, s
 import { pluginSpecsFromFile } from "./_plugins.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { parseMemoryLimit } from "../lib/nanny/memory.ts";
+import { ConnectError, unreachableExitCode } from "../lib/connect-error.ts";
 
 const args = {
   scheduler: { type: "positional", description: "Scheduler URL, e.g. http://127.0.0.1:8786", required: true },
@@ -70,11 +71,22 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
   if (memoryLimit !== undefined && !process.env.CLUSTER_NANNY) {
     throw new UsageError("--memory-limit needs --nanny (the nanny watches the worker's memory)");
   }
-  const worker = await Worker.start({
-    ...common,
-    plugins: await pluginSpecsFromFile(plugins, ["worker"]),
-    nanny: !!process.env.CLUSTER_NANNY,
-  });
+  let worker: Worker;
+  try {
+    worker = await Worker.start({
+      ...common,
+      plugins: await pluginSpecsFromFile(plugins, ["worker"]),
+      nanny: !!process.env.CLUSTER_NANNY,
+    });
+  } catch (err) {
+    // A distinct exit code for our nanny only (users see 1): it waits for the scheduler
+    // instead of counting a death.
+    if (process.env.CLUSTER_NANNY && err instanceof ConnectError && err.kind !== "unauthorized") {
+      process.stderr.write(`cluster: ${err.message}\n`);
+      process.exit(unreachableExitCode);
+    }
+    throw err;
+  }
   onShutdown(() => worker.close());
   console.log(`worker ${worker.name} listening at ${worker.address}`);
   await worker.closed;

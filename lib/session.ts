@@ -1,14 +1,28 @@
 /**
  * A registered connection to the scheduler, as workers and nannies hold one: open the WebSocket,
  * send `register`, let the owner handle `welcome`, and when an established connection is lost,
- * reconnect with backoff until closed.
+ * reconnect with backoff until closed. While it waits for the scheduler it says so at once and
+ * then every few seconds, with the reason worded by connect-error.ts.
  *
  * @module
  */
+import { closeCodeFailure, ConnectError, diagnose } from "./connect-error.ts";
 import { errorMessage } from "./errors.ts";
 import type { ComponentLogger } from "./log.ts";
-import { decodeFrame, encodeFrame, type Message, socketUrl } from "./protocol.ts";
-import { clientWebSocket, describeConnectError, isCertificateError } from "./runtime/client.ts";
+import { clusterToken, decodeFrame, encodeFrame, type Message, socketUrl } from "./protocol.ts";
+import { clientWebSocket } from "./runtime/client.ts";
+
+/** How often a session that waits for its scheduler says so. */
+const waitLogEveryMs = 3_000;
+/** How long one attempt may take to get a welcome before it counts as timed out. */
+const attemptTimeoutMs = 10_000;
+
+/** A connection attempt that closed before the welcome. */
+class ClosedBeforeWelcome extends Error {
+  constructor(readonly code: number, reason: string) {
+    super(reason || `connection closed (code ${code})`);
+  }
+}
 
 /** What a session needs from its owner. */
 export interface SessionOptions {
@@ -25,6 +39,8 @@ export interface SessionOptions {
   /** An established connection was lost; a reconnection follows. */
   lost?(reason: string): void;
   log: ComponentLogger;
+  /** The cluster token. @default clusterToken() */
+  token?: string;
 }
 
 /**
@@ -41,6 +57,7 @@ export class SchedulerSession {
   #options: SessionOptions;
   #socket: WebSocket | null = null;
   #closed = false;
+  #openWaiters: Array<() => void> = [];
 
   constructor(options: SessionOptions) {
     this.#options = options;
@@ -51,24 +68,59 @@ export class SchedulerSession {
     return this.#socket?.readyState === WebSocket.OPEN;
   }
 
-  /** Connects and registers, retrying with backoff; throws after `timeoutMs`. */
+  /**
+   * Connects and registers, retrying with backoff; throws a {@linkcode ConnectError} after
+   * `timeoutMs`, or at once when the token is refused (waiting would not change that).
+   */
   async connect(timeoutMs: number): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
+    const started = Date.now();
+    const deadline = started + timeoutMs;
     let delay = 100;
-    let lastError = "";
+    let lastLog = 0;
+    let last: ConnectError | null = null;
     while (!this.#closed) {
       try {
-        await this.#open();
+        await this.#open(Math.min(attemptTimeoutMs, Math.max(1000, deadline - Date.now())));
         return;
       } catch (err) {
-        lastError = errorMessage(err);
-        // A certificate that does not verify will not verify on a retry either.
-        if (Date.now() + delay > deadline || isCertificateError(lastError)) break;
+        last = await this.#explain(err);
+        // Neither a refused token nor a certificate that does not verify passes on a retry.
+        if (last.kind === "unauthorized" || last.kind === "tls") throw last;
+        const now = Date.now();
+        if (now + delay > deadline) break;
+        if (lastLog === 0) {
+          this.#options.log.warn(`${last.message}; waiting for it (up to ${Math.round(timeoutMs / 1000)} s)`);
+          lastLog = now;
+        } else if (now - lastLog >= waitLogEveryMs) {
+          this.#options.log.warn(`Still waiting for the scheduler (${Math.round((now - started) / 1000)} s): ${last.message}`);
+          lastLog = now;
+        }
         await sleep(delay);
         delay = Math.min(delay * 2, 2000);
       }
     }
-    throw new Error(`Cannot reach scheduler at "${this.#options.scheduler}": ${describeConnectError(lastError)}`);
+    throw last ?? new ConnectError(this.#options.scheduler, "unreachable", "closed while connecting");
+  }
+
+  /** Words why an attempt failed (asks the scheduler over HTTP when the socket does not say). */
+  async #explain(err: unknown): Promise<ConnectError> {
+    const url = this.#options.scheduler;
+    if (err instanceof ConnectError) return err;
+    if (err instanceof ClosedBeforeWelcome) {
+      const failure = closeCodeFailure(err.code);
+      if (failure) return new ConnectError(url, failure);
+      // The scheduler said why (a name in use, another version): that is the reason.
+      if (err.code !== 1006 && err.code !== 0 && err.message && !err.message.startsWith("connection closed")) {
+        return new ConnectError(url, "unreachable", err.message);
+      }
+    }
+    return await diagnose(url, { token: this.#options.token ?? clusterToken(), fallback: errorMessage(err) });
+  }
+
+  /** Resolves once the session is registered (at once if it is); never if closed first. */
+  whenOpen(): Promise<void> {
+    if (this.isOpen) return Promise.resolve();
+    return new Promise((resolve) => this.#openWaiters.push(resolve));
   }
 
   /** Sends one frame; false when the connection is not open. */
@@ -88,13 +140,24 @@ export class SchedulerSession {
     }
   }
 
-  #open(): Promise<void> {
+  #open(timeoutMs = attemptTimeoutMs): Promise<void> {
     const options = this.#options;
     return new Promise((resolveOpen, rejectOpen) => {
-      const socket = clientWebSocket(socketUrl(options.scheduler, options.path).href);
+      const socket = clientWebSocket(socketUrl(options.scheduler, options.path, { token: options.token }).href);
       socket.binaryType = "arraybuffer";
       let settled = false;
       let welcomed = false;
+      // No welcome in time (a silent address, a stuck scheduler): this attempt timed out.
+      const timer = setTimeout(() => {
+        if (welcomed || settled) return;
+        settled = true;
+        rejectOpen(new ConnectError(options.scheduler, "timeout", `no answer within ${Math.round(timeoutMs / 1000)} s`));
+        try {
+          socket.close();
+        } catch {
+          // not open yet
+        }
+      }, timeoutMs);
       socket.onopen = () => {
         this.#socket = socket;
         socket.send(encodeFrame([options.register()]));
@@ -110,9 +173,11 @@ export class SchedulerSession {
         for (const msg of messages) {
           if (msg.op === "welcome" && !welcomed) {
             welcomed = true;
+            clearTimeout(timer);
             options.welcome(msg).then(() => {
               settled = true;
               resolveOpen();
+              for (const resolve of this.#openWaiters.splice(0)) resolve();
             }, (err) => {
               settled = true;
               rejectOpen(err);
@@ -120,13 +185,13 @@ export class SchedulerSession {
           } else options.message(msg);
         }
       };
-      let failure = "";
-      socket.onerror = (event) => (failure = (event as ErrorEvent).message ?? "");
+      socket.onerror = () => {};
       socket.onclose = (event) => {
+        clearTimeout(timer);
         if (this.#socket === socket) this.#socket = null;
         if (!settled) {
           settled = true;
-          rejectOpen(new Error(event.reason || failure || `connection closed (code ${event.code})`));
+          rejectOpen(new ClosedBeforeWelcome(event.code, event.reason));
         } else if (!this.#closed) {
           const reason = event.reason || `code ${event.code}`;
           options.log.warn(`Lost the scheduler (${reason}); reconnecting`);
@@ -138,14 +203,22 @@ export class SchedulerSession {
   }
 
   async #reconnect(): Promise<void> {
+    const started = Date.now();
     let delay = 200;
+    let lastLog = 0;
     while (!this.#closed) {
       await sleep(delay);
       try {
         await this.#open();
+        this.#options.log.info(`Reconnected to the scheduler at ${this.#options.scheduler}`);
         return;
       } catch (err) {
-        this.#options.log.debug(`Reconnect failed: ${errorMessage(err)}`);
+        const now = Date.now();
+        if (now - lastLog >= waitLogEveryMs * 3) {
+          const why = await this.#explain(err);
+          this.#options.log.warn(`Still waiting for the scheduler (${Math.round((now - started) / 1000)} s): ${why.message}`);
+          lastLog = now;
+        }
         delay = Math.min(delay * 2, 5000);
       }
     }

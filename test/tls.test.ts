@@ -14,7 +14,7 @@ import { Client } from "../lib/client/mod.ts";
 import { ConfigError } from "../lib/errors.ts";
 import { describeConnectError, isCertificateError } from "../lib/runtime/client.ts";
 import { readTlsArgs, tlsFlags } from "../lib/tls/options.ts";
-import { type Flavor, type Proc, runCli, startProcess, stopAll } from "./_cluster.ts";
+import { type Flavor, type Proc, runCli, startProcess, stopAll } from "../testkit/mod.ts";
 
 interface CertSet {
   ca: string;
@@ -207,7 +207,7 @@ describe("a TLS cluster from the binary", () => {
     expect(res.code).toBe(1);
     const lines = res.stderr.trim().split("\n");
     expect(lines).toHaveLength(1);
-    expect(lines[0]).toMatch(/^cluster: Cannot reach scheduler at "https:.*certificate.*--tls-ca/);
+    expect(lines[0]).toMatch(/^cluster: Cannot reach the scheduler at https:.*certificate.*--tls-ca/);
     // Not retried until --connect-timeout (10 s): a certificate that fails once fails every time.
     expect(elapsed).toBeLessThan(5_000);
     // A nanny without the CA fails the same way.

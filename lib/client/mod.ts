@@ -14,9 +14,12 @@
  *
  * @module
  */
-import { decodeCbor, decodeFrame, encodeFrame, type Message, socketUrl } from "../protocol.ts";
+import { closeCodeFailure, ConnectError, diagnose } from "../connect-error.ts";
+import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
+import { decodeCbor, decodeFrame, encodeFrame, socketUrl } from "../protocol.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
-import { clientWebSocket, describeConnectError } from "../runtime/client.ts";
+import { clientWebSocket } from "../runtime/client.ts";
+import { type ReplyMessage, RequestError, Requests } from "../rpc.ts";
 
 /** A task's result, to be had later. Pass it as an argument to make a dependency. */
 export class Future {
@@ -60,7 +63,11 @@ export interface PluginRegistration {
   [option: string]: unknown;
 }
 
-type Pending = { resolve: (m: Message) => void; reject: (e: Error) => void };
+/** What the scheduler sends, plus the ops an older scheduler answers with. */
+type FromScheduler = SchedulerToClient | { op: "ok" | "error"; id: number; [field: string]: unknown }; // transitional
+
+/** A request without its id (the helper numbers it). */
+type Request = ClientToScheduler extends infer M ? M extends { op: string } ? Omit<M, "id"> : never : never;
 
 function toArg(value: unknown): unknown {
   if (value instanceof Future) return { $ref: value.key };
@@ -79,8 +86,8 @@ export class Client {
   id = "";
   #socket: WebSocket;
   #token?: string;
-  #nextId = 0;
-  #pending = new Map<number, Pending>();
+  /** Requests wait as long as it takes (a gather may): the link closing rejects them. */
+  #requests: Requests;
   #batch: GraphTask[] = [];
   #batchKeys: string[] = [];
   #closed = false;
@@ -92,30 +99,35 @@ export class Client {
     this.url = url;
     this.#socket = socket;
     this.#token = token;
+    this.#requests = new Requests({ peer: `the scheduler at ${url}`, timeoutMs: 0 });
   }
 
-  /** Connects to a scheduler (`http://host:port`). */
+  /**
+   * Connects to a scheduler (`http://host:port`). Fails with a {@linkcode ConnectError} that says
+   * why: connection refused, the token was refused, timed out, or a TLS failure.
+   */
   static connect(url: string, options: { token?: string; timeoutMs?: number; ca?: string } = {}): Promise<Client> {
     const token = options.token ?? process.env.CLUSTER_TOKEN;
-    const wsUrl = socketUrl(url, "/api/v1/client", { token });
+    const timeoutMs = options.timeoutMs ?? 10_000;
     return new Promise((resolve, reject) => {
       let socket: WebSocket;
       try {
-        socket = clientWebSocket(wsUrl.href, { ca: options.ca });
+        socket = clientWebSocket(socketUrl(url, "/api/v1/client", { token }).href, { ca: options.ca });
       } catch (err) {
-        reject(new Error(`Cannot reach scheduler at "${url}": ${(err as Error).message}`));
+        reject(new ConnectError(url, "unreachable", (err as Error).message));
         return;
       }
       socket.binaryType = "arraybuffer";
       const client = new Client(url, socket, token);
       client.#ca = options.ca;
-      const timer = setTimeout(() => {
-        socket.close();
-        reject(new Error(`Cannot reach scheduler at "${url}": timed out`));
-      }, options.timeoutMs ?? 10_000);
       let welcomed = false;
+      const timer = setTimeout(() => {
+        welcomed = true; // the close that follows is not a failure to explain
+        socket.close();
+        reject(new ConnectError(url, "timeout", `no answer within ${timeoutMs / 1000} s`));
+      }, timeoutMs);
       socket.onmessage = (event) => {
-        for (const msg of decodeFrame(event.data)) {
+        for (const msg of decodeFrame(event.data) as unknown as FromScheduler[]) {
           if (msg.op === "welcome" && !welcomed) {
             welcomed = true;
             client.id = String(msg.client);
@@ -126,40 +138,35 @@ export class Client {
           client.#onMessage(msg);
         }
       };
-      let failure = "";
-      socket.onerror = (event) => (failure = describeConnectError((event as ErrorEvent).message ?? ""));
       socket.onclose = (event) => {
         clearTimeout(timer);
         if (!welcomed) {
-          reject(new Error(`Cannot reach scheduler at "${url}": ${event.reason || failure || (event.code === 1006 ? "connection refused or unauthorized" : `code ${event.code}`)}`));
+          welcomed = true;
+          const failure = closeCodeFailure(event.code);
+          if (failure) reject(new ConnectError(url, failure));
+          else if (event.reason) reject(new ConnectError(url, "unreachable", event.reason));
+          else diagnose(url, { token, fallback: `connection closed (code ${event.code})` }).then(reject);
           return;
         }
         client.#closed = true;
-        const err = new Error(`Connection to the scheduler closed: ${event.reason || `code ${event.code}`}`);
-        for (const p of client.#pending.values()) p.reject(err);
-        client.#pending.clear();
+        client.#requests.rejectAll(`connection closed: ${event.reason || `code ${event.code}`}`, { final: true });
       };
     });
   }
 
-  #onMessage(msg: Message): void {
-    const pending = this.#pending.get(msg.id as number);
-    if (!pending) return;
-    this.#pending.delete(msg.id as number);
-    if (msg.op === "error") {
-      const err = new Error(String(msg.error)) as Error & { status?: number };
-      err.status = msg.status as number;
-      pending.reject(err);
-    } else pending.resolve(msg);
+  #onMessage(msg: FromScheduler): void {
+    switch (msg.op) {
+      case "ok": // transitional: the scheduler's old success answer
+      case "error": // transitional: the scheduler's old failure answer
+      case "reply":
+        this.#requests.settle({ ...msg, op: "reply" } as ReplyMessage);
+        break;
+    }
   }
 
-  #request(msg: Record<string, unknown>): Promise<Message> {
-    if (this.#closed) return Promise.reject(new Error("The client is closed"));
-    const id = ++this.#nextId;
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject });
-      this.#socket.send(encodeFrame([{ ...msg, id }]));
-    });
+  #request(msg: Request): Promise<ReplyMessage> {
+    if (this.#closed) return Promise.reject(new RequestError("The client is closed", { code: "E_CLOSED" }));
+    return this.#requests.send((id) => this.#socket.send(encodeFrame([{ ...msg, id }])));
   }
 
   /** Submits one task; tasks submitted in the same tick go as one graph. */
@@ -199,7 +206,7 @@ export class Client {
     this.#lastBatch = sent;
   }
 
-  #lastBatch: Promise<Message> | null = null;
+  #lastBatch: Promise<ReplyMessage> | null = null;
 
   /** Waits until what was submitted so far has been accepted (throws a rejected graph's error). */
   async flush(): Promise<void> {
@@ -208,7 +215,7 @@ export class Client {
   }
 
   /** Waits for a submitted batch; its rejection is thrown once, to the first who waits. */
-  async #settleBatch(batch: Promise<Message> | null): Promise<void> {
+  async #settleBatch(batch: Promise<ReplyMessage> | null): Promise<void> {
     if (!batch) return;
     try {
       await batch;
@@ -323,9 +330,14 @@ export class Client {
     if (this.#closed) return;
     this.#closed = true;
     await new Promise<void>((resolve) => {
-      this.#socket.addEventListener("close", () => resolve());
+      // The close handshake is usually quick; a silent scheduler gets a second, and the timer
+      // is cleared so it keeps no process alive.
+      const timer = setTimeout(resolve, 1000);
+      this.#socket.addEventListener("close", () => {
+        clearTimeout(timer);
+        resolve();
+      });
       this.#socket.close(1000, "client closing");
-      setTimeout(resolve, 1000);
     });
   }
 }

@@ -42,6 +42,8 @@ export type SchedulerToWorker =
     args: unknown[];
     deps: DepInfo[];
     annotations?: Record<string, unknown>;
+    /** Lower runs first on the worker (ties: arrival order). */
+    priority?: number;
     stimulusId: string;
   }
   | { op: "free"; keys: string[]; stimulusId: string }

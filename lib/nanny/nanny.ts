@@ -2,7 +2,8 @@
  * The nanny: a small parent process that registers with the scheduler, sets up nanny plugins
  * (environment, files) before the first worker starts, runs the worker as a child process of the
  * same program, restarts it with backoff when it dies or passes its memory limit, and forwards
- * SIGINT/SIGTERM to it.
+ * SIGINT/SIGTERM to it. A worker that could not reach the scheduler did not die: the nanny waits
+ * for the scheduler to come back and starts it again.
  *
  * @module
  */
@@ -11,12 +12,14 @@ import { mkdir } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { Hono } from "hono";
+import { unreachableExitCode } from "../connect-error.ts";
 import { errorMessage } from "../errors.ts";
+import type { NannyToScheduler, SchedulerToNanny } from "../messages/nanny.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
-import { type Message, version } from "../protocol.ts";
+import { version } from "../protocol.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { tlsFlags } from "../tls/options.ts";
 import { SchedulerSession } from "../session.ts";
@@ -104,8 +107,8 @@ export class Nanny {
       scheduler: options.scheduler,
       path: "/api/v1/nanny",
       register: () => ({ op: "register", name: this.name, address: this.address, pid: process.pid }),
-      welcome: (msg) => this.#welcome(msg),
-      message: (msg) => this.#handle(msg),
+      welcome: (msg) => this.#welcome(msg as { plugins?: WirePluginSpec[] }),
+      message: (msg) => this.#handle(msg as unknown as SchedulerToNanny),
       log,
     });
     this.closed = new Promise((resolveClosed, rejectClosed) => {
@@ -165,6 +168,12 @@ export class Nanny {
         return;
       } catch (err) {
         if (this.#closing) throw err;
+        if ((err as { exitCode?: number }).exitCode === unreachableExitCode) {
+          // Not a start-up death: the scheduler went away (a restart). Wait for it.
+          attempt--;
+          await this.#waitForScheduler();
+          continue;
+        }
         if (attempt >= maxStartupFailures) {
           await this.close();
           throw new Error(`Worker keeps dying at start-up (${attempt} times in a row): giving up: ${errorMessage(err)}`);
@@ -178,16 +187,23 @@ export class Nanny {
 
   // ---- the scheduler -------------------------------------------------------------------------
 
-  async #welcome(msg: Message): Promise<void> {
+  /** Waits until the nanny is registered with its scheduler again (or closes). */
+  async #waitForScheduler(): Promise<void> {
+    if (this.#session.isOpen) return;
+    log.warn(`The worker cannot reach the scheduler at ${this.#options.scheduler}: waiting for it to come back`);
+    await Promise.race([this.#session.whenOpen(), this.closed.catch(() => {})]);
+  }
+
+  async #welcome(msg: { plugins?: WirePluginSpec[] }): Promise<void> {
     // Nanny plugins first, so the first worker starts with their environment and files.
-    for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
+    for (const spec of msg.plugins ?? []) {
       const error = await this.#addPlugin(spec, this.localDirectory, false);
       if (error) log.error(error);
     }
     if (this.#child) this.#send({ op: "worker", worker: this.name, restarts: this.restarts });
   }
 
-  #send(msg: Message): void {
+  #send(msg: NannyToScheduler): void {
     try {
       this.#session.send([msg]);
     } catch {
@@ -195,15 +211,15 @@ export class Nanny {
     }
   }
 
-  #handle(msg: Message): void {
+  #handle(msg: SchedulerToNanny): void {
     switch (msg.op) {
       case "plugin-add":
-        this.#addPlugin(msg.spec as WirePluginSpec, this.localDirectory, true).then((error) => {
-          this.#send({ op: "reply", id: msg.id, error: error ?? undefined });
+        this.#addPlugin(msg.spec, this.localDirectory, true).then((error) => {
+          this.#send(error ? { op: "reply", id: msg.id, error } : { op: "reply", id: msg.id });
         });
         break;
       case "plugin-remove":
-        this.plugins.remove(msg.name as string, (p) => p.teardown?.(this.api)).then(() => {
+        this.plugins.remove(msg.name, (p) => p.teardown?.(this.api)).then(() => {
           this.#send({ op: "reply", id: msg.id });
         });
         break;
@@ -214,7 +230,7 @@ export class Nanny {
         );
         break;
       default:
-        log.warn(`Unknown message "${msg.op}" from the scheduler`);
+        log.warn(`Unknown message "${(msg as { op: string }).op}" from the scheduler`);
     }
   }
 
@@ -284,7 +300,7 @@ export class Nanny {
         }
       });
       child.on("exit", (code, signal) => {
-        if (!ready) rejectReady(new Error(`Worker exited during start-up (${signal ?? `code ${code}`})`));
+        if (!ready) rejectReady(Object.assign(new Error(`Worker exited during start-up (${signal ?? `code ${code}`})`), { exitCode: code }));
         this.#onExit(child, { code, signal, startedAt, ready });
       });
       child.on("error", (err) => rejectReady(err));
@@ -297,6 +313,15 @@ export class Nanny {
   #onExit(child: ChildProcess, exit: { code: number | null; signal: string | null; startedAt: number; ready: boolean }): void {
     if (this.#child === child) this.#child = null;
     if (this.#intentionalExit.has(child) || this.#closing || !this.#supervising) return;
+    if (exit.code === unreachableExitCode) {
+      this.#restartChain = this.#restartChain.then(async () => {
+        await this.#waitForScheduler();
+        if (this.#closing || this.#child) return;
+        this.restarts++;
+        await this.#startWorker().catch((err) => log.warn(errorMessage(err)));
+      });
+      return;
+    }
     log.warn(`Worker process ${child.pid} exited unexpectedly (${exit.signal ?? `code ${exit.code}`})`);
     if (!exit.ready) this.#startupFailures++;
     if (this.#startupFailures >= maxStartupFailures) {
@@ -357,11 +382,6 @@ export class Nanny {
     const next = this.#restartChain.then(run, run);
     this.#restartChain = next.catch(() => {});
     return next;
-  }
-
-  /** The worker's PID, or null. */
-  get workerPid(): number | null {
-    return this.#child?.pid ?? null;
   }
 
   /**

@@ -84,7 +84,7 @@ export async function clientFetch(url: string | URL, init: RequestInit = {}, opt
     const cause = (err as { cause?: unknown }).cause;
     const message = err instanceof Error ? err.message + (cause instanceof Error ? `: ${cause.message}` : "") : String(err);
     if (!isCertificateError(message) && message === (err as Error).message) throw err;
-    throw new TypeError(describeConnectError(message), { cause: err });
+    throw new TypeError(message, { cause: err });
   }
 }
 

@@ -554,6 +554,10 @@ export class Scheduler {
       case "relay":
         this.#relay(conn, msg);
         break;
+      case "reply": // transitional (worker branch): the worker's one reply op, routed by id until the scheduler uses Requests
+        if (conn.pluginAcks.has(msg.id as number)) this.#handleWorkerMessage(conn, { ...msg, op: "ack" });
+        else this.#handleWorkerMessage(conn, { ...msg, op: "data" });
+        break;
       case "modules":
         for (const m of msg.modules as string[]) {
           ws.modules.add(m);

@@ -30,6 +30,8 @@ export class TaskState implements TaskStateView {
   readonly whoWants = new Set<ClientState>();
   readonly whoHas = new Set<WorkerState>();
   processingOn: WorkerState | null = null;
+  /** The worker that holds this task in `error` until it is released (Dask's `erred_on`). */
+  erredOn: WorkerState | null = null;
   exception: string | null = null;
   traceback: string | null = null;
   exceptionBlame: TaskState | null = null;
@@ -378,12 +380,14 @@ export class SchedulerState {
       // Retry in place: the dependencies stay in memory for the next attempt.
       ts.retries--;
       ws.processingTasks.delete(ts);
+      this.#hooks.sendToWorker(ws, { op: "free", keys: [ts.key], stimulusId }); // the worker drops its erred attempt
       ts.processingOn = null;
       this._set(ts, "released", stimulusId);
       this.#recommend(ts, "waiting");
     } else {
       ts.exception = msg.exception;
       ts.traceback = msg.traceback;
+      ts.erredOn = ws;
       this.#recommend(ts, "erred");
     }
     this.#runLoop(stimulusId);
@@ -776,6 +780,7 @@ const transitions: Record<string, TransitionFn> = {
     forget(s, ts, stimulusId);
   },
   "erred>released"(s, ts, stimulusId) {
+    freeErred(s, ts, stimulusId);
     ts.exception = null;
     ts.traceback = null;
     ts.exceptionBlame = null;
@@ -786,9 +791,16 @@ const transitions: Record<string, TransitionFn> = {
     releasedOrForgotten(s, ts);
   },
   "erred>forgotten"(s, ts, stimulusId) {
+    freeErred(s, ts, stimulusId);
     forget(s, ts, stimulusId);
   },
 };
+
+/** Tells the worker where the task failed to free it (its plugins see error→released→forgotten). */
+function freeErred(s: SchedulerState, ts: TaskState, stimulusId: string): void {
+  if (ts.erredOn) s._send(ts.erredOn, { op: "free", keys: [ts.key], stimulusId });
+  ts.erredOn = null;
+}
 
 /** Tells the holders to free a result and drops the scheduler's copy. */
 function dropResult(s: SchedulerState, ts: TaskState, stimulusId: string): void {

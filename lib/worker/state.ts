@@ -1,12 +1,17 @@
 /**
- * The worker's state machine (Dask's `worker_state_machine`): tasks and their dependencies move
- * through released → waiting → ready → executing → memory | error, and dependencies held
- * elsewhere through released → fetch → flight → memory. It is synchronous: messages from the
- * scheduler and finished fetches go in; instructions (execute, fetch, send) come out through
- * hooks. worker.ts does the I/O.
+ * The worker's state machine, as Dask's `worker_state_machine.py`: tasks move through
+ * released → waiting → ready → executing → memory | error → released → forgotten, and
+ * dependencies held elsewhere through released → fetch → flight → memory. It owns the ready
+ * queue (by priority), the `nthreads` limit and what is executing.
+ *
+ * `handleStimulus(stimulus)` is its one door: a message from the scheduler, a finished execution
+ * or a finished fetch goes in; instructions come out (execute, gather-dep, send, and the
+ * transitions made when a plugin wants them) for worker.ts to carry out. No I/O and no clock
+ * inside: ids and durations come with the stimulus, so tests feed stimuli and assert instructions.
  *
  * @module
  */
+import type { DepInfo, WorkerToScheduler } from "../messages/worker.ts";
 import type { TransitionInfo, WorkerTaskStateName } from "../plugins/types.ts";
 
 /** A task to run on this worker. */
@@ -16,11 +21,15 @@ export interface WorkerTask {
   fn: string;
   args: unknown[];
   annotations?: Record<string, unknown>;
+  /** Lower runs first; ties run in arrival order. */
+  priority: number;
+  /** Arrival order, the tie-breaker of `priority`. */
+  seq: number;
   stimulusId: string;
   /** Dependency values captured for this task. */
   depValues: Map<string, unknown> | null;
-  /** Dependencies still being fetched. */
-  missing: Set<string>;
+  /** Dependencies still being fetched (null: none, most tasks). */
+  missing: Set<string> | null;
   /** A `free` arrived while it was executing: drop its result. */
   cancelled: boolean;
 }
@@ -34,63 +43,158 @@ export interface FetchState {
   waiters: Set<WorkerTask>;
 }
 
-/** What the state machine asks worker.ts to do. */
-export interface WorkerStateHooks {
-  onTransition?: (key: string, start: WorkerTaskStateName, finish: WorkerTaskStateName, info: TransitionInfo) => void;
-  /** Fetch these keys (all held by the same peers). */
-  fetch(deps: FetchState[]): void;
-  /** A task became ready. */
-  ready(task: WorkerTask): void;
-  /** A task could not get a dependency from anyone. */
-  missingData(task: WorkerTask, dep: string): void;
-}
+/** What goes in. */
+export type Stimulus =
+  | {
+    op: "compute-task";
+    key: string;
+    fn: string;
+    args: unknown[];
+    deps: DepInfo[];
+    annotations?: Record<string, unknown>;
+    priority?: number;
+    stimulusId: string;
+  }
+  | { op: "free-keys"; keys: string[]; stimulusId: string }
+  | { op: "execute-success"; key: string; value: unknown; nbytes: number; duration: number; stimulusId: string }
+  | { op: "execute-failure"; key: string; exception: string; traceback: string; duration: number; stimulusId: string }
+  | { op: "gather-dep-success"; data: Map<string, unknown>; stimulusId: string }
+  | { op: "gather-dep-failure"; keys: string[]; stimulusId: string };
 
-/** The compute instruction from the scheduler. */
-export interface ComputeMessage {
-  key: string;
-  fn: string;
-  args: unknown[];
-  deps: Array<{ key: string; value?: unknown; who?: string[]; nbytes: number }>;
-  annotations?: Record<string, unknown>;
-  stimulusId: string;
+/** What comes out, for worker.ts to do. */
+export type Instruction =
+  | { op: "execute"; task: WorkerTask }
+  | { op: "gather-dep"; who: string; keys: string[]; stimulusId: string }
+  | { op: "send"; msg: WorkerToScheduler }
+  | { op: "transition"; key: string; start: WorkerTaskStateName; finish: WorkerTaskStateName; info: TransitionInfo };
+
+/** Options of {@linkcode WorkerState}. */
+export interface WorkerStateOptions {
+  /** Tasks executing at once. @default 1 */
+  nthreads?: number;
+  /** Results up to this size travel inline in `done`. @default 0 */
+  inlineLimit?: number;
 }
 
 /**
- * Tasks, results and fetches of one worker.
+ * Tasks, results, fetches and the ready queue of one worker.
+ *
+ * @example
+ * ```ts
+ * const state = new WorkerState({ nthreads: 2 });
+ * const out = state.handleStimulus({ op: "compute-task", key: "a", fn: "builtin.inc", args: [1], deps: [], stimulusId: "s1" });
+ * // out: [{ op: "execute", task }]
+ * ```
  */
-export class WorkerStateMachine {
+export class WorkerState {
+  readonly nthreads: number;
   readonly tasks = new Map<string, WorkerTask>();
   /** Results held by this worker (its own results; the scheduler knows them). */
   readonly data = new Map<string, unknown>();
   readonly fetching = new Map<string, FetchState>();
-  #hooks: WorkerStateHooks;
-  hasTransitionHook = false;
+  /** Report transitions as instructions (a plugin has a `transition` hook). */
+  recordTransitions = false;
+  #inlineLimit: number;
+  #ready = new ReadyHeap();
+  #executing = 0;
+  #seq = 0;
+  #closing = false;
+  /** The instructions of the stimulus being handled. */
+  #out: Instruction[] = [];
 
-  constructor(hooks: WorkerStateHooks) {
-    this.#hooks = hooks;
+  constructor(options: WorkerStateOptions = {}) {
+    this.nthreads = Math.max(1, Math.floor(options.nthreads ?? 1));
+    this.#inlineLimit = options.inlineLimit ?? 0;
   }
 
-  #emit(key: string, start: WorkerTaskStateName, finish: WorkerTaskStateName, info: TransitionInfo): void {
-    if (this.hasTransitionHook) this.#hooks.onTransition?.(key, start, finish, info);
+  /** Tasks executing now. */
+  get executing(): number {
+    return this.#executing;
   }
 
-  /** Sets a task's state and reports the transition. */
-  transition(task: WorkerTask, finish: WorkerTaskStateName, extra?: Partial<TransitionInfo>): void {
+  /** Tasks ready and waiting for a thread. */
+  get readyCount(): number {
+    return this.#ready.size;
+  }
+
+  /** Handles one stimulus and returns what follows from it, in order. */
+  handleStimulus(stimulus: Stimulus): Instruction[] {
+    const out: Instruction[] = this.#out = [];
+    switch (stimulus.op) {
+      case "compute-task":
+        this.#compute(stimulus);
+        break;
+      case "free-keys":
+        for (const key of stimulus.keys) this.#free(key, stimulus.stimulusId);
+        break;
+      case "execute-success":
+        this.#succeeded(stimulus);
+        break;
+      case "execute-failure":
+        this.#failed(stimulus);
+        break;
+      case "gather-dep-success":
+        this.#fetched(stimulus.data, stimulus.stimulusId);
+        break;
+      case "gather-dep-failure":
+        this.#fetchFailed(stimulus.keys, stimulus.stimulusId);
+        break;
+    }
+    this.#ensureComputing();
+    return out;
+  }
+
+  /** The worker is closing: queued tasks are handed back (dropped), no new execution starts. */
+  close(): void {
+    this.#closing = true;
+    this.#ready.clear();
+  }
+
+  /** Drops everything (the scheduler connection was lost: it forgets this worker's tasks). */
+  reset(): void {
+    for (const task of this.tasks.values()) {
+      // A running task still holds a thread: it stays, cancelled, until it returns.
+      if (task.state === "executing") task.cancelled = true;
+      else this.tasks.delete(task.key);
+    }
+    this.data.clear();
+    this.fetching.clear();
+    this.#ready.clear();
+  }
+
+  #transition(task: WorkerTask, finish: WorkerTaskStateName, stimulusId: string, extra?: Partial<TransitionInfo>): void {
     const start = task.state;
     task.state = finish;
-    if (this.hasTransitionHook) this.#emit(task.key, start, finish, { stimulusId: task.stimulusId, ...extra });
+    if (this.recordTransitions) {
+      this.#out.push({ op: "transition", key: task.key, start, finish, info: { stimulusId, ...extra } });
+    }
   }
 
-  /** The scheduler asks for a task to be computed. */
-  compute(msg: ComputeMessage): void {
+  #emit(key: string, start: WorkerTaskStateName, finish: WorkerTaskStateName, stimulusId: string, extra?: Partial<TransitionInfo>): void {
+    if (this.recordTransitions) this.#out.push({ op: "transition", key, start, finish, info: { stimulusId, ...extra } });
+  }
+
+  #compute(msg: Extract<Stimulus, { op: "compute-task" }>): void {
     const existing = this.tasks.get(msg.key);
     if (existing) {
-      // Asked again while it runs (after a cancel): keep the running attempt.
-      if (existing.state === "executing") {
-        existing.cancelled = false;
-        return;
+      switch (existing.state) {
+        case "executing":
+          // Asked again while it runs (after a cancel): keep the running attempt.
+          existing.cancelled = false;
+          return;
+        case "waiting":
+        case "ready":
+          return;
+        case "memory":
+          // Computed again (the scheduler lost its copy): the old result goes.
+          this.data.delete(msg.key);
+          this.#transition(existing, "released", msg.stimulusId);
+          break;
+        case "error":
+          // A retry on the worker where it failed.
+          this.#transition(existing, "released", msg.stimulusId);
+          break;
       }
-      if (existing.state === "waiting" || existing.state === "ready") return;
     }
     const task: WorkerTask = {
       key: msg.key,
@@ -98,141 +202,208 @@ export class WorkerStateMachine {
       fn: msg.fn,
       args: msg.args,
       annotations: msg.annotations,
+      priority: msg.priority ?? 0,
+      seq: ++this.#seq,
       stimulusId: msg.stimulusId,
       depValues: null,
-      missing: new Set(),
+      missing: null,
       cancelled: false,
     };
     this.tasks.set(task.key, task);
-    this.transition(task, "waiting");
-    const toFetch: FetchState[] = [];
+    this.#transition(task, "waiting", msg.stimulusId);
+    let toFetch: FetchState[] | null = null;
     for (const dep of msg.deps) {
       task.depValues ??= new Map();
       if ("value" in dep) {
         task.depValues.set(dep.key, dep.value);
       } else if (this.data.has(dep.key)) {
+        // Held here: the scheduler lists it without a value or holders.
         task.depValues.set(dep.key, this.data.get(dep.key));
       } else {
-        task.missing.add(dep.key);
+        (task.missing ??= new Set()).add(dep.key);
         let fs = this.fetching.get(dep.key);
         if (!fs) {
           fs = { key: dep.key, state: "fetch", who: dep.who ?? [], nbytes: dep.nbytes, waiters: new Set() };
           this.fetching.set(dep.key, fs);
-          this.#emit(dep.key, "released", "fetch", { stimulusId: msg.stimulusId });
-          toFetch.push(fs);
+          this.#emit(dep.key, "released", "fetch", msg.stimulusId);
+          (toFetch ??= []).push(fs);
         }
         fs.waiters.add(task);
       }
     }
-    // Dependencies this worker holds itself are not listed by the scheduler: take them from data.
-    if (task.missing.size === 0) this.#ready(task);
-    if (toFetch.length > 0) {
-      for (const fs of toFetch) {
-        fs.state = "flight";
-        this.#emit(fs.key, "fetch", "flight", { stimulusId: msg.stimulusId });
-      }
-      this.#hooks.fetch(toFetch);
+    if (task.missing === null) this.#makeReady(task, msg.stimulusId);
+    if (toFetch) this.#gather(toFetch, msg.stimulusId);
+  }
+
+  /** One gather-dep per first holder. */
+  #gather(deps: FetchState[], stimulusId: string): void {
+    const groups = new Map<string, string[]>();
+    for (const fs of deps) {
+      fs.state = "flight";
+      this.#emit(fs.key, "fetch", "flight", stimulusId);
+      const who = fs.who[0] ?? "";
+      const keys = groups.get(who);
+      if (keys) keys.push(fs.key);
+      else groups.set(who, [fs.key]);
+    }
+    for (const [who, keys] of groups) this.#out.push({ op: "gather-dep", who, keys, stimulusId });
+  }
+
+  #makeReady(task: WorkerTask, stimulusId: string): void {
+    this.#transition(task, "ready", stimulusId);
+    this.#ready.push(task);
+  }
+
+  /** Starts ready tasks while threads are free. */
+  #ensureComputing(): void {
+    while (this.#executing < this.nthreads && this.#ready.size > 0 && !this.#closing) {
+      const task = this.#ready.pop()!;
+      // Freed or replaced while queued.
+      if (task.state !== "ready" || this.tasks.get(task.key) !== task) continue;
+      this.#executing++;
+      this.#transition(task, "executing", task.stimulusId);
+      this.#out.push({ op: "execute", task });
     }
   }
 
-  #ready(task: WorkerTask): void {
-    this.transition(task, "ready");
-    this.#hooks.ready(task);
-  }
-
-  /** Fetched dependency data arrived (or is missing). */
-  fetched(results: Map<string, unknown>, failed: string[]): void {
-    for (const [key, value] of results) {
+  #fetched(data: Map<string, unknown>, stimulusId: string): void {
+    for (const [key, value] of data) {
       const fs = this.fetching.get(key);
       if (!fs) continue;
       this.fetching.delete(key);
-      this.#emit(key, "flight", "memory", { stimulusId: "gather-dep-success", nbytes: fs.nbytes });
+      this.#emit(key, "flight", "memory", stimulusId, { nbytes: fs.nbytes });
       for (const task of fs.waiters) {
         if (task.state !== "waiting") continue;
         task.depValues!.set(key, value);
-        task.missing.delete(key);
-        if (task.missing.size === 0) this.#ready(task);
+        task.missing!.delete(key);
+        if (task.missing!.size === 0) {
+          task.missing = null;
+          this.#makeReady(task, stimulusId);
+        }
       }
     }
-    for (const key of failed) {
+  }
+
+  #fetchFailed(keys: string[], stimulusId: string): void {
+    for (const key of keys) {
       const fs = this.fetching.get(key);
       if (!fs) continue;
       this.fetching.delete(key);
-      this.#emit(key, "flight", "released", { stimulusId: "gather-dep-failed" });
+      this.#emit(key, "flight", "released", stimulusId);
       for (const task of fs.waiters) {
-        if (task.state !== "waiting") continue;
-        this.tasks.delete(task.key);
-        this.transition(task, "released");
-        this.#hooks.missingData(task, key);
+        if (task.state !== "waiting" || this.tasks.get(task.key) !== task) continue;
+        // The scheduler finds the data elsewhere (or recomputes it) and sends the task again.
+        this.#transition(task, "released", stimulusId);
+        this.#forget(task, stimulusId);
+        this.#out.push({ op: "send", msg: { op: "missing-data", key: task.key, dep: key } });
       }
     }
   }
 
-  /** The task is about to run. */
-  startExecuting(task: WorkerTask): void {
-    this.transition(task, "executing");
-  }
-
-  /** The task returned; false when its result is to be dropped (cancelled). */
-  finished(task: WorkerTask, value: unknown, nbytes: number): boolean {
-    if (task.cancelled || this.tasks.get(task.key) !== task) {
-      this.transition(task, "released");
-      this.#forget(task);
-      return false;
+  #executed(key: string, stimulusId: string): WorkerTask | null {
+    const task = this.tasks.get(key);
+    if (!task || task.state !== "executing") return null;
+    this.#executing--;
+    if (task.cancelled) {
+      this.#transition(task, "released", stimulusId);
+      this.#forget(task, stimulusId);
+      return null;
     }
-    this.data.set(task.key, value);
     task.depValues = null;
     task.args = EMPTY;
-    this.transition(task, "memory", { nbytes });
-    return true;
+    return task;
   }
 
-  /** The task threw; false when cancelled. */
-  erred(task: WorkerTask, exception: string, traceback: string): boolean {
-    if (task.cancelled || this.tasks.get(task.key) !== task) {
-      this.transition(task, "released");
-      this.#forget(task);
-      return false;
+  #succeeded(msg: Extract<Stimulus, { op: "execute-success" }>): void {
+    const task = this.#executed(msg.key, msg.stimulusId);
+    if (!task) return;
+    const { key, nbytes, duration, stimulusId } = msg;
+    const value = msg.value === undefined ? null : msg.value;
+    this.data.set(key, value);
+    this.#transition(task, "memory", stimulusId, { nbytes });
+    this.#out.push({
+      op: "send",
+      msg: nbytes <= this.#inlineLimit
+        ? { op: "done", key, nbytes, value, hasValue: true, duration, stimulusId }
+        : { op: "done", key, nbytes, duration, stimulusId },
+    });
+  }
+
+  #failed(msg: Extract<Stimulus, { op: "execute-failure" }>): void {
+    const task = this.#executed(msg.key, msg.stimulusId);
+    if (!task) return;
+    const { key, exception, traceback, duration, stimulusId } = msg;
+    // Kept in `error` until the scheduler frees the key (or computes it again).
+    this.#transition(task, "error", stimulusId, { exception, traceback });
+    this.#out.push({ op: "send", msg: { op: "erred", key, exception, traceback, duration, stimulusId } });
+  }
+
+  #free(key: string, stimulusId: string): void {
+    const task = this.tasks.get(key);
+    this.data.delete(key);
+    if (!task) return;
+    if (task.state === "executing") {
+      task.cancelled = true;
+      return;
     }
-    task.depValues = null;
-    this.transition(task, "error", { exception, traceback });
-    this.tasks.delete(task.key);
-    return true;
+    if (task.missing) for (const dep of task.missing) this.fetching.get(dep)?.waiters.delete(task);
+    if (task.state !== "released") this.#transition(task, "released", stimulusId);
+    this.#forget(task, stimulusId);
   }
 
-  /** The scheduler releases keys: results are dropped, queued tasks cancelled. */
-  free(keys: string[]): void {
-    for (const key of keys) {
-      const task = this.tasks.get(key);
-      this.data.delete(key);
-      if (!task) continue;
-      if (task.state === "executing") {
-        task.cancelled = true;
-        continue;
-      }
-      this.tasks.delete(key);
-      const start = task.state;
-      if (start !== "released") this.transition(task, "released");
-      for (const dep of task.missing) {
-        const fs = this.fetching.get(dep);
-        fs?.waiters.delete(task);
-      }
-      this.#forget(task);
-    }
-  }
-
-  #forget(task: WorkerTask): void {
+  #forget(task: WorkerTask, stimulusId: string): void {
     if (this.tasks.get(task.key) === task) this.tasks.delete(task.key);
-    this.transition(task, "forgotten");
-  }
-
-  /** Drops everything (the scheduler connection was lost). */
-  reset(): void {
-    for (const task of this.tasks.values()) task.cancelled = true;
-    this.tasks.clear();
-    this.data.clear();
-    this.fetching.clear();
+    this.#transition(task, "forgotten", stimulusId);
   }
 }
 
 const EMPTY: unknown[] = [];
+
+/** A binary min-heap of tasks by (priority, seq): the ready queue. */
+class ReadyHeap {
+  #items: WorkerTask[] = [];
+
+  get size(): number {
+    return this.#items.length;
+  }
+
+  clear(): void {
+    this.#items = [];
+  }
+
+  push(task: WorkerTask): void {
+    const items = this.#items;
+    let i = items.push(task) - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (!before(task, items[parent])) break;
+      items[i] = items[parent];
+      i = parent;
+    }
+    items[i] = task;
+  }
+
+  pop(): WorkerTask | undefined {
+    const items = this.#items;
+    const top = items[0];
+    const last = items.pop();
+    if (items.length === 0 || last === undefined) return top;
+    let i = 0;
+    const n = items.length;
+    for (;;) {
+      const left = 2 * i + 1;
+      if (left >= n) break;
+      const right = left + 1;
+      const child = right < n && before(items[right], items[left]) ? right : left;
+      if (!before(items[child], last)) break;
+      items[i] = items[child];
+      i = child;
+    }
+    items[i] = last;
+    return top;
+  }
+}
+
+function before(a: WorkerTask, b: WorkerTask): boolean {
+  return a.priority < b.priority || (a.priority === b.priority && a.seq < b.seq);
+}

@@ -1,7 +1,8 @@
 /**
  * The worker process: one WebSocket out to the scheduler, a small HTTP server for peers' data
- * requests, task execution with up to `nthreads` tasks in flight, worker plugins, and
- * reconnection. The task bookkeeping lives in state.ts.
+ * requests, task execution, worker plugins, and reconnection. What to run, when, and what to tell
+ * the scheduler is decided by the state machine in state.ts; this file carries out its
+ * instructions (execute, gather-dep, send) and feeds back what happened as stimuli.
  *
  * @module
  */
@@ -17,21 +18,14 @@ import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
-import {
-  clusterToken,
-  decodeCbor,
-  encodeCbor,
-  inlineLimitBytes,
-  type Message,
-  sizeOf,
-  timingSafeEqual,
-  version,
-} from "../protocol.ts";
+import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
+import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
+import { Requests } from "../rpc.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
-import { type ComputeMessage, type FetchState, type WorkerTask, WorkerStateMachine } from "./state.ts";
+import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from "./state.ts";
 
 /** Options of `cluster worker`. */
 export interface WorkerOptions {
@@ -63,6 +57,9 @@ export interface WorkerOptions {
 
 const log = createLogger("worker");
 
+/** What the scheduler sends, plus the op an older scheduler answers `relay` with. */
+type FromScheduler = SchedulerToWorker | { op: "relayed"; id: number; data: Record<string, unknown> }; // transitional
+
 /** A task's own time budget per tick before the event loop gets a turn (ms). */
 const tickBudgetMs = 8;
 
@@ -80,18 +77,19 @@ export class Worker {
   readonly nthreads: number;
   address = "";
   localDirectory = "";
-  readonly state: WorkerStateMachine;
+  readonly state: WorkerState;
   readonly plugins: PluginManager<WorkerPlugin>;
   readonly api: WorkerApi;
   #options: WorkerOptions;
   #session: SchedulerSession;
   #server: RunningServer | null = null;
-  #outbox: Message[] = [];
+  #outbox: WorkerToScheduler[] = [];
   #flushScheduled = false;
-  #ready: WorkerTask[] = [];
-  #readyHead = 0;
-  #executing = 0;
-  #pumpScheduled = false;
+  /** Instructions not yet carried out; `#head` is the next one. */
+  #instructions: Instruction[] = [];
+  #head = 0;
+  #draining = false;
+  #drainScheduled = false;
   #functions = new Map<string, TaskFunction>();
   #modules = new Map<string, string>();
   #moduleHashes = new Map<string, string>();
@@ -101,8 +99,8 @@ export class Worker {
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   #closing: Promise<void> | null = null;
   #registered = false;
-  #requestId = 0;
-  #relays = new Map<number, (data: Record<string, unknown>) => void>();
+  /** Our requests to the scheduler (relay). */
+  #requests = new Requests({ peer: "the scheduler", timeoutMs: 30_000 });
   #token = clusterToken();
   #pendingLocal: WirePluginSpec[] = [];
   #onClosed: Array<() => void> = [];
@@ -113,19 +111,14 @@ export class Worker {
   private constructor(options: WorkerOptions) {
     this.#options = options;
     this.name = options.name ?? `${hostname()}-${process.pid}`;
-    this.nthreads = Math.max(1, Math.floor(options.nthreads ?? 1));
-    this.state = new WorkerStateMachine({
-      onTransition: (key, start, finish, info) => this.plugins.callSync("transition", key, start, finish, info),
-      fetch: (deps) => this.#fetch(deps),
-      ready: (task) => this.#enqueue(task),
-      missingData: (task, dep) => this.#send({ op: "missing-data", key: task.key, dep }),
-    });
+    this.state = new WorkerState({ nthreads: options.nthreads, inlineLimit: inlineLimitBytes });
+    this.nthreads = this.state.nthreads;
     this.#session = new SchedulerSession({
       scheduler: options.scheduler,
       path: "/api/v1/worker",
       register: () => this.#registerMessage(),
       welcome: (msg) => this.#welcome(msg),
-      message: (msg) => this.#handle(msg),
+      message: (msg) => this.#handle(msg as unknown as FromScheduler),
       lost: () => this.#lost(),
       log,
     });
@@ -188,7 +181,7 @@ export class Worker {
     }
     await this.#session.connect(opts.connectTimeoutMs ?? 10_000);
     this.#heartbeat = setInterval(() => {
-      this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, executing: this.#executing, ready: this.#ready.length - this.#readyHead });
+      this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, executing: this.state.executing, ready: this.state.readyCount });
     }, 1000);
   }
 
@@ -259,12 +252,11 @@ export class Worker {
   #lost(): void {
     this.#registered = false;
     this.state.reset();
-    this.#ready = [];
-    this.#readyHead = 0;
     this.#outbox = [];
+    this.#requests.rejectAll("connection lost");
   }
 
-  #send(msg: Message): void {
+  #send(msg: WorkerToScheduler): void {
     this.#outbox.push(msg);
     if (!this.#flushScheduled) {
       this.#flushScheduled = true;
@@ -280,35 +272,42 @@ export class Worker {
     this.#session.send(box);
   }
 
-  #handle(msg: Message): void {
+  #handle(msg: FromScheduler): void {
     switch (msg.op) {
       case "compute":
-        this.state.compute(msg as unknown as ComputeMessage);
+        this.#stimulus({
+          op: "compute-task",
+          key: msg.key,
+          fn: msg.fn,
+          args: msg.args,
+          deps: msg.deps,
+          annotations: msg.annotations,
+          priority: msg.priority,
+          stimulusId: msg.stimulusId,
+        });
         break;
       case "free":
-        this.state.free(msg.keys as string[]);
+        this.#stimulus({ op: "free-keys", keys: msg.keys, stimulusId: msg.stimulusId });
         break;
       case "get-data": {
         const data: Record<string, unknown> = {};
-        for (const key of msg.keys as string[]) if (this.state.data.has(key)) data[key] = this.state.data.get(key);
-        this.#send({ op: "data", id: msg.id, data });
+        for (const key of msg.keys) if (this.state.data.has(key)) data[key] = this.state.data.get(key);
+        this.#send({ op: "reply", id: msg.id, data });
         break;
       }
-      case "relayed": {
-        const cb = this.#relays.get(msg.id as number);
-        this.#relays.delete(msg.id as number);
-        cb?.(msg.data as Record<string, unknown>);
+      case "relayed": // transitional: the scheduler's old answer to `relay`
+      case "reply":
+        this.#requests.settle({ ...msg, op: "reply" });
         break;
-      }
       case "plugin-add":
-        this.#addPlugin(msg.spec as WirePluginSpec, this.localDirectory).then((error) => {
-          this.#send({ op: "ack", id: msg.id, error: error ?? undefined });
+        this.#addPlugin(msg.spec, this.localDirectory).then((error) => {
+          this.#send(error ? { op: "reply", id: msg.id, error } : { op: "reply", id: msg.id });
         });
         break;
       case "plugin-remove":
-        this.plugins.remove(msg.name as string, (p) => p.teardown?.(this.api)).then(() => {
-          this.state.hasTransitionHook = this.plugins.has("transition");
-          this.#send({ op: "ack", id: msg.id });
+        this.plugins.remove(msg.name, (p) => p.teardown?.(this.api)).then(() => {
+          this.state.recordTransitions = this.plugins.has("transition");
+          this.#send({ op: "reply", id: msg.id });
         });
         break;
       case "close":
@@ -316,7 +315,7 @@ export class Worker {
         this.close();
         break;
       default:
-        log.warn(`Unknown message "${msg.op}" from the scheduler`);
+        log.warn(`Unknown message "${(msg as Message).op}" from the scheduler`);
     }
   }
 
@@ -332,52 +331,73 @@ export class Worker {
         start: (p) => p.setup?.(this.api),
         teardown: (p) => p.teardown?.(this.api),
       });
-      this.state.hasTransitionHook = this.plugins.has("transition");
+      this.state.recordTransitions = this.plugins.has("transition");
       return null;
     } catch (err) {
       return errorMessage(err);
     }
   }
 
-  // ---- execution -----------------------------------------------------------------------------
+  // ---- carrying out the state machine's instructions -----------------------------------------
 
-  #enqueue(task: WorkerTask): void {
-    this.#ready.push(task);
-    this.#schedulePump();
+  #stimulus(stimulus: Stimulus): void {
+    const out = this.state.handleStimulus(stimulus);
+    if (out.length > 0) {
+      for (let i = 0; i < out.length; i++) this.#instructions.push(out[i]);
+      this.#drain();
+    }
+    // A closing worker waits for its running tasks (a cancelled one finishes with no instruction).
+    if (this.#onClosed.length > 0 && this.state.executing === 0) for (const cb of this.#onClosed.splice(0)) cb();
   }
 
-  #schedulePump(): void {
-    if (this.#pumpScheduled) return;
-    this.#pumpScheduled = true;
-    queueMicrotask(() => this.#pump());
-  }
-
-  #pump(): void {
-    this.#pumpScheduled = false;
+  /**
+   * Carries out queued instructions in order. A synchronous task's result feeds the next
+   * stimulus from inside this loop (no recursion); after `tickBudgetMs` of work the rest waits a
+   * tick, so the network gets a turn (send what is done, take new messages).
+   */
+  #drain(): void {
+    if (this.#draining || this.#drainScheduled) return;
+    this.#draining = true;
     const started = performance.now();
-    while (this.#executing < this.nthreads && this.#readyHead < this.#ready.length) {
-      const task = this.#ready[this.#readyHead++];
-      if (task.state !== "ready" || this.state.tasks.get(task.key) !== task) continue;
-      this.#run(task);
-      if (performance.now() - started > tickBudgetMs) {
-        // Let the network in: send what is done, take new messages.
-        this.#pumpScheduled = true;
-        setTimeout(() => {
-          this.#pumpScheduled = false;
-          this.#pump();
-        }, 0);
-        break;
+    try {
+      while (this.#head < this.#instructions.length) {
+        const ins = this.#instructions[this.#head++];
+        switch (ins.op) {
+          case "execute":
+            this.#execute(ins.task);
+            break;
+          case "send":
+            this.#send(ins.msg);
+            break;
+          case "gather-dep":
+            this.#gatherDep(ins.who, ins.keys);
+            break;
+          case "transition":
+            this.plugins.callSync("transition", ins.key, ins.start, ins.finish, ins.info);
+            break;
+        }
+        if (ins.op === "execute" && performance.now() - started > tickBudgetMs) {
+          this.#drainScheduled = true;
+          setTimeout(() => {
+            this.#drainScheduled = false;
+            this.#drain();
+          }, 0);
+          break;
+        }
       }
+    } finally {
+      this.#draining = false;
     }
-    if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
-      this.#ready = this.#ready.slice(this.#readyHead);
-      this.#readyHead = 0;
+    if (this.#head === this.#instructions.length) {
+      this.#instructions = [];
+      this.#head = 0;
+    } else if (this.#head > 1024) {
+      this.#instructions = this.#instructions.slice(this.#head);
+      this.#head = 0;
     }
   }
 
-  #run(task: WorkerTask): void {
-    this.state.startExecuting(task);
-    this.#executing++;
+  #execute(task: WorkerTask): void {
     const start = performance.now();
     let result: unknown;
     try {
@@ -393,76 +413,52 @@ export class Worker {
         result = (fn as (...a: unknown[]) => unknown)(...args);
       }
     } catch (err) {
-      this.#failed(task, err, start);
+      this.#failed(task.key, err, start);
       return;
     }
     if (result instanceof Promise || (result !== null && typeof result === "object" && typeof (result as PromiseLike<unknown>).then === "function")) {
-      (result as Promise<unknown>).then((value) => this.#succeeded(task, value, start), (err) => this.#failed(task, err, start));
+      (result as Promise<unknown>).then((value) => this.#succeeded(task.key, value, start), (err) => this.#failed(task.key, err, start));
     } else {
-      this.#succeeded(task, result, start);
+      this.#succeeded(task.key, result, start);
     }
   }
 
-  #succeeded(task: WorkerTask, value: unknown, start: number): void {
-    this.#executing--;
+  #succeeded(key: string, value: unknown, start: number): void {
     const duration = (performance.now() - start) / 1000;
-    if (value === undefined) value = null;
-    const nbytes = sizeOf(value);
-    if (this.state.finished(task, value, nbytes)) {
-      if (nbytes <= inlineLimitBytes) this.#send({ op: "done", key: task.key, nbytes, value, hasValue: true, duration, stimulusId: `task-finished-${++this.#stimuli}` });
-      else this.#send({ op: "done", key: task.key, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}` });
-    }
-    if (this.#readyHead < this.#ready.length) this.#schedulePump();
-    else this.#checkIdle();
+    const nbytes = sizeOf(value ?? null);
+    this.#stimulus({ op: "execute-success", key, value, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}` });
   }
 
-  #failed(task: WorkerTask, err: unknown, start: number): void {
-    this.#executing--;
+  #failed(key: string, err: unknown, start: number): void {
     const duration = (performance.now() - start) / 1000;
     const exception = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const traceback = err instanceof Error ? err.stack ?? "" : "";
-    if (this.state.erred(task, exception, traceback)) {
-      this.#send({ op: "erred", key: task.key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}` });
-    }
-    if (this.#readyHead < this.#ready.length) this.#schedulePump();
-    else this.#checkIdle();
-  }
-
-  #checkIdle(): void {
-    if (this.#executing === 0) for (const cb of this.#onClosed.splice(0)) cb();
+    this.#stimulus({ op: "execute-failure", key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}` });
   }
 
   // ---- data transfer -------------------------------------------------------------------------
 
-  async #fetch(deps: FetchState[]): Promise<void> {
-    // Group by first holder; each group is one request.
-    const groups = new Map<string, FetchState[]>();
-    for (const fs of deps) {
-      const who = fs.who[0] ?? "";
-      let list = groups.get(who);
-      if (!list) groups.set(who, list = []);
-      list.push(fs);
+  /** Fetches keys from their holder; what it lacks comes through the scheduler (relay). */
+  async #gatherDep(who: string, keys: string[]): Promise<void> {
+    let data: Record<string, unknown> = {};
+    if (who) {
+      try {
+        data = await this.#fetchFromPeer(who, keys);
+      } catch (err) {
+        log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
+      }
     }
-    await Promise.all([...groups].map(async ([who, list]) => {
-      const keys = list.map((fs) => fs.key);
-      let data: Record<string, unknown> = {};
-      if (who) {
-        try {
-          data = await this.#fetchFromPeer(who, keys);
-        } catch (err) {
-          log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
-        }
-      }
-      const missing = keys.filter((k) => !(k in data));
-      if (missing.length > 0) Object.assign(data, await this.#relay(missing));
-      const results = new Map<string, unknown>();
-      const failed: string[] = [];
-      for (const key of keys) {
-        if (key in data) results.set(key, data[key]);
-        else failed.push(key);
-      }
-      this.state.fetched(results, failed);
-    }));
+    const missing = keys.filter((k) => !(k in data));
+    if (missing.length > 0) Object.assign(data, await this.#relay(missing));
+    const results = new Map<string, unknown>();
+    const failed: string[] = [];
+    for (const key of keys) {
+      if (key in data) results.set(key, data[key]);
+      else failed.push(key);
+    }
+    const stimulusId = `gather-dep-${++this.#stimuli}`;
+    if (results.size > 0) this.#stimulus({ op: "gather-dep-success", data: results, stimulusId });
+    if (failed.length > 0) this.#stimulus({ op: "gather-dep-failure", keys: failed, stimulusId });
   }
 
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
@@ -479,19 +475,14 @@ export class Worker {
     return body.data;
   }
 
-  #relay(keys: string[]): Promise<Record<string, unknown>> {
-    const id = ++this.#requestId;
-    return new Promise((resolve) => {
-      const timer = setTimeout(() => {
-        this.#relays.delete(id);
-        resolve({});
-      }, 30_000);
-      this.#relays.set(id, (data) => {
-        clearTimeout(timer);
-        resolve(data);
-      });
-      this.#send({ op: "relay", id, keys });
-    });
+  async #relay(keys: string[]): Promise<Record<string, unknown>> {
+    try {
+      const reply = await this.#requests.send((id) => this.#send({ op: "relay", id, keys }));
+      return (reply.data as Record<string, unknown>) ?? {};
+    } catch (err) {
+      log.debug(`Relay of ${keys.length} keys failed: ${errorMessage(err)}`);
+      return {};
+    }
   }
 
   #routes(): Hono {
@@ -530,9 +521,8 @@ export class Worker {
     if (this.#heartbeat) clearInterval(this.#heartbeat);
     this.#send({ op: "closing" });
     // Hand back queued work: the scheduler reschedules what we do not finish.
-    this.#ready = [];
-    this.#readyHead = 0;
-    if (this.#executing > 0) {
+    this.state.close();
+    if (this.state.executing > 0) {
       await Promise.race([
         new Promise<void>((r) => this.#onClosed.push(r)),
         new Promise((r) => setTimeout(r, timeoutMs)),
@@ -543,6 +533,7 @@ export class Worker {
     this.#flush();
     for (const ex of this.#executors.values()) await ex.close().catch(() => {});
     this.#session.close("worker closing");
+    this.#requests.rejectAll("worker closing", { final: true });
     await this.#server?.stop();
     log.info(`Worker "${this.name}" closed`);
     this.#resolveClosed();
