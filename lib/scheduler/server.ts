@@ -23,6 +23,7 @@ import type {
   TransitionInfo,
 } from "../plugins/types.ts";
 import { clusterToken, decodeCbor, decodeFrame, encodeCbor, encodeFrame, type Message, timingSafeEqual, version } from "../protocol.ts";
+import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
@@ -172,8 +173,9 @@ export class Scheduler {
     this.#moduleDir = await mkdtemp(join(tmpdir(), "cluster-scheduler-"));
     const app = this.#routes();
     this.#server = await runtime.serve(app, { hostname: options.host ?? "127.0.0.1", port: options.port ?? 8786, tls: options.tls });
-    const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
-    this.address = `${this.#server.protocol}://${host}:${this.#server.port}`;
+    // A wildcard bind is no address to connect to: show a connectable one (see lib/address.ts).
+    this.address = `${this.#server.protocol}://${connectableHost(this.#server.hostname)}:${this.#server.port}`;
+    if (isWildcard(this.#server.hostname)) log.info(`Bound to ${this.#server.hostname} port ${this.#server.port} (every interface); announcing ${this.address}`);
     try {
       for (const spec of options.plugins ?? []) await this.registerPlugin(spec);
       for (const path of options.preload ?? []) await this.#preload(path);
