@@ -104,6 +104,8 @@ export class Scheduler {
   #keyWaiters = new Map<string, Set<KeyWaiter>>();
   #httpClient: ClientState;
   #requestId = 0;
+  /** Keys workers asked the scheduler to relay (peers they could not reach): `cluster_relayed_total`. */
+  #relayedTotal = 0;
   #flushScheduled = false;
   #dirty = new Set<WorkerConn>();
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
@@ -653,6 +655,7 @@ export class Scheduler {
 
   async #relay(conn: WorkerConn, msg: Message): Promise<void> {
     const keys = msg.keys as string[];
+    this.#relayedTotal += keys.length;
     const data: Record<string, unknown> = {};
     const byHolder = new Map<WorkerConn, string[]>();
     for (const key of keys) {
@@ -1104,6 +1107,7 @@ export class Scheduler {
       Object.entries(this.state.counts).filter(([s]) => s !== "forgotten").map(([s, n]) => [`{state="${s}"}`, n]));
     metric("cluster_transitions_total", "Task transitions", "counter", [["", this.state.transitionsTotal]]);
     metric("cluster_workers", "Connected workers", "gauge", [["", this.state.workers.size]]);
+    metric("cluster_relayed_total", "Keys relayed through the scheduler between workers", "counter", [["", this.#relayedTotal]]);
     metric("cluster_plugin_errors_total", "Plugin hook errors", "counter", [["", this.plugins.errorsTotal]]);
     const byPlugin = [...this.plugins.errors].map(([name, n]) => [`{plugin="${name.replace(/"/g, "'")}"}`, n] as [string, number]);
     if (byPlugin.length > 0) metric("cluster_plugin_errors", "Plugin hook errors by plugin", "counter", byPlugin);
