@@ -181,7 +181,8 @@ export async function createHosts(names: string[]): Promise<NetHosts> {
       hosts.set(name, host);
       await run(["ip", "-n", host.ns, "link", "set", "lo", "up"]);
       // Both ends are made inside the namespaces: nothing ever exists in this machine's own.
-      await run(["ip", "-n", bridge, "link", "add", port(name), "type", "veth", "peer", "name", "eth0", "netns", host.ns]);
+      const peer = ["peer", "name", "eth0", "netns", host.ns];
+      await run(["ip", "-n", bridge, "link", "add", port(name), "type", "veth", ...peer]);
       await run(["ip", "-n", bridge, "link", "set", port(name), "master", "br0", "up"]);
       await run(["ip", "-n", host.ns, "addr", "add", `${host.address}/24`, "dev", "eth0"]);
       await run(["ip", "-n", host.ns, "link", "set", "eth0", "up"]);
