@@ -20,6 +20,7 @@ import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
 import { version } from "../protocol.ts";
+import { chooseDataHost } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { tlsFlags } from "../tls/options.ts";
 import { SchedulerSession } from "../session.ts";
@@ -31,7 +32,8 @@ export interface NannyOptions {
   scheduler: string;
   name?: string;
   nthreads: number;
-  host: string;
+  /** The data endpoint's address; without it, the address this host reaches the scheduler from. */
+  host?: string;
   port: number;
   preload: string[];
   tasks: string[];
@@ -85,6 +87,8 @@ export class Nanny {
   #rejectClosed!: (err: Error) => void;
   #options: NannyOptions;
   #server: RunningServer | null = null;
+  /** The --host its worker gets (see lib/address.ts). */
+  #workerHost = "127.0.0.1";
   #session: SchedulerSession;
   #child: ChildProcess | null = null;
   #childReady: Promise<void> | null = null;
@@ -142,8 +146,12 @@ export class Nanny {
     await mkdir(this.localDirectory, { recursive: true });
     const app = new Hono();
     app.get("/health", (c) => c.json({ status: "ok", role: "nanny", version, name: this.name, worker: this.#child?.pid ?? null, restarts: this.restarts }));
-    this.#server = await runtime.serve(app, { hostname: opts.host, port: 0, tls: opts.tls });
-    this.address = `${this.#server.protocol}://${this.#server.hostname}:${this.#server.port}`;
+    // Data address (see lib/address.ts): without --host, the address this host reaches the scheduler from.
+    const connectDeadline = Date.now() + opts.connectTimeoutMs;
+    const data = await chooseDataHost(opts.host, opts.scheduler, connectDeadline, (m) => log.warn(m));
+    this.#workerHost = opts.host || data.listen;
+    this.#server = await runtime.serve(app, { hostname: data.listen, port: 0, tls: opts.tls });
+    this.address = `${this.#server.protocol}://${data.announce}:${this.#server.port}`;
     for (const spec of opts.nannyPlugins) {
       const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd(), false);
       if (error) {
@@ -151,7 +159,7 @@ export class Nanny {
         throw new Error(error);
       }
     }
-    await this.#session.connect(opts.connectTimeoutMs);
+    await this.#session.connect(Math.max(1, connectDeadline - Date.now()));
     await this.#startFirstWorker();
     if (opts.memoryLimit) this.#memoryTimer = setInterval(() => this.#checkMemory(), 250);
   }
@@ -261,7 +269,7 @@ export class Nanny {
     const [command, ...lead] = runtime.selfCommand();
     const o = this.#options;
     const args = [...lead, "worker", o.scheduler, "--name", this.name, "--nthreads", String(o.nthreads),
-      "--host", o.host, "--port", String(o.port), "--local-directory", join(this.localDirectory, "worker"),
+      "--host", this.#workerHost, "--port", String(o.port), "--local-directory", join(this.localDirectory, "worker"),
       "--connect-timeout", String(Math.ceil(o.connectTimeoutMs / 1000))];
     for (const p of o.preload) args.push("--preload", p);
     for (const t of o.tasks) args.push("--tasks", t);

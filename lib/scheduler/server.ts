@@ -23,6 +23,7 @@ import type {
   TransitionInfo,
 } from "../plugins/types.ts";
 import { clusterToken, decodeCbor, decodeFrame, encodeCbor, encodeFrame, type Message, timingSafeEqual, version } from "../protocol.ts";
+import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
@@ -103,6 +104,8 @@ export class Scheduler {
   #keyWaiters = new Map<string, Set<KeyWaiter>>();
   #httpClient: ClientState;
   #requestId = 0;
+  /** Keys workers asked the scheduler to relay (peers they could not reach): `cluster_relayed_total`. */
+  #relayedTotal = 0;
   #flushScheduled = false;
   #dirty = new Set<WorkerConn>();
   #heartbeatTimer: ReturnType<typeof setInterval> | null = null;
@@ -172,8 +175,9 @@ export class Scheduler {
     this.#moduleDir = await mkdtemp(join(tmpdir(), "cluster-scheduler-"));
     const app = this.#routes();
     this.#server = await runtime.serve(app, { hostname: options.host ?? "127.0.0.1", port: options.port ?? 8786, tls: options.tls });
-    const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
-    this.address = `${this.#server.protocol}://${host}:${this.#server.port}`;
+    // A wildcard bind is no address to connect to: show a connectable one (see lib/address.ts).
+    this.address = `${this.#server.protocol}://${connectableHost(this.#server.hostname)}:${this.#server.port}`;
+    if (isWildcard(this.#server.hostname)) log.info(`Bound to ${this.#server.hostname} port ${this.#server.port} (every interface); announcing ${this.address}`);
     try {
       for (const spec of options.plugins ?? []) await this.registerPlugin(spec);
       for (const path of options.preload ?? []) await this.#preload(path);
@@ -655,6 +659,7 @@ export class Scheduler {
 
   async #relay(conn: WorkerConn, msg: Message): Promise<void> {
     const keys = msg.keys as string[];
+    this.#relayedTotal += keys.length;
     const data: Record<string, unknown> = {};
     const byHolder = new Map<WorkerConn, string[]>();
     for (const key of keys) {
@@ -1106,6 +1111,7 @@ export class Scheduler {
       Object.entries(this.state.counts).filter(([s]) => s !== "forgotten").map(([s, n]) => [`{state="${s}"}`, n]));
     metric("cluster_transitions_total", "Task transitions", "counter", [["", this.state.transitionsTotal]]);
     metric("cluster_workers", "Connected workers", "gauge", [["", this.state.workers.size]]);
+    metric("cluster_relayed_total", "Keys relayed through the scheduler between workers", "counter", [["", this.#relayedTotal]]);
     metric("cluster_plugin_errors_total", "Plugin hook errors", "counter", [["", this.plugins.errorsTotal]]);
     const byPlugin = [...this.plugins.errors].map(([name, n]) => [`{plugin="${name.replace(/"/g, "'")}"}`, n] as [string, number]);
     if (byPlugin.length > 0) metric("cluster_plugin_errors", "Plugin hook errors by plugin", "counter", byPlugin);

@@ -21,6 +21,7 @@ import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
 import { Requests } from "../rpc.ts";
+import { chooseDataHost } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
@@ -34,7 +35,7 @@ export interface WorkerOptions {
   name?: string;
   /** @default 1 */
   nthreads?: number;
-  /** @default "127.0.0.1" */
+  /** @default the address this host reaches the scheduler from */
   host?: string;
   /** @default 0 */
   port?: number;
@@ -153,9 +154,11 @@ export class Worker {
     const opts = this.#options;
     this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
     await mkdir(this.localDirectory, { recursive: true });
-    this.#server = await runtime.serve(this.#routes(), { hostname: opts.host ?? "127.0.0.1", port: opts.port ?? 0, tls: opts.tls });
-    const host = this.#server.hostname.includes(":") ? `[${this.#server.hostname}]` : this.#server.hostname;
-    this.address = opts.contactAddress ?? `${this.#server.protocol}://${host}:${this.#server.port}`;
+    // Data address (see lib/address.ts): without --host, the address this host reaches the scheduler from.
+    const connectDeadline = Date.now() + (opts.connectTimeoutMs ?? 10_000);
+    const data = await chooseDataHost(opts.host, opts.scheduler, connectDeadline, (m) => log.warn(m));
+    this.#server = await runtime.serve(this.#routes(), { hostname: data.listen, port: opts.port ?? 0, tls: opts.tls });
+    this.address = opts.contactAddress ?? `${this.#server.protocol}://${data.announce}:${this.#server.port}`;
     for (const path of opts.tasks ?? []) await this.loadTaskModule(path);
     // Directories a nanny plugin (upload-directory with updatePath) made importable.
     for (const dir of (process.env.CLUSTER_TASK_PATHS ?? "").split(delimiter).filter(Boolean)) {
@@ -179,7 +182,7 @@ export class Worker {
         throw new Error(error);
       }
     }
-    await this.#session.connect(opts.connectTimeoutMs ?? 10_000);
+    await this.#session.connect(Math.max(1, connectDeadline - Date.now()));
     this.#heartbeat = setInterval(() => {
       this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, executing: this.state.executing, ready: this.state.readyCount });
     }, 1000);
