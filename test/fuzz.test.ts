@@ -55,6 +55,9 @@ async function stillServing(tag: string): Promise<void> {
   expect(health.status).toBe(200);
   await sentinel(tag);
   expect(serverErrors).toEqual([]);
+  // A handler that threw is caught by the runtime and logged: the frame's other messages are lost.
+  const thrown = cluster.scheduler.stderr.join("").split("\n").filter((l) => /unhandled|^\w*Error: /.test(l));
+  expect(thrown).toEqual([]);
 }
 
 function record(kind: string, status: number, input: () => string): void {

@@ -27,6 +27,7 @@ import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
 import { inputErrorStatus, type Limits, readBodyLimited, resolveLimits } from "../limits.ts";
+import { checkMessage } from "../messages/validate.ts";
 import { withLiveFields } from "../live.ts";
 import { type ClientState, SchedulerState, type TaskState, type WorkerMessage, type WorkerState } from "./state.ts";
 
@@ -904,6 +905,12 @@ export class Scheduler {
             return;
           }
           for (const msg of messages) {
+            // Field types checked first (lib/messages/validate.ts): a bad message is dropped with a reason.
+            const invalid = checkMessage("worker", msg);
+            if (invalid !== null) {
+              log.warn(`Dropped a message from worker "${conn?.state.name ?? "?"}": ${invalid}`);
+              continue;
+            }
             if (conn) {
               this.#handleWorkerMessage(conn, msg);
             } else if (msg.op !== "register") {
@@ -926,7 +933,11 @@ export class Scheduler {
         onOpen: (_e, ws) => runtime.prepareSocket(ws),
         onMessage: (event, ws) => {
           try {
-            for (const msg of decodeFrame(event.data)) this.#onNannyMessage(nanny, ws, msg, (n) => (nanny = n));
+            for (const msg of decodeFrame(event.data)) {
+              const invalid = checkMessage("nanny", msg);
+              if (invalid !== null) log.warn(`Dropped a message from nanny "${nanny?.name ?? "?"}": ${invalid}`);
+              else this.#onNannyMessage(nanny, ws, msg, (n) => (nanny = n));
+            }
           } catch (err) {
             ws.close(1007, errorMessage(err).slice(0, 120));
           }
@@ -1012,6 +1023,11 @@ export class Scheduler {
         // Messages start in the order they came (a gather sent right after its graph finds the
         // graph applied), but a gather's long wait does not hold up what follows it.
         for (const msg of messages) {
+          const invalid = checkMessage("client", msg);
+          if (invalid !== null) {
+            reply(ws, { op: "error", id: msg.id, status: 400, error: invalid });
+            continue;
+          }
           const handle = () =>
             this.#handleClientMessage(client!, ws, msg, reply).catch((err) => {
               reply(ws, { op: "error", id: msg.id, error: errorMessage(err), status: err instanceof GraphError ? 400 : err instanceof PluginError ? 422 : inputErrorStatus(err) ?? 500 });
