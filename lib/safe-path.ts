@@ -27,7 +27,7 @@ export class UnsafePathError extends RangeError {
  * ```
  */
 export function safeRelativePath(name: string): string {
-  const refuse = (why: string) => new UnsafePathError(`Unsafe file name ${JSON.stringify(name.slice(0, 200))}: ${why}`);
+  const refuse = (why: string) => new UnsafePathError(`Invalid file name ${JSON.stringify(name.slice(0, 200))}: ${why}`);
   if (typeof name !== "string" || name === "") throw refuse("it is empty");
   if (name.includes("\0")) throw refuse("it contains NUL");
   if (name.includes("\\")) throw refuse("it contains a backslash");
@@ -54,7 +54,7 @@ export function resolveInside(base: string, name: string): string {
   const target = resolve(root, ...rel.split("/"));
   const back = relative(root, target);
   if (back === "" || back === ".." || back.startsWith(`..${sep}`) || isAbsolute(back) || !target.startsWith(root.endsWith(sep) ? root : root + sep)) {
-    throw new UnsafePathError(`Unsafe file name ${JSON.stringify(name.slice(0, 200))}: it resolves outside "${root}"`);
+    throw new UnsafePathError(`Invalid file name ${JSON.stringify(name.slice(0, 200))}: it resolves outside "${root}"`);
   }
   return target;
 }
