@@ -22,6 +22,7 @@ import { GraphError, validateGraph } from "../lib/scheduler/graph.ts";
 import { UploadFilePlugin } from "../plugins/upload-file.ts";
 import { UploadDirectoryPlugin } from "../plugins/upload-directory.ts";
 import { Scheduler } from "../lib/scheduler/server.ts";
+import { Client } from "../lib/client/mod.ts";
 import { api, collectEvents, startCluster, stopAll, type TestCluster } from "./_cluster.ts";
 
 afterAll(stopAll);
@@ -227,6 +228,17 @@ describe("limits from scheduler options", () => {
       const large = await api(url, "/api/v1/events/t", { body: { s: "x".repeat(200) } });
       expect([large.status, large.body.error]).toMatchObject([413, expect.stringContaining("maxEventBytes")]);
       expect((await api(url, "/api/v1/events/t", { body: { ok: 1 } })).status).toBe(200);
+      // The client link answers the same limits with the same status.
+      const client = await Client.connect(url);
+      try {
+        const err = await client.logEvent("t", { a: { b: { c: {} } } }).catch((e) => e);
+        expect([err.status, err.message]).toEqual([400, 'Event on topic "t" exceeds the limit "maxEventDepth": 4 levels, at most 3 levels']);
+        const graphErr = await client.compute({ tasks: ["a", "b", "c"].map((key) => ({ key, fn: "builtin.identity" })) } as never).catch((e) => e);
+        expect([graphErr.status, graphErr.message]).toEqual([413, 'Graph exceeds the limit "maxGraphTasks": 3 tasks, at most 2 tasks']);
+        await client.logEvent("t", { ok: 1 });
+      } finally {
+        await client.close();
+      }
     } finally {
       await scheduler.close();
     }
