@@ -184,11 +184,49 @@ export function measureValue(
   maxBytes: number,
   onObject?: (object: Record<string, unknown>) => boolean | void,
 ): Measure {
+  // The common case, args of plain values only: no stacks to allocate (a graph has 100,000s of these).
+  if (Array.isArray(value)) {
+    let flatBytes = 2;
+    let i = 0;
+    for (; i < value.length; i++) {
+      const child = value[i];
+      if (child !== null && typeof child === "object") break;
+      flatBytes += typeof child === "string" ? child.length + 3 : 10;
+    }
+    if (i === value.length) return { depth: 1, bytes: flatBytes };
+  }
+  // Parallel stacks of values and their depths: no closures, no recursion. Reused between calls
+  // (a graph walks 100,000s of args), unless a callback walks another value meanwhile.
+  const reuse = !walking;
+  const stack: unknown[] = reuse ? sharedStack : [];
+  const depths: number[] = reuse ? sharedDepths : [];
+  walking = true;
+  try {
+    stack.push(value);
+    depths.push(1);
+    return walk(stack, depths, maxDepth, maxBytes, onObject);
+  } finally {
+    if (reuse) {
+      walking = false;
+      stack.length = 0;
+      depths.length = 0;
+    }
+  }
+}
+
+const sharedStack: unknown[] = [];
+const sharedDepths: number[] = [];
+let walking = false;
+
+function walk(
+  stack: unknown[],
+  depths: number[],
+  maxDepth: number,
+  maxBytes: number,
+  onObject: ((object: Record<string, unknown>) => boolean | void) | undefined,
+): Measure {
   let bytes = 0;
   let depth = 0;
-  // Parallel stacks of values and their depths: no closures, no recursion.
-  const stack: unknown[] = [value];
-  const depths: number[] = [1];
   while (stack.length > 0) {
     const item = stack.pop();
     const level = depths.pop()!;
