@@ -288,7 +288,7 @@ function walk(
 /** Refuses a task key (or topic) longer than `maxKeyLength`. */
 export function checkKeyLength(what: string, key: string, limits: Limits): void {
   if (key.length > limits.maxKeyLength) {
-    throw new LimitError(`${what} "${key.slice(0, 40)}…"`, "maxKeyLength", key.length, limits.maxKeyLength);
+    throw new LimitError(`${what} "${clip(key)}"`, "maxKeyLength", key.length, limits.maxKeyLength);
   }
 }
 
@@ -304,7 +304,7 @@ export function checkKeyLength(what: string, key: string, limits: Limits): void 
  */
 export function checkEvent(topic: string, fields: unknown, limits: Limits): string {
   checkKeyLength("Event topic", topic, limits);
-  const what = `Event on topic "${topic.slice(0, 40)}"`;
+  const what = `Event on topic "${clip(topic)}"`;
   // The approximate size is a guard before stringifying: a 50 MB event is refused here.
   const measure = measureValue(fields, limits.maxEventDepth, limits.maxEventBytes * 4);
   if (measure.depth > limits.maxEventDepth) throw new LimitError(what, "maxEventDepth", measure.depth, limits.maxEventDepth);
@@ -319,6 +319,11 @@ export function checkEvent(topic: string, fields: unknown, limits: Limits): stri
   const bytes = json.length * 3 <= limits.maxEventBytes ? json.length : utf8Length(json);
   if (bytes > limits.maxEventBytes) throw new LimitError(what, "maxEventBytes", bytes, limits.maxEventBytes);
   return json;
+}
+
+/** A name for a message: its first 40 characters, and an ellipsis when there is more. */
+function clip(name: string): string {
+  return name.length > 40 ? `${name.slice(0, 40)}…` : name;
 }
 
 /** The UTF-8 length of a string, without encoding it. */
