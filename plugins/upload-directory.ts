@@ -14,7 +14,8 @@
  * @module
  */
 import { mkdir, writeFile } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, resolve, sep } from "node:path";
+import { basename, dirname, resolve } from "node:path";
+import { resolveInside, safeRelativePath } from "../lib/safe-path.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { Logger, NannyApi, NannyPlugin, PluginContext } from "../lib/plugins/types.ts";
 import type { BuiltinPlugin } from "./mod.ts";
@@ -31,17 +32,8 @@ export interface UploadDirectoryOptions {
   skip?: string[];
 }
 
-/**
- * Checks a file name sent with the registration: a relative path that stays inside the
- * directory. Returns the name with `/` separators.
- */
-export function safeRelativePath(name: string): string {
-  const parts = name.split(/[\\/]+/).filter((p) => p !== "" && p !== ".");
-  if (isAbsolute(name) || /^[a-zA-Z]:/.test(name) || parts.length === 0 || parts.includes("..") || name.includes("\0")) {
-    throw new RangeError(`Invalid file name "${name}" in plugin "upload-directory": must be a relative path inside the directory`);
-  }
-  return parts.join("/");
-}
+/** The check for every file name sent with the registration (lib/safe-path.ts). */
+export { safeRelativePath };
 
 /**
  * Writes an uploaded directory into every nanny's local directory.
@@ -86,9 +78,7 @@ export class UploadDirectoryPlugin implements NannyPlugin {
     const dir = resolve(nanny.localDirectory, this.dirName);
     await mkdir(dir, { recursive: true });
     for (const [name, bytes] of this.#files) {
-      const target = join(dir, ...name.split("/"));
-      // safeRelativePath already refuses "..": this is the last line of defence.
-      if (!target.startsWith(dir + sep)) throw new RangeError(`File "${name}" would be written outside "${dir}"`);
+      const target = resolveInside(dir, name);
       await mkdir(dirname(target), { recursive: true });
       await writeFile(target, bytes);
     }

@@ -10,7 +10,8 @@
  * @module
  */
 import { mkdir, writeFile } from "node:fs/promises";
-import { basename, dirname, isAbsolute, join, normalize } from "node:path";
+import { basename, dirname } from "node:path";
+import { resolveInside, safeRelativePath } from "../lib/safe-path.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { PluginContext, WorkerApi, WorkerPlugin } from "../lib/plugins/types.ts";
 import type { BuiltinPlugin } from "./mod.ts";
@@ -46,11 +47,8 @@ export class UploadFilePlugin implements WorkerPlugin {
     if (typeof options.path !== "string" || options.path === "") {
       throw new TypeError(`Option "path" of upload-file must be a file name`);
     }
-    // Only a relative path inside the local directory; an absolute one keeps its basename.
-    const rel = isAbsolute(options.path) ? basename(options.path) : normalize(options.path).replaceAll("\\", "/");
-    if (rel === ".." || rel.startsWith("../")) {
-      throw new RangeError(`Cannot upload file "${options.path}": the path leaves the worker's local directory`);
-    }
+    // Only a relative path inside the local directory (lib/safe-path.ts: no "..", backslash, drive, NUL).
+    const rel = safeRelativePath(options.path);
     const files = context.files ?? {};
     const bytes = files[options.path] ?? files[rel] ?? files[basename(rel)];
     if (!bytes) {
@@ -72,7 +70,7 @@ export class UploadFilePlugin implements WorkerPlugin {
   }
 
   async setup(worker: WorkerApi): Promise<void> {
-    const target = join(worker.localDirectory, this.relativePath);
+    const target = resolveInside(worker.localDirectory, this.relativePath);
     await mkdir(dirname(target), { recursive: true });
     await writeFile(target, this.#bytes);
     if (!this.loadsModule) return;

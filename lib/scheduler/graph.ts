@@ -5,6 +5,7 @@
  * @module
  */
 import { builtins } from "../worker/builtins.ts";
+import { checkKeyLength, defaultLimits, LimitError, type Limits, measureValue } from "../limits.ts";
 
 /** One task as submitted. */
 export interface TaskSpec {
@@ -49,20 +50,18 @@ function checkFn(key: string, fn: string, knownModules: ReadonlySet<string> | nu
   }
 }
 
-/** Collects the keys referenced by `{"$ref": KEY}` anywhere inside a value. */
+/** Collects the keys referenced by `{"$ref": KEY}` anywhere inside a value (iteratively: no depth limit). */
 export function collectRefs(value: unknown, out: string[]): void {
-  if (value === null || typeof value !== "object") return;
-  if (Array.isArray(value)) {
-    for (const item of value) if (item !== null && typeof item === "object") collectRefs(item, out);
-    return;
-  }
-  const ref = (value as { $ref?: unknown }).$ref;
-  if (ref !== undefined) {
-    if (typeof ref !== "string") throw new GraphError(`"$ref" must be a string, got ${JSON.stringify(ref)}`);
-    out.push(ref);
-    return;
-  }
-  for (const item of Object.values(value)) if (item !== null && typeof item === "object") collectRefs(item, out);
+  measureValue(value, Infinity, Infinity, (object) => refOf(object, out));
+}
+
+/** Adds an object's `$ref` to `out`; true when it is a ref (its fields are not walked into). */
+function refOf(object: Record<string, unknown>, out: string[]): boolean {
+  const ref = object.$ref;
+  if (ref === undefined) return false;
+  if (typeof ref !== "string") throw new GraphError(`"$ref" must be a string, got ${ref === null ? "null" : typeof ref}`);
+  out.push(ref);
+  return true;
 }
 
 /**
@@ -71,20 +70,26 @@ export function collectRefs(value: unknown, out: string[]): void {
  * @param graph the decoded JSON or CBOR body
  * @param options.existing whether a key already exists at the scheduler
  * @param options.knownModules task modules some worker has; `null` when unknown (no workers)
+ * @param options.limits task count, key length, args depth and size (lib/limits.ts); over one → LimitError
  */
 export function validateGraph(
   graph: unknown,
-  options: { existing: (key: string) => boolean; knownModules: ReadonlySet<string> | null },
+  options: { existing: (key: string) => boolean; knownModules: ReadonlySet<string> | null; limits?: Limits },
 ): ValidGraph {
+  const limits = options.limits ?? defaultLimits;
   if (graph === null || typeof graph !== "object" || Array.isArray(graph)) {
     throw new GraphError("A graph must be an object with \"tasks\" and \"keys\"");
   }
   const { tasks: rawTasks, keys: rawKeys } = graph as { tasks?: unknown; keys?: unknown };
   if (!Array.isArray(rawTasks)) throw new GraphError("\"tasks\" must be an array");
+  if (rawTasks.length > limits.maxGraphTasks) throw new LimitError("Graph", "maxGraphTasks", rawTasks.length, limits.maxGraphTasks);
   const tasks: TaskSpec[] = [];
   const knownFns = new Set<string>();
   const deps = new Map<string, string[]>();
   const byKey = new Map<string, TaskSpec>();
+  // One array and one callback for every task's refs: a graph of 100,000 tasks makes one, not 100,000.
+  const found: string[] = [];
+  const onObject = (object: Record<string, unknown>) => refOf(object, found);
   for (let i = 0; i < rawTasks.length; i++) {
     const raw = rawTasks[i] as Record<string, unknown> | null;
     if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
@@ -92,9 +97,11 @@ export function validateGraph(
     }
     const key = raw.key;
     if (typeof key !== "string" || key === "") throw new GraphError(`Task #${i} needs a non-empty string "key"`);
+    checkKeyLength("Task key", key, limits);
     if (byKey.has(key)) throw new GraphError(`Duplicate task key "${key}"`);
     const fn = raw.fn;
     if (typeof fn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
+    if (fn.length > limits.maxKeyLength) checkKeyLength(`Fn of task "${key}"`, fn, limits);
     if (!knownFns.has(fn)) {
       checkFn(key, fn, options.knownModules);
       knownFns.add(fn);
@@ -109,16 +116,22 @@ export function validateGraph(
     if (annotations === null || typeof annotations !== "object" || Array.isArray(annotations)) {
       throw new GraphError(`Task "${key}": "annotations" must be an object`);
     }
-    let refs = noRefs;
-    if (args.some((a) => a !== null && typeof a === "object")) {
-      refs = [];
-      try {
-        collectRefs(args, refs);
-      } catch (err) {
-        throw new GraphError(`Task "${key}": ${(err as Error).message}`);
-      }
-      if (refs.length > 1) refs = [...new Set(refs)];
+    // One iterative walk checks the args' depth and size (lib/limits.ts) and collects the refs.
+    let measure;
+    try {
+      measure = measureValue(args, limits.maxArgsDepth, limits.maxArgsBytes, onObject);
+    } catch (err) {
+      throw new GraphError(`Task "${key}": ${(err as Error).message}`);
     }
+    if (measure.depth > limits.maxArgsDepth) throw new LimitError(`Args of task "${key}"`, "maxArgsDepth", measure.depth, limits.maxArgsDepth);
+    if (measure.bytes > limits.maxArgsBytes) throw new LimitError(`Args of task "${key}"`, "maxArgsBytes", measure.bytes, limits.maxArgsBytes);
+    if (annotations !== noAnnotations) {
+      const m = measureValue(annotations, limits.maxArgsDepth, limits.maxArgsBytes);
+      if (m.depth > limits.maxArgsDepth) throw new LimitError(`Annotations of task "${key}"`, "maxArgsDepth", m.depth, limits.maxArgsDepth);
+      if (m.bytes > limits.maxArgsBytes) throw new LimitError(`Annotations of task "${key}"`, "maxArgsBytes", m.bytes, limits.maxArgsBytes);
+    }
+    const refs = found.length === 0 ? noRefs : found.length === 1 ? [found[0]] : [...new Set(found)];
+    found.length = 0;
     const task: TaskSpec = { key, fn, args, retries, annotations: annotations as Record<string, unknown> };
     tasks.push(task);
     byKey.set(key, task);
@@ -126,6 +139,7 @@ export function validateGraph(
   }
   for (const [key, refs] of deps) {
     for (const ref of refs) {
+      if (ref.length > limits.maxKeyLength) checkKeyLength(`Ref in task "${key}"`, ref, limits);
       if (!byKey.has(ref) && !options.existing(ref)) throw new GraphError(`Task "${key}" refers to unknown key "${ref}"`);
       if (ref === key) throw new GraphError(`Task "${key}" depends on itself`);
     }
@@ -133,7 +147,8 @@ export function validateGraph(
   const keys = rawKeys === undefined ? tasks.map((t) => t.key) : rawKeys;
   if (!Array.isArray(keys)) throw new GraphError("\"keys\" must be an array of task keys");
   for (const key of keys) {
-    if (typeof key !== "string") throw new GraphError(`"keys" holds a non-string ${JSON.stringify(key)}`);
+    if (typeof key !== "string") throw new GraphError(`"keys" holds a non-string (${key === null ? "null" : typeof key})`);
+    checkKeyLength("Wanted key", key, limits);
     if (!byKey.has(key) && !options.existing(key)) throw new GraphError(`Wanted key "${key}" is not in the graph`);
   }
   return { tasks, keys: keys as string[], deps, order: orderTasks(tasks, deps, keys as string[]) };

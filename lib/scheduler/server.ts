@@ -27,6 +27,8 @@ import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
+import { inputErrorStatus, type Limits, readBodyLimited, resolveLimits } from "../limits.ts";
+import { checkMessage } from "../messages/validate.ts";
 import { withLiveFields } from "../live.ts";
 import { type ClientState, SchedulerState, type TaskState, type WorkerMessage, type WorkerState } from "./state.ts";
 
@@ -44,8 +46,14 @@ export interface SchedulerOptions {
   preload?: string[];
   /** Directory that relative plugin paths resolve against. */
   baseDir?: string;
-  /** Events kept for replay. @default 20000 */
+  /** Transition events kept for replay. @default 20000 */
   eventsKept?: number;
+  /** Other events (log, plugin, worker, posted topics) kept for replay, by count. @default 20000 */
+  eventsOtherKept?: number;
+  /** Other events kept for replay, by bytes of JSON. @default 67108864 (64 MiB) */
+  eventsOtherBytes?: number;
+  /** Input limits (lib/limits.ts: maxBodyBytes, maxGraphTasks, maxArgsDepth, maxArgsBytes, maxKeyLength, maxEventBytes, maxEventDepth). */
+  limits?: Partial<Limits>;
   /** A worker silent this long is removed. @default 15000 */
   heartbeatTimeoutMs?: number;
   /** Serve https/wss with this certificate (`--tls-cert`, `--tls-key`). */
@@ -92,6 +100,7 @@ const finishedStates = new Set<SchedulerTaskStateName>(["memory", "erred", "forg
 export class Scheduler {
   readonly state: SchedulerState;
   readonly events: EventLog;
+  readonly limits: Limits;
   readonly plugins: PluginManager<SchedulerPlugin>;
   /** Worker and nanny plugin specs, sent to every worker/nanny (also later ones). */
   readonly remotePlugins = { worker: [] as WirePluginSpec[], nanny: [] as WirePluginSpec[] };
@@ -119,7 +128,8 @@ export class Scheduler {
 
   private constructor(options: SchedulerOptions) {
     this.#options = options;
-    this.events = new EventLog(options.eventsKept ?? 20_000);
+    this.limits = resolveLimits(options.limits);
+    this.events = new EventLog(options.eventsKept ?? 20_000, { otherKept: options.eventsOtherKept, otherBytes: options.eventsOtherBytes, limits: this.limits });
     this.plugins = new PluginManager<SchedulerPlugin>((name, hook, err) => {
       log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
       if (hook !== "logEvent") {
@@ -147,7 +157,7 @@ export class Scheduler {
       workers: this.state.workers,
       clients: this.state.clients,
       logEvent: (topic: string, msg: Record<string, unknown>) => {
-        this.events.append(topic, msg);
+        this.events.post(topic, msg);
       },
       eventJson: (event: Record<string, unknown>) => this.events.json(event as ClusterEvent),
       addPlugin: async (plugin: SchedulerPlugin) => {
@@ -569,7 +579,11 @@ export class Scheduler {
         }
         break;
       case "event":
-        this.events.append(String(msg.topic), { ...(msg.msg as Record<string, unknown>), worker: ws.name });
+        try {
+          this.events.post(String(msg.topic), msg.msg, { worker: ws.name });
+        } catch (err) {
+          log.warn(`Dropped an event from worker "${ws.name}": ${errorMessage(err)}`);
+        }
         break;
       case "plugin-error":
         this.plugins.reportError(`${ws.name}/${msg.plugin}`, String(msg.hook), msg.error);
@@ -720,7 +734,11 @@ export class Scheduler {
         nanny.restarts = Number(msg.restarts ?? nanny.restarts);
         break;
       case "event":
-        this.events.append(String(msg.topic), { ...(msg.msg as Record<string, unknown>), nanny: nanny.name });
+        try {
+          this.events.post(String(msg.topic), msg.msg, { nanny: nanny.name });
+        } catch (err) {
+          log.warn(`Dropped an event from nanny "${nanny.name}": ${errorMessage(err)}`);
+        }
         break;
       case "plugin-error":
         this.plugins.reportError(`${nanny.name}/${msg.plugin}`, String(msg.hook), msg.error);
@@ -770,6 +788,7 @@ export class Scheduler {
     const graph = validateGraph(body, {
       existing: (key) => this.state.tasks.has(key),
       knownModules: this.state.workers.size > 0 ? this.#knownModules : null,
+      limits: this.limits,
     });
     const stimulusId = this.state.stimulusId("update-graph");
     if (this.plugins.has("updateGraph")) {
@@ -808,6 +827,8 @@ export class Scheduler {
     const upgrade = runtime.upgradeWebSocket;
     app.onError((err, c) => {
       if (err instanceof GraphError) return c.json({ error: err.message }, 400);
+      const inputStatus = inputErrorStatus(err);
+      if (inputStatus !== null) return c.json({ error: errorMessage(err) }, inputStatus);
       log.error(`${c.req.method} ${c.req.path}: ${errorMessage(err)}`);
       return c.json({ error: errorMessage(err) }, 500);
     });
@@ -818,7 +839,7 @@ export class Scheduler {
     });
     app.get("/api/v1/info", (c) => c.json(this.info()));
     app.post("/api/v1/graph", async (c) => {
-      const body = await readBody(c);
+      const body = await readBody(c, this.limits.maxBodyBytes);
       if (body instanceof Response) return body;
       const keys = await this.submitGraph(this.#httpClient, body);
       return c.json({ keys }, 202);
@@ -848,7 +869,7 @@ export class Scheduler {
     });
     app.get("/api/v1/plugins", (c) => c.json(this.listPlugins()));
     app.post("/api/v1/plugins", async (c) => {
-      const body = await readBody(c);
+      const body = await readBody(c, this.limits.maxBodyBytes);
       if (body instanceof Response) return body;
       const { validatePluginRequest } = await import("../plugins/request.ts");
       const spec = validatePluginRequest(body, this.#options.baseDir ?? process.cwd());
@@ -874,10 +895,9 @@ export class Scheduler {
       return c.json(out, 200);
     });
     app.post("/api/v1/events/:topic", async (c) => {
-      const body = await readBody(c);
+      const body = await readBody(c, this.limits.maxBodyBytes);
       if (body instanceof Response) return body;
-      const msg = body !== null && typeof body === "object" && !Array.isArray(body) ? body as Record<string, unknown> : { value: body };
-      const event = this.events.append(c.req.param("topic"), msg);
+      const event = this.events.post(c.req.param("topic"), body);
       return c.json({ seq: event.seq }, 200);
     });
     app.get("/metrics", (c) => c.text(this.metrics(), 200, { "content-type": "text/plain; version=0.0.4" }));
@@ -896,6 +916,12 @@ export class Scheduler {
             return;
           }
           for (const msg of messages) {
+            // Field types checked first (lib/messages/validate.ts): a bad message is dropped with a reason.
+            const invalid = checkMessage("worker", msg);
+            if (invalid !== null) {
+              log.warn(`Dropped a message from worker "${conn?.state.name ?? "?"}": ${invalid}`);
+              continue;
+            }
             if (conn) {
               this.#handleWorkerMessage(conn, msg);
             } else if (msg.op !== "register") {
@@ -918,7 +944,11 @@ export class Scheduler {
         onOpen: (_e, ws) => runtime.prepareSocket(ws),
         onMessage: (event, ws) => {
           try {
-            for (const msg of decodeFrame(event.data)) this.#onNannyMessage(nanny, ws, msg, (n) => (nanny = n));
+            for (const msg of decodeFrame(event.data)) {
+              const invalid = checkMessage("nanny", msg);
+              if (invalid !== null) log.warn(`Dropped a message from nanny "${nanny?.name ?? "?"}": ${invalid}`);
+              else this.#onNannyMessage(nanny, ws, msg, (n) => (nanny = n));
+            }
           } catch (err) {
             ws.close(1007, errorMessage(err).slice(0, 120));
           }
@@ -1004,9 +1034,14 @@ export class Scheduler {
         // Messages start in the order they came (a gather sent right after its graph finds the
         // graph applied), but a gather's long wait does not hold up what follows it.
         for (const msg of messages) {
+          const invalid = checkMessage("client", msg);
+          if (invalid !== null) {
+            reply(ws, { op: "error", id: msg.id, status: 400, error: invalid });
+            continue;
+          }
           const handle = () =>
             this.#handleClientMessage(client!, ws, msg, reply).catch((err) => {
-              reply(ws, { op: "error", id: msg.id, error: errorMessage(err), status: err instanceof GraphError ? 400 : err instanceof PluginError ? 422 : 500 });
+              reply(ws, { op: "error", id: msg.id, error: errorMessage(err), status: err instanceof GraphError ? 400 : err instanceof PluginError ? 422 : inputErrorStatus(err) ?? 500 });
             });
           chain = chain.then(() => {
             const running = handle();
@@ -1039,7 +1074,7 @@ export class Scheduler {
         if (msg.id !== undefined) reply(ws, { op: "ok", id: msg.id });
         break;
       case "event":
-        this.events.append(String(msg.topic), msg.msg as Record<string, unknown>);
+        this.events.post(String(msg.topic), msg.msg);
         if (msg.id !== undefined) reply(ws, { op: "ok", id: msg.id });
         break;
       case "register-plugin": {
@@ -1166,13 +1201,13 @@ function batchCbor(events: ClusterEvent[]): Uint8Array {
   return cached.cbor ??= encodeFrame(events);
 }
 
-/** Reads a JSON or CBOR body; a Response (400) when it is malformed. */
-async function readBody(c: Context): Promise<unknown | Response> {
+/** Reads a JSON or CBOR body of at most `limit` bytes (else a LimitError, 413); a Response (400) when it is malformed. */
+async function readBody(c: Context, limit: number): Promise<unknown | Response> {
   const type = c.req.header("content-type") ?? "application/json";
+  const bytes = await readBodyLimited(c.req.raw, limit);
   try {
-    if (type.includes("cbor")) return decodeCbor(new Uint8Array(await c.req.arrayBuffer()));
-    const text = await c.req.text();
-    return JSON.parse(text);
+    if (type.includes("cbor")) return decodeCbor(bytes);
+    return JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
     return c.json({ error: `Malformed ${type.includes("cbor") ? "CBOR" : "JSON"} body: ${errorMessage(err)}` }, 400);
   }

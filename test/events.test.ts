@@ -1,0 +1,175 @@
+/**
+ * The event log (lib/scheduler/events.ts) in-process: kept per topic class (transitions never
+ * push out other events), bounded in bytes as well as count, replay in seq order, and posted
+ * events checked against the limits before anyone sees them.
+ */
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { type ClusterEvent, EventLog } from "../lib/scheduler/events.ts";
+import { defaultLimits, LimitError, resolveLimits } from "../lib/limits.ts";
+
+/** A value nested `depth` deep, built without recursion. */
+function nested(depth: number): unknown {
+  let value: unknown = 1;
+  for (let i = 0; i < depth; i++) value = { a: value };
+  return value;
+}
+
+describe("kept per topic class", () => {
+  test("a flood of transitions does not evict log or plugin events", () => {
+    const log = new EventLog(10_000);
+    log.append("log", { message: "first" });
+    log.append("plugin", { action: "added", plugin: "p" });
+    for (let i = 0; i < 100_000; i++) log.appendTransition(`k-${i}`, "waiting", "processing", "s", "w");
+    const kept = log.replay(0, new Set(["log", "plugin"]));
+    expect(kept.map((e) => e.topic)).toEqual(["log", "plugin"]);
+    expect(log.kept.transitions).toBe(10_000);
+    const transitions = log.replay(0, new Set(["transition"]));
+    expect(transitions.length).toBe(10_000);
+    expect(transitions[0].key).toBe("k-90000");
+  });
+
+  test("at least 10,000 transitions are kept whatever capacity is asked for", () => {
+    const log = new EventLog(5);
+    for (let i = 0; i < 20_000; i++) log.appendTransition(`k-${i}`, "a", "b", "s", undefined);
+    expect(log.replay(0, null).length).toBe(10_000);
+  });
+
+  test("replay merges both classes in seq order and loses nothing still kept", () => {
+    const log = new EventLog(10_000, { otherKept: 50 });
+    const all: ClusterEvent[] = [];
+    let seq = 0;
+    for (let i = 0; i < 30_000; i++) {
+      if (i % 7 === 0) all.push(log.append("log", { i }));
+      else log.appendTransition(`k-${i}`, "a", "b", "s", undefined);
+      seq++;
+    }
+    expect(log.lastSeq).toBe(seq);
+    const replay = log.replay(0, null);
+    for (let i = 1; i < replay.length; i++) expect(replay[i].seq).toBeGreaterThan(replay[i - 1].seq);
+    const logs = replay.filter((e) => e.topic === "log");
+    expect(logs).toEqual(all.slice(-50));
+    expect(replay.filter((e) => e.topic === "transition").length).toBe(10_000);
+    const since = replay[replay.length - 100].seq;
+    expect(log.replay(since, null)).toEqual(replay.slice(-99));
+  });
+
+  test("the byte budget holds for many 1 MiB events and the newest are kept", () => {
+    const log = new EventLog(10_000, { otherBytes: 8 * 1024 * 1024 });
+    const big = "x".repeat(1024 * 1024 - 200);
+    for (let i = 0; i < 100; i++) log.post("blob", { i, big });
+    expect(log.kept.otherBytes).toBeLessThanOrEqual(8 * 1024 * 1024);
+    const kept = log.replay(0, null);
+    expect(kept.length).toBe(log.kept.others);
+    expect(kept.length).toBeGreaterThanOrEqual(7);
+    expect(kept.at(-1)!.i).toBe(99);
+    expect(kept.map((e) => e.i)).toEqual(kept.map((_, j) => 100 - kept.length + j));
+  });
+
+  test("the count bound of other events holds", () => {
+    const log = new EventLog(10_000, { otherKept: 100 });
+    for (let i = 0; i < 1000; i++) log.append("log", { i });
+    expect(log.kept.others).toBe(100);
+    expect(log.replay(0, null)[0].i).toBe(900);
+  });
+
+  test("json gives each kept event's text once and the same text as JSON.stringify", () => {
+    const log = new EventLog(10_000, { otherKept: 10 });
+    log.appendTransition("k", "a", "b", "s", "w");
+    const other = log.append("log", { message: "hi" });
+    const [transition] = log.replay(0, new Set(["transition"]));
+    expect(log.json(transition)).toBe(JSON.stringify(transition));
+    expect(log.json(transition)).toBe(log.json(transition));
+    expect(log.json(other)).toBe(JSON.stringify(other));
+    for (let i = 0; i < 20; i++) log.append("log", { i });
+    expect(log.json(other)).toBe(JSON.stringify(other));
+  });
+});
+
+describe("posted events are checked before anyone sees them", () => {
+  test("an event nested 100,000 deep is refused and the subscriber still receives the next event", async () => {
+    const log = new EventLog();
+    const received: ClusterEvent[][] = [];
+    log.subscribe({ topics: null, deliver: (events) => received.push(events.map((e) => JSON.parse(log.json(e)))) });
+    let error: unknown;
+    try {
+      log.post("deep", nested(100_000));
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(LimitError);
+    expect((error as LimitError).limit).toBe("maxEventDepth");
+    expect((error as LimitError).status).toBe(400);
+    log.post("after", { ok: true });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(received.flat().map((e) => e.topic)).toEqual(["after"]);
+    expect(log.lastSeq).toBe(1);
+  });
+
+  test("six 50 MB events are refused by size and keep nothing", () => {
+    const log = new EventLog();
+    const big = "x".repeat(50 * 1024 * 1024);
+    for (let i = 0; i < 6; i++) {
+      expect(() => log.post("big", { big })).toThrow(/maxEventBytes/);
+    }
+    expect(log.kept.others).toBe(0);
+    expect(log.kept.otherBytes).toBe(0);
+  });
+
+  test("the event size counts UTF-8 bytes", () => {
+    const log = new EventLog(10_000, { limits: resolveLimits({ maxEventBytes: 100 }) });
+    log.post("t", { s: "é".repeat(40) });
+    expect(() => log.post("t", { s: "é".repeat(60) })).toThrow(/maxEventBytes.*at most 100 bytes/);
+  });
+
+  test("a value that is not an object is kept as {value} and a BigInt is refused as not JSON", () => {
+    const log = new EventLog();
+    expect(log.post("t", [1, 2]).value).toEqual([1, 2]);
+    expect(log.post("t", "text").value).toBe("text");
+    expect(() => log.post("t", { n: 1n })).toThrow(/cannot be encoded as JSON/);
+  });
+
+  test("a topic longer than the key limit is refused", () => {
+    const log = new EventLog();
+    expect(() => log.post("t".repeat(defaultLimits.maxKeyLength + 1), {})).toThrow(/maxKeyLength/);
+  });
+});
+
+describe("replay matches a model of what is kept", () => {
+  test("for random interleavings of transitions, scheduler events and posted events", () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.oneof(fc.constant("t"), fc.constant("l"), fc.integer({ min: 0, max: 3000 })), { maxLength: 400 }),
+        fc.nat(),
+        (ops, sinceSeed) => {
+          const log = new EventLog(10_000, { otherKept: 20, otherBytes: 4000 });
+          // The model: other events evicted oldest first until the new one fits in 20 and 4000 bytes.
+          const others: Array<{ event: ClusterEvent; bytes: number }> = [];
+          let otherBytes = 0;
+          let transitions = 0;
+          for (const op of ops) {
+            if (op === "t") {
+              log.appendTransition("k", "a", "b", "s", undefined);
+              transitions++;
+              continue;
+            }
+            const event = op === "l" ? log.append("log", { m: 1 }) : log.post("blob", { s: "x".repeat(op) });
+            const bytes = JSON.stringify(event).length;
+            while (others.length >= 20 || (others.length > 0 && otherBytes + bytes > 4000)) otherBytes -= others.shift()!.bytes;
+            others.push({ event, bytes });
+            otherBytes += bytes;
+          }
+          const since = sinceSeed % (log.lastSeq + 1);
+          const got = log.replay(since, null);
+          for (let i = 1; i < got.length; i++) if (got[i].seq <= got[i - 1].seq) return false;
+          const gotOthers = got.filter((e) => e.topic !== "transition");
+          const expectedOthers = others.map((o) => o.event).filter((e) => e.seq > since);
+          if (gotOthers.length !== expectedOthers.length || gotOthers.some((e, i) => e !== expectedOthers[i])) return false;
+          const all = log.replay(0, null);
+          return all.filter((e) => e.topic === "transition").length === transitions && log.kept.otherBytes === otherBytes;
+        },
+      ),
+      { numRuns: 300, interruptAfterTimeLimit: 15_000 },
+    );
+  });
+});
