@@ -141,7 +141,7 @@ export class Client {
     const pending = this.#pending.get(msg.id as number);
     if (!pending) return;
     this.#pending.delete(msg.id as number);
-    if (msg.op === "error") {
+    if (msg.op === "error" || (msg.op === "reply" && msg.error !== undefined)) {
       const err = new Error(String(msg.error)) as Error & { status?: number };
       err.status = msg.status as number;
       pending.reject(err);
