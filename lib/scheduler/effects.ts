@@ -32,35 +32,35 @@ const finishedStates: Readonly<Record<SchedulerTaskStateName, boolean>> = {
 };
 
 /**
- * The effects of one or more stimuli, kept in parallel arrays that are reused: the hot path
- * makes no object per transition or message beyond the message itself. Whoever applies the
+ * The effects of one or more stimuli, kept in parallel arrays that are reused (each valid up to
+ * its count): the hot path makes no object per transition or message beyond the message itself. Whoever applies the
  * effects calls `clear()` afterwards; effects of stimuli made meanwhile are appended.
  *
  * @example
  * ```ts
  * const fx = state.taskFinished(ws, { key: "x", nbytes: 8 }, "done-x");
  * for (let i = 0; i < fx.length; i++) console.log(fx.tasks[i].key, fx.starts[i], fx.finishes[i]);
+ * for (let i = 0; i < fx.messageCount; i++) console.log(fx.recipients[i].name, fx.messages[i].op);
  * fx.clear();
  * ```
  */
 export class Effects {
-  /** The task of each transition, in the order they were made. */
+  /** The task of each transition, in the order they were made (valid below `length`). */
   readonly tasks: TaskState[] = [];
   readonly starts: SchedulerTaskStateName[] = [];
   readonly finishes: SchedulerTaskStateName[] = [];
   readonly stimulusIds: string[] = [];
   /** Worker, nbytes, exception where the transition has them (otherwise `undefined`). */
   readonly extras: (TransitionExtra | undefined)[] = [];
-  /** Messages in the order they were made; `recipients[i]` gets `messages[i]`. */
+  /** How many transitions are recorded. */
+  length = 0;
+  /** Messages in the order they were made; `recipients[i]` gets `messages[i]` (below `messageCount`). */
   readonly recipients: WorkerState[] = [];
   readonly messages: WorkerMessage[] = [];
-  /** Keys that reached memory, erred or forgotten (what waiting clients wait for). */
+  messageCount = 0;
+  /** Keys that reached memory, erred or forgotten (below `finishedCount`): what clients wait for. */
   readonly finished: string[] = [];
-
-  /** How many transitions are recorded. */
-  get length(): number {
-    return this.tasks.length;
-  }
+  finishedCount = 0;
 
   /** Records one transition. */
   transition(
@@ -70,47 +70,53 @@ export class Effects {
     stimulusId: string,
     extra: TransitionExtra | undefined,
   ): void {
-    this.tasks.push(ts);
-    this.starts.push(start);
-    this.finishes.push(finish);
-    this.stimulusIds.push(stimulusId);
-    this.extras.push(extra);
-    if (finishedStates[finish]) this.finished.push(ts.key);
+    // Written by index, never shrunk: the arrays keep their storage from one stimulus to the next.
+    const i = this.length++;
+    this.tasks[i] = ts;
+    this.starts[i] = start;
+    this.finishes[i] = finish;
+    this.stimulusIds[i] = stimulusId;
+    this.extras[i] = extra;
+    if (finishedStates[finish]) this.finished[this.finishedCount++] = ts.key;
   }
 
   /** Records one message for a worker. */
   send(ws: WorkerState, msg: WorkerMessage): void {
-    this.recipients.push(ws);
-    this.messages.push(msg);
+    const i = this.messageCount++;
+    this.recipients[i] = ws;
+    this.messages[i] = msg;
   }
 
-  /** Empties every list, keeping the arrays. */
+  /** Forgets what was recorded (the arrays keep their storage unless they grew large). */
   clear(): void {
-    this.tasks.length = 0;
-    this.starts.length = 0;
-    this.finishes.length = 0;
-    this.stimulusIds.length = 0;
-    this.extras.length = 0;
-    this.recipients.length = 0;
-    this.messages.length = 0;
-    this.finished.length = 0;
+    if (this.length > 4096 || this.messageCount > 4096) {
+      // After a big stimulus (a large graph, a restart) let the tasks and messages go.
+      this.tasks.length = this.starts.length = this.finishes.length = this.stimulusIds.length = this.extras.length = 0;
+      this.recipients.length = this.messages.length = this.finished.length = 0;
+    }
+    this.length = 0;
+    this.messageCount = 0;
+    this.finishedCount = 0;
   }
 
   /** The transitions as records (allocates: for tests and debugging, not the hot path). */
   transitionList(): TransitionRecord[] {
-    return this.tasks.map((ts, i) => ({
-      key: ts.key,
-      start: this.starts[i],
-      finish: this.finishes[i],
-      stimulusId: this.stimulusIds[i],
-      ...this.extras[i],
-    }));
+    const out: TransitionRecord[] = [];
+    for (let i = 0; i < this.length; i++) {
+      out.push({ key: this.tasks[i].key, start: this.starts[i], finish: this.finishes[i], stimulusId: this.stimulusIds[i], ...this.extras[i] });
+    }
+    return out;
+  }
+
+  /** The finished keys (allocates: for tests and debugging). */
+  finishedKeys(): string[] {
+    return this.finished.slice(0, this.finishedCount);
   }
 
   /** The messages for each worker name, in order (allocates: for tests and debugging). */
   messagesByWorker(): Map<string, WorkerMessage[]> {
     const out = new Map<string, WorkerMessage[]>();
-    for (let i = 0; i < this.messages.length; i++) {
+    for (let i = 0; i < this.messageCount; i++) {
       const name = this.recipients[i].name;
       let list = out.get(name);
       if (!list) out.set(name, list = []);

@@ -36,8 +36,8 @@ export class Results {
   }
 
   /** Wakes whoever waits for these keys (they reached memory, erred or forgotten). */
-  wake(keys: readonly string[]): void {
-    for (let i = 0; i < keys.length; i++) {
+  wake(keys: readonly string[], count = keys.length): void {
+    for (let i = 0; i < count; i++) {
       const waiters = this.#keyWaiters.get(keys[i]);
       if (waiters) {
         this.#keyWaiters.delete(keys[i]);

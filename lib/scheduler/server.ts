@@ -234,7 +234,7 @@ export class Scheduler {
     try {
       const hooks = this.#transitionHooks;
       const events = this.events;
-      for (let i = 0; i < fx.tasks.length; i++) {
+      for (let i = 0; i < fx.length; i++) {
         const key = fx.tasks[i].key;
         const start = fx.starts[i];
         const finish = fx.finishes[i];
@@ -252,8 +252,8 @@ export class Scheduler {
         }
         events.appendTransition(key, start, finish, stimulusId, extra?.worker);
       }
-      if (fx.finished.length > 0 && this.results.waiting) this.results.wake(fx.finished);
-      for (let i = 0; i < fx.messages.length; i++) this.workers.send(fx.recipients[i], fx.messages[i]);
+      if (fx.finishedCount > 0 && this.results.waiting) this.results.wake(fx.finished, fx.finishedCount);
+      for (let i = 0; i < fx.messageCount; i++) this.workers.send(fx.recipients[i], fx.messages[i]);
     } finally {
       fx.clear();
       this.#applying = false;

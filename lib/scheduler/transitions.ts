@@ -12,7 +12,17 @@ import type { Placement } from "./placement.ts";
 import type { TaskState, WorkerState } from "./task-state.ts";
 
 type Finish = SchedulerTaskStateName;
-type TransitionFn = (ts: TaskState, stimulusId: string) => void;
+
+/** Every direct transition `#direct` makes, for finding a way through `released`. */
+const direct: ReadonlySet<string> = new Set([
+  "released>waiting", "released>forgotten", "released>erred",
+  "waiting>processing", "waiting>erred", "waiting>released",
+  "queued>processing", "queued>released", "queued>erred",
+  "no-worker>processing", "no-worker>released", "no-worker>erred",
+  "processing>memory", "processing>erred", "processing>released",
+  "memory>released", "memory>forgotten",
+  "erred>released", "erred>forgotten",
+]);
 
 /** What the transitions work on: the task table, where tasks run, and where effects go. */
 export interface TransitionsContext {
@@ -36,75 +46,11 @@ export class Transitions {
   #recStack: TaskState[] = [];
   #recs = new Map<TaskState, Finish>();
   #inLoop = false;
-  readonly #table: Record<string, TransitionFn>;
 
   constructor(context: TransitionsContext) {
     this.#tasks = context.tasks;
     this.#placement = context.placement;
     this.#fx = context.effects;
-    const toProcessing: TransitionFn = (ts, id) => this.#toProcessing(ts, id);
-    const toErred: TransitionFn = (ts, id) => this.#toErredByDependency(ts, id);
-    const toReleased: TransitionFn = (ts, id) => this.#toReleased(ts, id);
-    const forget: TransitionFn = (ts, id) => this.#forget(ts, id);
-    this.#table = {
-      "released>waiting": (ts, id) => this.#releasedWaiting(ts, id),
-      "released>forgotten": forget,
-      "released>erred": toErred,
-      "waiting>processing": toProcessing,
-      "waiting>erred": toErred,
-      "waiting>released": (ts, id) => {
-        ts.waitingOn.clear();
-        toReleased(ts, id);
-      },
-      "queued>processing": toProcessing,
-      "queued>released": toReleased,
-      "queued>erred": toErred,
-      "no-worker>processing": toProcessing,
-      "no-worker>released": (ts, id) => {
-        this.#placement.noWorker.delete(ts);
-        toReleased(ts, id);
-      },
-      "no-worker>erred": toErred,
-      "processing>memory": (ts, id) => this.#processingMemory(ts, id),
-      "processing>erred": (ts, id) => {
-        const ws = ts.processingOn;
-        if (ws) ws.processingTasks.delete(ts);
-        ts.processingOn = null;
-        this.#erredCommon(ts, id);
-      },
-      "processing>released": (ts, id) => {
-        const ws = ts.processingOn;
-        if (ws) {
-          ws.processingTasks.delete(ts);
-          if (ws.status !== "closing") this.#fx.send(ws, { op: "free", keys: [ts.key], stimulusId: id });
-        }
-        ts.processingOn = null;
-        toReleased(ts, id);
-      },
-      "memory>released": (ts, id) => {
-        this.#dropResult(ts, id);
-        this.set(ts, "released", id);
-        for (const dts of ts.dependentTasks) {
-          if (dts.state === "waiting") dts.waitingOn.add(ts);
-        }
-        this.#releasedOrForgotten(ts);
-      },
-      "memory>forgotten": (ts, id) => {
-        this.#dropResult(ts, id);
-        forget(ts, id);
-      },
-      "erred>released": (ts, id) => {
-        ts.exception = null;
-        ts.traceback = null;
-        ts.exceptionBlame = null;
-        this.set(ts, "released", id);
-        for (const dts of ts.dependentTasks) {
-          if (dts.state === "erred") this.recommend(dts, "released");
-        }
-        this.#releasedOrForgotten(ts);
-      },
-      "erred>forgotten": forget,
-    };
   }
 
   /** Asks the loop to move a task to `finish`; a later recommendation replaces this one. */
@@ -165,21 +111,94 @@ export class Transitions {
     // A stale recommendation must not drop a result that is held and needed again.
     if (start === "memory" && finish === "released" && (ts.whoHas.size > 0 || ts.hasValue) &&
       (ts.waiters.size > 0 || ts.whoWants.size > 0)) return;
-    const direct = this.#table[`${start}>${finish}`];
-    if (direct) {
-      direct(ts, stimulusId);
+    if (this.#direct(ts, start, finish, stimulusId)) return;
+    // No direct transition: through released, where both halves exist (Dask does the same).
+    if (start !== "released" && finish !== "released" && direct.has(`${start}>released`) && direct.has(`released>${finish}`)) {
+      this.#direct(ts, start, "released", stimulusId);
+      if (ts.state === "released") this.#direct(ts, "released", finish, stimulusId);
       return;
     }
-    if (start !== "released" && finish !== "released") {
-      const toReleased = this.#table[`${start}>released`];
-      const fromReleased = this.#table[`released>${finish}`];
-      if (toReleased && fromReleased) {
-        toReleased(ts, stimulusId);
-        if (ts.state === "released") fromReleased(ts, stimulusId);
-        return;
-      }
-    }
     throw new Error(`Impossible transition of "${ts.key}" from ${start} to ${finish}`);
+  }
+
+  /** Makes the transition `start>finish` if there is one (the `direct` table); false otherwise. */
+  #direct(ts: TaskState, start: Finish, finish: Finish, id: string): boolean {
+    // A switch, not a lookup by a made-up string key: this runs for every transition.
+    switch (start) {
+      case "released":
+        if (finish === "waiting") this.#releasedWaiting(ts, id);
+        else if (finish === "forgotten") this.#forget(ts, id);
+        else if (finish === "erred") this.#toErredByDependency(ts, id);
+        else return false;
+        return true;
+      case "waiting":
+        if (finish === "processing") this.#toProcessing(ts, id);
+        else if (finish === "erred") this.#toErredByDependency(ts, id);
+        else if (finish === "released") {
+          ts.waitingOn.clear();
+          this.#toReleased(ts, id);
+        } else return false;
+        return true;
+      case "queued":
+        if (finish === "processing") this.#toProcessing(ts, id);
+        else if (finish === "released") this.#toReleased(ts, id);
+        else if (finish === "erred") this.#toErredByDependency(ts, id);
+        else return false;
+        return true;
+      case "no-worker":
+        if (finish === "processing") this.#toProcessing(ts, id);
+        else if (finish === "released") {
+          this.#placement.noWorker.delete(ts);
+          this.#toReleased(ts, id);
+        } else if (finish === "erred") this.#toErredByDependency(ts, id);
+        else return false;
+        return true;
+      case "processing":
+        if (finish === "memory") this.#processingMemory(ts, id);
+        else if (finish === "erred") {
+          const ws = ts.processingOn;
+          if (ws) ws.processingTasks.delete(ts);
+          ts.processingOn = null;
+          this.#erredCommon(ts, id);
+        } else if (finish === "released") {
+          const ws = ts.processingOn;
+          if (ws) {
+            ws.processingTasks.delete(ts);
+            if (ws.status !== "closing") this.#fx.send(ws, { op: "free", keys: [ts.key], stimulusId: id });
+          }
+          ts.processingOn = null;
+          this.#toReleased(ts, id);
+        } else return false;
+        return true;
+      case "memory":
+        if (finish === "released") {
+          this.#dropResult(ts, id);
+          this.set(ts, "released", id);
+          for (const dts of ts.dependentTasks) {
+            if (dts.state === "waiting") dts.waitingOn.add(ts);
+          }
+          this.#releasedOrForgotten(ts);
+        } else if (finish === "forgotten") {
+          this.#dropResult(ts, id);
+          this.#forget(ts, id);
+        } else return false;
+        return true;
+      case "erred":
+        if (finish === "released") {
+          ts.exception = null;
+          ts.traceback = null;
+          ts.exceptionBlame = null;
+          this.set(ts, "released", id);
+          for (const dts of ts.dependentTasks) {
+            if (dts.state === "erred") this.recommend(dts, "released");
+          }
+          this.#releasedOrForgotten(ts);
+        } else if (finish === "forgotten") this.#forget(ts, id);
+        else return false;
+        return true;
+      default:
+        return false;
+    }
   }
 
   #releasedWaiting(ts: TaskState, stimulusId: string): void {
