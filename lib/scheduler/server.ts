@@ -30,7 +30,7 @@ import { Operations } from "./operations.ts";
 import { type Registration, RemotePlugins } from "./remote-plugins.ts";
 import { Results } from "./results.ts";
 import { apiRoutes } from "./routes.ts";
-import { type ClientState, SchedulerState } from "./state.ts";
+import { type ClientState, SchedulerState, type TaskState } from "./state.ts";
 import { WorkerLinks } from "./worker-link.ts";
 
 const log = createLogger("scheduler");
@@ -83,6 +83,7 @@ export class Scheduler {
   #transitionHooks: readonly Registered<SchedulerPlugin>[] = [];
   #logEventHooks: readonly Registered<SchedulerPlugin>[] = [];
   #applying = false;
+  #tasksView = new TasksView(this.state.tasks);
   #moduleDir = "";
   #restarting = false;
   #pluginCounter = 0;
@@ -113,7 +114,7 @@ export class Scheduler {
     };
     this.api = withLiveFields({
       role: "scheduler" as const,
-      tasks: this.state.tasks as ReadonlyMap<string, TaskStateView>,
+      tasks: this.#tasksView,
       workers: this.state.workers,
       clients: this.state.clients,
       logEvent: (topic: string, msg: Record<string, unknown>) => {
@@ -241,6 +242,7 @@ export class Scheduler {
         const stimulusId = fx.stimulusIds[i];
         const extra = fx.extras[i];
         if (hooks.length > 0) {
+          this.#tasksView.current = fx.tasks[i];
           const info: TransitionInfo = extra ? Object.assign({ stimulusId }, extra) : { stimulusId };
           for (let h = 0; h < hooks.length; h++) {
             try {
@@ -255,6 +257,7 @@ export class Scheduler {
       if (fx.finishedCount > 0 && this.results.waiting) this.results.wake(fx.finished, fx.finishedCount);
       for (let i = 0; i < fx.messageCount; i++) this.workers.send(fx.recipients[i], fx.messages[i]);
     } finally {
+      this.#tasksView.current = null;
       fx.clear();
       this.#applying = false;
     }
@@ -412,5 +415,45 @@ export class Scheduler {
     await this.#server?.stop();
     // Shipped plugin modules were written here for probing; nothing else uses the folder.
     if (this.#moduleDir) await rm(this.#moduleDir, { recursive: true, force: true }).catch(() => {});
+  }
+}
+
+/**
+ * `scheduler.tasks` as plugins see it: the task table, plus the task whose transition hooks run
+ * now — a task forgotten by the stimulus is still there (state `forgotten`) for the hooks of its
+ * own transitions, as when hooks ran inside the transition.
+ */
+class TasksView implements ReadonlyMap<string, TaskStateView> {
+  /** The task whose transition is being applied. */
+  current: TaskState | null = null;
+  #tasks: ReadonlyMap<string, TaskState>;
+  constructor(tasks: ReadonlyMap<string, TaskState>) {
+    this.#tasks = tasks;
+  }
+  get(key: string): TaskStateView | undefined {
+    const ts = this.#tasks.get(key);
+    if (ts !== undefined) return ts;
+    return this.current !== null && this.current.key === key ? this.current : undefined;
+  }
+  has(key: string): boolean {
+    return this.get(key) !== undefined;
+  }
+  get size(): number {
+    return this.#tasks.size;
+  }
+  forEach(fn: (value: TaskStateView, key: string, map: ReadonlyMap<string, TaskStateView>) => void): void {
+    for (const [key, ts] of this.#tasks) fn(ts, key, this);
+  }
+  entries(): MapIterator<[string, TaskStateView]> {
+    return this.#tasks.entries();
+  }
+  keys(): MapIterator<string> {
+    return this.#tasks.keys();
+  }
+  values(): MapIterator<TaskStateView> {
+    return this.#tasks.values();
+  }
+  [Symbol.iterator](): MapIterator<[string, TaskStateView]> {
+    return this.#tasks.entries();
   }
 }
