@@ -59,6 +59,9 @@ export interface WorkerConn {
 // transitional: old worker ops (`ack` for plugin-add/remove, `data` for get-data), until every
 // worker answers with `reply`.
 type OldWorkerReply = { op: "ack"; id: number; error?: string } | { op: "data"; id: number; data: Record<string, unknown> };
+// transitional: old workers also expect `relayed` for a relay; a worker that answered with an
+// old op marks the cluster as old. Goes with the two `case`s below once every worker says `reply`.
+let oldWorkers = false;
 
 /** The connected workers and their protocol. */
 export class WorkerLinks {
@@ -202,9 +205,11 @@ export class WorkerLinks {
         break;
       // transitional: old worker ops
       case "ack":
+        oldWorkers = true;
         conn.requests.settle({ op: "reply", id: msg.id, error: msg.error });
         break;
       case "data":
+        oldWorkers = true;
         conn.requests.settle({ op: "reply", id: msg.id, data: msg.data });
         break;
       case "relay":
@@ -341,6 +346,8 @@ export class WorkerLinks {
       }
     }));
     const reply: ReplyMessage = { op: "reply", id, data };
+    // transitional: old worker ops
+    if (oldWorkers) reply.op = "relayed" as "reply";
     this.send(conn.state, reply);
   }
 
