@@ -9,8 +9,22 @@ import type { SchedulerPlugin } from "../plugins/types.ts";
 import type { EventLog } from "./events.ts";
 import type { SchedulerState } from "./state.ts";
 
-/** Renders the metrics of a scheduler. */
-export function metricsText(state: SchedulerState, plugins: PluginManager<SchedulerPlugin>, events: EventLog): string {
+/** What the metrics are read from. */
+export interface MetricsSources {
+  state: SchedulerState;
+  plugins: PluginManager<SchedulerPlugin>;
+  events: EventLog;
+}
+
+/**
+ * Renders the metrics of a scheduler.
+ *
+ * @example
+ * ```ts
+ * app.get("/metrics", (c) => c.text(metricsText({ state, plugins, events })));
+ * ```
+ */
+export function metricsText({ state, plugins, events }: MetricsSources): string {
   const lines: string[] = [];
   const metric = (name: string, help: string, type: string, samples: Array<[string, number]>) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);

@@ -203,13 +203,18 @@ export class Scheduler {
     app.get("/api/v1/events", upgrade((c) => eventStreamSocket(c, this.events)));
     app.get("/api/v1/worker", upgrade(() => this.workers.socket()));
     app.get("/api/v1/nanny", upgrade(() => this.nannies.socket()));
-    app.get("/api/v1/client", upgrade(() => clientSocket({ ...this.#linkContext(), operations: this.operations })));
+    app.get("/api/v1/client", upgrade(() =>
+      clientSocket({
+        state: this.state,
+        events: this.events,
+        plugins: this.plugins,
+        api: this.api,
+        operations: this.operations,
+        apply: () => this.#apply(),
+      })
+    ));
     app.route("/api/v1", apiRoutes(this.operations, this.#httpClient));
     return app;
-  }
-
-  #linkContext() {
-    return { state: this.state, events: this.events, plugins: this.plugins, api: this.api, apply: () => this.#apply() };
   }
 
   async #preload(path: string): Promise<void> {
@@ -286,14 +291,22 @@ export class Scheduler {
   // ---- plugins -------------------------------------------------------------------------------
 
   async #addSchedulerPlugin(entry: { name: string; plugin: SchedulerPlugin; use: string; spec?: unknown }): Promise<AddResult> {
-    const result = await this.plugins.add(entry, {
-      start: (p) => p.start?.(this.api),
-      teardown: async (p) => {
-        await p.beforeClose?.();
-        await p.close?.();
-      },
-    });
-    this.#refreshHooks();
+    let result: AddResult;
+    try {
+      result = await this.plugins.add(entry, {
+        start: (p) => p.start?.(this.api),
+        teardown: async (p) => {
+          await p.beforeClose?.();
+          await p.close?.();
+        },
+      });
+    } catch (err) {
+      log.error(`Registration of the scheduler plugin "${entry.name}" failed: ${errorMessage(err)}`);
+      throw err;
+    } finally {
+      // Also after a failed start: a plugin it was to replace is gone.
+      this.#refreshHooks();
+    }
     if (result !== "kept") {
       this.events.append("plugin", { action: result, role: "scheduler", plugin: entry.name });
       log.info(`Plugin "${entry.name}" (scheduler) ${result}`);
@@ -395,7 +408,7 @@ export class Scheduler {
 
   /** Prometheus text for `GET /metrics`. */
   metrics(): string {
-    return metricsText(this.state, this.plugins, this.events);
+    return metricsText({ state: this.state, plugins: this.plugins, events: this.events });
   }
 
   /** Closes gracefully: plugins' beforeClose and close run once, workers are told to close. */
