@@ -188,6 +188,58 @@ describe("effects of a stimulus", () => {
     expect([...fx.messagesByWorker().values()].flat().map((m) => m.op)).toEqual(["compute"]);
   });
 
+  test("a worker that becomes ready takes the tasks waiting for one, in the effects of its readiness", () => {
+    const { state, submit } = setup();
+    submit({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }] });
+    const ws = state.addWorker({ name: "late", address: "http://late", nthreads: 1, nanny: false, modules: [], pid: 1 }, 0);
+    expect(state.effects.length).toBe(0);
+    const fx = state.workerReady(ws, "ready-late");
+    expect(fx.transitionList()).toEqual([{ key: "a", start: "no-worker", finish: "processing", stimulusId: "ready-late", worker: "late" }]);
+    expect(fx.messagesByWorker().get("late")!.map((m) => m.op)).toEqual(["compute"]);
+  });
+
+  test("missing data releases the lost dependency and computes it again before its dependent", () => {
+    const { state, submit, worker, finish, apply } = setup();
+    const a = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }, { key: "y", fn: "builtin.inc", args: [{ $ref: "x" }] }], keys: ["y"] });
+    // A large result (not kept by the scheduler), then its holder lost it.
+    finish(a, "x", "big", 2_000_000);
+    a.heldTasks.delete(state.tasks.get("x")!);
+    const fx = state.missingData(a, "y", "x", "missing-x");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual([
+      "x memory>released", "x released>waiting", "x waiting>processing", "y processing>released", "y released>waiting",
+    ]);
+    expect(fx.messagesByWorker().get("a")!.map((m) => m.op === "compute" ? `compute ${m.key}` : `free ${m.keys}`))
+      .toEqual(["compute x", "free y"]);
+    apply(fx);
+    expect(state.tasks.get("y")!.state).toBe("waiting");
+  });
+
+  test("a client that leaves releases what it wanted and the results are freed", () => {
+    const { state, submit, worker, finish } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }] });
+    finish(w, "x");
+    const fx = state.removeClient("c1", "client-left");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual(["x memory>forgotten"]);
+    expect(fx.messagesByWorker().get("a")).toEqual([{ op: "free", keys: ["x"], stimulusId: "client-left" }]);
+    expect(state.clients.has("c1")).toBe(false);
+  });
+
+  test("releasing a running task that is still wanted runs it again, and a held result is kept", () => {
+    const { state, submit, worker, finish } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.sleep", args: [1000] }, { key: "y", fn: "builtin.inc", args: [1] }] });
+    finish(w, "y", 1, 2_000_000);
+    const fx = state.releaseTask("x", "stale-x");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual([
+      "x processing>released", "x released>waiting", "x waiting>processing",
+    ]);
+    expect(fx.messagesByWorker().get("a")!.map((m) => m.op)).toEqual(["free", "compute"]);
+    fx.clear();
+    expect(state.releaseTask("y", "stale-y").length).toBe(0);
+  });
+
   test("a held key submitted again with another definition is a conflict and adds nothing", () => {
     const { state, submit, worker, finish } = setup();
     const w = worker("a");

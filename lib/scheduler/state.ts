@@ -307,6 +307,10 @@ export class SchedulerState {
   /** A worker could not get a dependency of `key` from any holder: run it again later. */
   missingData(ws: WorkerState, key: string, depKey: string, stimulusId: string): Effects {
     const engine = this.#engine;
+    // The task first, its lost dependency last: the stack is LIFO, so the dependency is released
+    // (and scheduled again) before the task goes back to waiting on it.
+    const ts = this.tasks.get(key);
+    if (ts && ts.state === "processing" && ts.processingOn === ws) engine.recommend(ts, "released");
     const dep = this.tasks.get(depKey);
     if (dep && dep.state === "memory" && !dep.hasValue) {
       for (const holder of [...dep.whoHas]) {
@@ -314,8 +318,6 @@ export class SchedulerState {
       }
       if (dep.whoHas.size === 0) engine.recommend(dep, "released");
     }
-    const ts = this.tasks.get(key);
-    if (ts && ts.state === "processing" && ts.processingOn === ws) engine.recommend(ts, "released");
     engine.run(stimulusId);
     if (ts && ts.state === "released") engine.recommend(ts, "waiting");
     if (dep && dep.state === "released" && (dep.waiters.size > 0 || dep.whoWants.size > 0)) engine.recommend(dep, "waiting");
