@@ -70,7 +70,7 @@ describe("scheduler plugins from plugins.toml", () => {
       expect(ug[0].client).toBe(client.id);
       expect(ug[0].keys).toEqual(["c-c"]);
       expect(ug[0].tasks).toEqual(["c-a", "c-b", "c-c"]);
-      expect(ug[0].annotations).toEqual({ "c-a": { team: "x" } });
+      expect(ug[0].annotations).toEqual({ team: { "c-a": "x" } });
       expect(Object.keys(ug[0].priority).sort()).toEqual(["c-a", "c-b", "c-c"]);
       expect(ug[0].states).toEqual(["released", "released", "released"]);
       const ugIndex = recs.indexOf(ug[0]);

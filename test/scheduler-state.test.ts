@@ -2,36 +2,44 @@
  * The scheduler's state machine, tested directly: no sockets, no processes.
  */
 import { describe, expect, test } from "bun:test";
+import { ConflictError } from "../lib/scheduler/errors.ts";
 import { validateGraph } from "../lib/scheduler/graph.ts";
-import { SchedulerState, type WorkerMessage, type WorkerState } from "../lib/scheduler/state.ts";
+import { type Effects, SchedulerState, type WorkerMessage, type WorkerState } from "../lib/scheduler/state.ts";
 
+/**
+ * A state machine with a recorder: `apply(fx)` takes what a stimulus returned, as the server
+ * does, into `log` ("key start>finish") and `sent` (messages per worker), then clears it.
+ */
 function setup() {
   const log: string[] = [];
   const sent: Array<{ worker: string; msg: WorkerMessage }> = [];
-  const state = new SchedulerState({
-    onTransition: (ts, start, finish, stimulusId) => {
-      expect(stimulusId).toBeTruthy();
-      log.push(`${ts.key} ${start}>${finish}`);
-    },
-    sendToWorker: (ws, msg) => sent.push({ worker: ws.name, msg }),
-  });
+  const state = new SchedulerState();
+  const apply = (fx: Effects): Effects => {
+    for (let i = 0; i < fx.length; i++) {
+      expect(fx.stimulusIds[i]).toBeTruthy();
+      log.push(`${fx.tasks[i].key} ${fx.starts[i]}>${fx.finishes[i]}`);
+    }
+    for (let i = 0; i < fx.messageCount; i++) sent.push({ worker: fx.recipients[i].name, msg: fx.messages[i] });
+    fx.clear();
+    return fx;
+  };
   const client = state.addClient("c1");
   const submit = (graph: unknown) =>
-    state.updateGraph(client, validateGraph(graph, { existing: (k) => state.tasks.has(k), knownModules: null }), "test");
+    apply(state.updateGraph(client, validateGraph(graph, { existing: (k) => state.tasks.has(k), knownModules: null }), "test"));
   const worker = (name: string, nthreads = 1): WorkerState => {
-    const ws = state.addWorker({ name, address: `http://${name}`, nthreads, nanny: false, modules: [], pid: 1 });
-    state.workerReady(ws, "ready");
+    const ws = state.addWorker({ name, address: `http://${name}`, nthreads, nanny: false, modules: [], pid: 1 }, 0);
+    apply(state.workerReady(ws, "ready"));
     return ws;
   };
   const computes = (name?: string) => sent.filter((s) => s.msg.op === "compute" && (!name || s.worker === name)).map((s) => (s.msg as { key: string }).key);
   const finish = (ws: WorkerState, key: string, value: unknown = 1, nbytes = 8) =>
-    state.taskFinished(ws, { key, nbytes, value, hasValue: nbytes <= 1024 }, `done-${key}`);
-  return { state, client, log, sent, submit, worker, computes, finish };
+    apply(state.taskFinished(ws, { key, nbytes, value, hasValue: nbytes <= 1024 }, `done-${key}`));
+  return { state, client, log, sent, apply, submit, worker, computes, finish };
 }
 
 describe("transitions", () => {
   test("a chain makes Dask's transitions and releasing its result forgets it all", () => {
-    const { state, client, log, submit, worker, finish } = setup();
+    const { state, client, log, submit, worker, finish, apply } = setup();
     const w = worker("a");
     submit({
       tasks: [
@@ -44,7 +52,7 @@ describe("transitions", () => {
     finish(w, "x");
     finish(w, "y");
     finish(w, "z");
-    state.releaseKeys(client, ["z"], "release");
+    apply(state.releaseKeys(client, ["z"], "release"));
     expect(log).toEqual([
       "x released>waiting", "x waiting>processing", "y released>waiting", "z released>waiting",
       "x processing>memory", "y waiting>processing", "y processing>memory", "x memory>released",
@@ -96,35 +104,186 @@ describe("transitions", () => {
   });
 });
 
-describe("failures", () => {
-  test("an erred task errs its dependents with its exception", () => {
+describe("effects of a stimulus", () => {
+  test("a finished task reports its transitions with worker and nbytes, and the compute of its dependent", () => {
+    const { state, submit, worker } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }, { key: "y", fn: "builtin.inc", args: [{ $ref: "x" }] }], keys: ["y"] });
+    const fx = state.taskFinished(w, { key: "x", nbytes: 8, value: 2, hasValue: true }, "done-x");
+    expect(fx.transitionList()).toEqual([
+      { key: "x", start: "processing", finish: "memory", stimulusId: "done-x", worker: "a", nbytes: 8 },
+      { key: "y", start: "waiting", finish: "processing", stimulusId: "done-x", worker: "a" },
+    ]);
+    expect(fx.finishedKeys()).toEqual(["x"]);
+    const messages = fx.messagesByWorker().get("a")!;
+    expect(messages).toEqual([
+      { op: "compute", key: "y", fn: "builtin.inc", args: [{ $ref: "x" }], deps: [{ key: "x", nbytes: 8 }], stimulusId: "done-x" },
+    ]);
+    fx.clear();
+    expect(fx.length).toBe(0);
+    expect(fx.messageCount).toBe(0);
+  });
+
+  test("a result no one needs any more is freed on the worker that holds it", () => {
+    const { state, client, submit, worker, finish, apply } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }] });
+    finish(w, "x");
+    const fx = state.releaseKeys(client, ["x"], "release-x");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual(["x memory>forgotten"]);
+    expect(fx.messagesByWorker().get("a")).toEqual([{ op: "free", keys: ["x"], stimulusId: "release-x" }]);
+    expect(fx.finishedKeys()).toEqual(["x"]);
+    apply(fx);
+    expect(state.tasks.size).toBe(0);
+  });
+
+  test("a result that arrives for a released task is freed and makes no transition", () => {
+    const { state, client, submit, worker, apply } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.sleep", args: [1000] }] });
+    apply(state.releaseKeys(client, ["x"], "release-x"));
+    const fx = state.taskFinished(w, { key: "x", nbytes: 8 }, "late-x");
+    expect(fx.length).toBe(0);
+    expect(fx.messagesByWorker().get("a")).toEqual([{ op: "free", keys: ["x"], stimulusId: "late-x" }]);
+  });
+
+  test("a worker that dies hands its task to another worker with the erred count kept", () => {
+    const { state, submit, worker, apply } = setup();
+    worker("a");
+    submit({ tasks: [{ key: "k", fn: "builtin.sleep", args: [1000] }] });
+    const b = worker("b");
+    expect(state.tasks.get("k")!.processingOn!.name).toBe("a");
+    const fx = state.removeWorker("a", "lost-a");
+    expect(fx.transitionList()).toEqual([
+      { key: "k", start: "processing", finish: "released", stimulusId: "lost-a" },
+      { key: "k", start: "released", finish: "waiting", stimulusId: "lost-a" },
+      { key: "k", start: "waiting", finish: "processing", stimulusId: "lost-a", worker: "b" },
+    ]);
+    // The dead worker gets nothing; the new one gets the task.
+    expect([...fx.messagesByWorker().keys()]).toEqual(["b"]);
+    apply(fx);
+    expect(state.tasks.get("k")!.suspicious).toBe(1);
+    expect(b.processingTasks.size).toBe(1);
+  });
+
+  test("an erred task reports its exception and traceback and errs its dependents in the same effects", () => {
     const { state, submit, worker } = setup();
     const w = worker("a");
     submit({ tasks: [{ key: "a", fn: "builtin.fail", args: ["x"] }, { key: "b", fn: "builtin.inc", args: [{ $ref: "a" }] }], keys: ["b"] });
-    state.taskErred(w, { key: "a", exception: "Error: x", traceback: "tb" }, "err");
+    const fx = state.taskErred(w, { key: "a", exception: "Error: x", traceback: "tb" }, "err-a");
+    expect(fx.transitionList()).toEqual([
+      { key: "a", start: "processing", finish: "erred", stimulusId: "err-a", exception: "Error: x", traceback: "tb" },
+      { key: "b", start: "waiting", finish: "erred", stimulusId: "err-a", exception: "Error: x", traceback: "tb" },
+    ]);
+    expect(fx.finishedKeys()).toEqual(["a", "b"]);
+  });
+
+  test("effects of several stimuli are appended in order until cleared", () => {
+    const { state, submit } = setup();
+    submit({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }] });
+    const ws = state.addWorker({ name: "late", address: "", nthreads: 1, nanny: false, modules: [], pid: 1 }, 0);
+    state.workerReady(ws, "ready-late");
+    const fx = state.taskFinished(ws, { key: "a", nbytes: 8 }, "done-a");
+    expect(fx.transitionList().map((t) => t.stimulusId)).toEqual(["ready-late", "done-a"]);
+    expect([...fx.messagesByWorker().values()].flat().map((m) => m.op)).toEqual(["compute"]);
+  });
+
+  test("a worker that becomes ready takes the tasks waiting for one, in the effects of its readiness", () => {
+    const { state, submit } = setup();
+    submit({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }] });
+    const ws = state.addWorker({ name: "late", address: "http://late", nthreads: 1, nanny: false, modules: [], pid: 1 }, 0);
+    expect(state.effects.length).toBe(0);
+    const fx = state.workerReady(ws, "ready-late");
+    expect(fx.transitionList()).toEqual([{ key: "a", start: "no-worker", finish: "processing", stimulusId: "ready-late", worker: "late" }]);
+    expect(fx.messagesByWorker().get("late")!.map((m) => m.op)).toEqual(["compute"]);
+  });
+
+  test("missing data releases the lost dependency and computes it again before its dependent", () => {
+    const { state, submit, worker, finish, apply } = setup();
+    const a = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }, { key: "y", fn: "builtin.inc", args: [{ $ref: "x" }] }], keys: ["y"] });
+    // A large result (not kept by the scheduler), then its holder lost it.
+    finish(a, "x", "big", 2_000_000);
+    a.heldTasks.delete(state.tasks.get("x")!);
+    const fx = state.missingData(a, "y", "x", "missing-x");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual([
+      "x memory>released", "x released>waiting", "x waiting>processing", "y processing>released", "y released>waiting",
+    ]);
+    expect(fx.messagesByWorker().get("a")!.map((m) => m.op === "compute" ? `compute ${m.key}` : `free ${m.keys}`))
+      .toEqual(["compute x", "free y"]);
+    apply(fx);
+    expect(state.tasks.get("y")!.state).toBe("waiting");
+  });
+
+  test("a client that leaves releases what it wanted and the results are freed", () => {
+    const { state, submit, worker, finish } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }] });
+    finish(w, "x");
+    const fx = state.removeClient("c1", "client-left");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual(["x memory>forgotten"]);
+    expect(fx.messagesByWorker().get("a")).toEqual([{ op: "free", keys: ["x"], stimulusId: "client-left" }]);
+    expect(state.clients.has("c1")).toBe(false);
+  });
+
+  test("releasing a running task that is still wanted runs it again, and a held result is kept", () => {
+    const { state, submit, worker, finish } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "x", fn: "builtin.sleep", args: [1000] }, { key: "y", fn: "builtin.inc", args: [1] }] });
+    finish(w, "y", 1, 2_000_000);
+    const fx = state.releaseTask("x", "stale-x");
+    expect(fx.transitionList().map((t) => `${t.key} ${t.start}>${t.finish}`)).toEqual([
+      "x processing>released", "x released>waiting", "x waiting>processing",
+    ]);
+    expect(fx.messagesByWorker().get("a")!.map((m) => m.op)).toEqual(["free", "compute"]);
+    fx.clear();
+    expect(state.releaseTask("y", "stale-y").length).toBe(0);
+  });
+
+  test("a held key submitted again with another definition is a conflict and adds nothing", () => {
+    const { state, submit, worker, finish } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }] });
+    finish(w, "a");
+    expect(() => submit({ tasks: [{ key: "b", fn: "builtin.inc", args: [5] }, { key: "a", fn: "builtin.inc", args: [2] }] }))
+      .toThrow(ConflictError);
+    expect(() => submit({ tasks: [{ key: "a", fn: "builtin.add", args: [1] }] })).toThrow(ConflictError);
+    expect(state.tasks.has("b")).toBe(false);
+    // The same definition is reused, as before.
+    submit({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }] });
+    expect(state.tasks.get("a")!.state).toBe("memory");
+  });
+});
+
+describe("failures", () => {
+  test("an erred task errs its dependents with its exception", () => {
+    const { state, submit, worker, apply } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "a", fn: "builtin.fail", args: ["x"] }, { key: "b", fn: "builtin.inc", args: [{ $ref: "a" }] }], keys: ["b"] });
+    apply(state.taskErred(w, { key: "a", exception: "Error: x", traceback: "tb" }, "err"));
     expect(state.tasks.get("a")!.state).toBe("erred");
     expect(state.tasks.get("b")!.state).toBe("erred");
     expect(state.tasks.get("b")!.exception).toBe("Error: x");
   });
 
   test("retries send the task back to waiting before it errs", () => {
-    const { state, submit, worker, log } = setup();
+    const { state, submit, worker, log, apply } = setup();
     const w = worker("a");
     submit({ tasks: [{ key: "a", fn: "builtin.fail", args: ["x"], retries: 1 }] });
-    state.taskErred(w, { key: "a", exception: "Error: x", traceback: "" }, "e1");
+    apply(state.taskErred(w, { key: "a", exception: "Error: x", traceback: "" }, "e1"));
     expect(state.tasks.get("a")!.state).toBe("processing");
-    state.taskErred(w, { key: "a", exception: "Error: x", traceback: "" }, "e2");
+    apply(state.taskErred(w, { key: "a", exception: "Error: x", traceback: "" }, "e2"));
     expect(state.tasks.get("a")!.state).toBe("erred");
     expect(log.filter((l) => l === "a waiting>processing").length).toBe(2);
   });
 
   test("a task whose workers die three times is erred with KilledWorker", () => {
-    const { state, submit, worker } = setup();
+    const { state, submit, worker, apply } = setup();
     submit({ tasks: [{ key: "k", fn: "builtin.sleep", args: [1000] }] });
     for (let i = 0; i < 3; i++) {
       worker(`w${i}`);
       expect(state.tasks.get("k")!.state).toBe("processing");
-      state.removeWorker(`w${i}`, `lost-${i}`);
+      apply(state.removeWorker(`w${i}`, `lost-${i}`));
     }
     const ts = state.tasks.get("k")!;
     expect(ts.state).toBe("erred");
@@ -132,11 +291,11 @@ describe("failures", () => {
   });
 
   test("a worker that leaves gracefully does not count against the tasks it was running", () => {
-    const { state, submit, worker } = setup();
+    const { state, submit, worker, apply } = setup();
     submit({ tasks: [{ key: "k", fn: "builtin.sleep", args: [1000] }] });
     for (let i = 0; i < 4; i++) {
       worker(`w${i}`);
-      state.removeWorker(`w${i}`, `left-${i}`, { graceful: true });
+      apply(state.removeWorker(`w${i}`, `left-${i}`, { graceful: true }));
     }
     const ts = state.tasks.get("k")!;
     expect(ts.suspicious).toBe(0);
@@ -144,7 +303,7 @@ describe("failures", () => {
   });
 
   test("results lost with a worker are recomputed from their inputs, small ones kept by the scheduler survive", () => {
-    const { state, submit, worker, finish, computes } = setup();
+    const { state, submit, worker, finish, computes, apply } = setup();
     const a = worker("a");
     submit({
       tasks: [
@@ -158,7 +317,7 @@ describe("failures", () => {
     finish(a, "large", "x".repeat(10), 2_000_000);
     expect(state.tasks.get("sum")!.state).toBe("processing");
     const b = worker("b");
-    state.removeWorker("a", "lost");
+    apply(state.removeWorker("a", "lost"));
     expect(state.tasks.get("small")!.state).toBe("memory");
     expect(state.tasks.get("large")!.state).toBe("processing");
     expect(state.tasks.get("sum")!.state).toBe("waiting");
@@ -168,11 +327,11 @@ describe("failures", () => {
   });
 
   test("forgetAll forgets every task", () => {
-    const { state, submit, worker, finish } = setup();
+    const { state, submit, worker, finish, apply } = setup();
     const w = worker("a");
     submit({ tasks: [{ key: "a", fn: "builtin.inc", args: [1] }, { key: "b", fn: "builtin.inc", args: [{ $ref: "a" }] }] });
     finish(w, "a");
-    state.forgetAll("restart");
+    apply(state.forgetAll("restart"));
     expect(state.tasks.size).toBe(0);
     expect(Object.entries(state.counts).filter(([, n]) => n !== 0)).toEqual([]);
   });

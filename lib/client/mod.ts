@@ -64,7 +64,7 @@ export interface PluginRegistration {
 }
 
 /** What the scheduler sends, plus the ops an older scheduler answers with. */
-type FromScheduler = SchedulerToClient | { op: "ok" | "error"; id: number; [field: string]: unknown }; // transitional
+type FromScheduler = SchedulerToClient;
 
 /** A request without its id (the helper numbers it). */
 type Request = ClientToScheduler extends infer M ? M extends { op: string } ? Omit<M, "id"> : never : never;
@@ -156,8 +156,6 @@ export class Client {
 
   #onMessage(msg: FromScheduler): void {
     switch (msg.op) {
-      case "ok": // transitional: the scheduler's old success answer
-      case "error": // transitional: the scheduler's old failure answer
       case "reply":
         this.#requests.settle({ ...msg, op: "reply" } as ReplyMessage);
         break;

@@ -59,7 +59,7 @@ export interface WorkerOptions {
 const log = createLogger("worker");
 
 /** What the scheduler sends, plus the op an older scheduler answers `relay` with. */
-type FromScheduler = SchedulerToWorker | { op: "relayed"; id: number; data: Record<string, unknown> }; // transitional
+type FromScheduler = SchedulerToWorker;
 
 /** A task's own time budget per tick before the event loop gets a turn (ms). */
 const tickBudgetMs = 8;
@@ -298,9 +298,8 @@ export class Worker {
         this.#send({ op: "reply", id: msg.id, data });
         break;
       }
-      case "relayed": // transitional: the scheduler's old answer to `relay`
       case "reply":
-        this.#requests.settle({ ...msg, op: "reply" });
+        this.#requests.settle(msg);
         break;
       case "plugin-add":
         this.#addPlugin(msg.spec, this.localDirectory).then((error) => {

@@ -1,0 +1,109 @@
+/**
+ * The client socket (`WS /api/v1/client`, messages in lib/messages/client.ts): each request
+ * calls one operation and is answered by one `reply` — `{op: "reply", id, ...payload}`, or
+ * `{op: "reply", id, error, status}` with the same status the HTTP API gives. Requests start in
+ * the order they came; the plugins' `addClient` and `removeClient` are awaited in that order too.
+ *
+ * @module
+ */
+import type { WSContext } from "hono/ws";
+import { errorMessage } from "../errors.ts";
+import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
+import type { PluginManager } from "../plugins/manager.ts";
+import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
+import { decodeFrame, encodeFrame, version } from "../protocol.ts";
+import { checkMessage } from "../messages/validate.ts";
+import { runtime } from "../runtime/mod.ts";
+import { BadRequestError, httpStatus } from "./errors.ts";
+import type { EventLog } from "./events.ts";
+import type { Operations } from "./operations.ts";
+import type { ClientState, SchedulerState } from "./state.ts";
+
+/** What the client socket needs of the scheduler. */
+export interface ClientLinkContext {
+  readonly state: SchedulerState;
+  readonly events: EventLog;
+  readonly plugins: PluginManager<SchedulerPlugin>;
+  readonly api: SchedulerApi;
+  readonly operations: Operations;
+  /** Applies the state machine's pending effects. */
+  apply(): void;
+}
+
+type Handler = (ops: Operations, client: ClientState, msg: never) => unknown;
+
+/** The client ops, each one operation; the result is the reply's payload. */
+const handlers: { [Op in ClientToScheduler["op"]]: (ops: Operations, client: ClientState, msg: Extract<ClientToScheduler, { op: Op }>) => unknown } = {
+  graph: (ops, client, msg) => ops.submitGraph(client, msg.graph),
+  gather: (ops, _client, msg) => ops.gather(msg.keys),
+  release: (ops, client, msg) => ops.release(client, msg.keys),
+  event: (ops, _client, msg) => ops.logEvent(String(msg.topic), msg.msg),
+  "register-plugin": (ops, _client, msg) => ops.registerPlugin(msg.spec),
+  "unregister-plugin": (ops, _client, msg) => ops.unregisterPlugin(msg.role, msg.name),
+  info: (ops) => ({ info: ops.info() }),
+};
+
+/** The WebSocket handlers of one client connection. */
+export function clientSocket(ctx: ClientLinkContext) {
+  const id = `client-${crypto.randomUUID()}`;
+  let client: ClientState | null = null;
+  // Hooks and requests of this client, in order.
+  let chain: Promise<unknown> = Promise.resolve();
+  const send = (ws: WSContext, msg: SchedulerToClient) => {
+    try {
+      ws.send(encodeFrame([msg]));
+    } catch {
+      // the client left
+    }
+  };
+  const run = async (ws: WSContext, msg: ClientToScheduler) => {
+    try {
+      const handler = handlers[msg.op] as Handler | undefined;
+      if (!handler) throw new BadRequestError(`Unknown op "${(msg as { op: string }).op}"`);
+      const payload = await handler(ctx.operations, client!, msg as never);
+      if (msg.id !== undefined) send(ws, { ...(payload as Record<string, unknown>), op: "reply", id: msg.id });
+    } catch (err) {
+      if (msg.id !== undefined) send(ws, { op: "reply", id: msg.id, error: errorMessage(err), status: httpStatus(err) });
+    }
+  };
+  return {
+    onOpen: (_e: Event, ws: WSContext) => {
+      runtime.prepareSocket(ws);
+      client = ctx.state.addClient(id);
+      ctx.events.append("client", { action: "add", client: id });
+      if (ctx.plugins.has("addClient")) chain = chain.then(() => ctx.plugins.callAsync("addClient", ctx.api, id));
+      send(ws, { op: "welcome", client: id, version });
+    },
+    onMessage: (event: MessageEvent, ws: WSContext) => {
+      let messages: ClientToScheduler[];
+      try {
+        messages = decodeFrame(event.data) as unknown as ClientToScheduler[];
+      } catch (err) {
+        ws.close(1007, errorMessage(err).slice(0, 120));
+        return;
+      }
+      // A gather sent right after its graph finds the graph applied, but a gather's long wait
+      // does not hold up what follows it.
+      for (const msg of messages) {
+        const invalid = checkMessage("client", msg);
+        if (invalid !== null) {
+          const id = (msg as { id?: unknown }).id;
+          if (typeof id === "number") send(ws, { op: "reply", id, status: 400, error: invalid });
+          continue;
+        }
+        chain = chain.then(() => {
+          const running = run(ws, msg);
+          return msg.op === "gather" ? undefined : running;
+        });
+      }
+    },
+    onClose: () => {
+      chain = chain.then(async () => {
+        ctx.state.removeClient(id, ctx.state.stimulusId("remove-client"));
+        ctx.apply();
+        ctx.events.append("client", { action: "remove", client: id });
+        if (ctx.plugins.has("removeClient")) await ctx.plugins.callAsync("removeClient", ctx.api, id);
+      });
+    },
+  };
+}

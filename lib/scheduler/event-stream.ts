@@ -1,0 +1,70 @@
+/**
+ * The event stream socket (`WS /api/v1/events?topic=…&since=SEQ&format=cbor&batch=1`): replay
+ * from the log, then live events batched per tick; a subscriber that stops reading is closed
+ * past its buffer, so it never slows the scheduler.
+ *
+ * @module
+ */
+import type { Context } from "hono";
+import type { WSContext } from "hono/ws";
+import { encodeCbor, encodeFrame } from "../protocol.ts";
+import { runtime } from "../runtime/mod.ts";
+import type { ClusterEvent, EventLog } from "./events.ts";
+
+/** Bytes queued on a subscriber's socket past which it is closed. */
+const maxBuffered = 16 * 1024 * 1024;
+
+/** The WebSocket handlers of one event-stream subscriber. */
+export function eventStreamSocket(c: Context, events: EventLog) {
+  const topics = c.req.queries("topic");
+  const topicSet = topics && topics.length > 0 ? new Set(topics.flatMap((t) => t.split(","))) : null;
+  const sinceRaw = c.req.query("since");
+  const since = sinceRaw === undefined ? undefined : Number(sinceRaw);
+  const cbor = c.req.query("format") === "cbor";
+  const batch = c.req.query("batch") === "1" || c.req.query("batch") === "true";
+  let unsubscribe: (() => void) | null = null;
+  return {
+    onOpen: (_e: Event, ws: WSContext) => {
+      runtime.prepareSocket(ws);
+      if (since !== undefined && !Number.isFinite(since)) {
+        ws.close(1008, `Invalid since "${sinceRaw}"`);
+        return;
+      }
+      unsubscribe = events.subscribe({
+        topics: topicSet,
+        deliver: (batchOfEvents: ClusterEvent[]) => {
+          if (runtime.bufferedAmount(ws) > maxBuffered) {
+            unsubscribe?.();
+            unsubscribe = null;
+            ws.close(1013, "Subscriber too slow: event buffer full");
+            return;
+          }
+          runtime.cork(ws, () => {
+            if (batch) runtime.send(ws, cbor ? batchCbor(batchOfEvents) : batchJson(batchOfEvents, events));
+            else if (cbor) for (const e of batchOfEvents) runtime.send(ws, encodeCbor(e).slice());
+            else for (const e of batchOfEvents) runtime.send(ws, events.json(e));
+          });
+        },
+      }, since);
+    },
+    onClose: () => {
+      unsubscribe?.();
+    },
+  };
+}
+
+const batchCache = new WeakMap<ClusterEvent[], { json?: string; cbor?: Uint8Array }>();
+
+/** One tick's events as a JSON array, made once for every subscriber that gets this array. */
+function batchJson(events: ClusterEvent[], log: EventLog): string {
+  let cached = batchCache.get(events);
+  if (!cached) batchCache.set(events, cached = {});
+  return cached.json ??= `[${events.map((e) => log.json(e)).join(",")}]`;
+}
+
+/** One tick's events as a CBOR array, made once for every subscriber that gets this array. */
+function batchCbor(events: ClusterEvent[]): Uint8Array {
+  let cached = batchCache.get(events);
+  if (!cached) batchCache.set(events, cached = {});
+  return cached.cbor ??= encodeFrame(events);
+}

@@ -1,0 +1,201 @@
+/**
+ * The scheduler's operations: the one table behind both the HTTP routes (routes.ts) and the
+ * client socket (client-link.ts). Each takes plain input and returns the answer's payload, or
+ * throws a typed error that errors.ts maps to a status in one place.
+ *
+ * @module
+ */
+import type { PluginManager } from "../plugins/manager.ts";
+import type { WirePluginSpec } from "../plugins/load.ts";
+import type { PluginRole, SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
+import { version } from "../protocol.ts";
+import { BadRequestError, httpStatus, NotFoundError, NotReadyError, TaskFailedError } from "./errors.ts";
+import type { EventLog } from "./events.ts";
+import { validateGraph } from "./graph.ts";
+import type { Limits } from "../limits.ts";
+import type { NannyLinks } from "./nanny-link.ts";
+import type { Registration } from "./remote-plugins.ts";
+import type { GatherResult, Results } from "./results.ts";
+import type { ClientState, SchedulerState } from "./state.ts";
+import type { WorkerLinks } from "./worker-link.ts";
+
+/** What the operations need of the scheduler. */
+export interface OperationsContext {
+  readonly state: SchedulerState;
+  readonly events: EventLog;
+  readonly plugins: PluginManager<SchedulerPlugin>;
+  readonly api: SchedulerApi;
+  readonly results: Results;
+  readonly workers: WorkerLinks;
+  readonly nannies: NannyLinks;
+  readonly knownModules: ReadonlySet<string>;
+  readonly limits: Limits;
+  readonly address: string;
+  /** Directory that relative plugin paths resolve against. */
+  baseDir(): string;
+  /** Applies the state machine's pending effects. */
+  apply(): void;
+  registerPlugin(spec: WirePluginSpec): Promise<Registration>;
+  unregisterPlugin(role: PluginRole, name: string): Promise<boolean>;
+  listPlugins(): Record<PluginRole, Array<{ name: string; use: string }>>;
+  restart(): Promise<{ workers: string[]; restarted: number }>;
+}
+
+/** The operations, each as callable from HTTP and from the client socket. */
+export class Operations {
+  #ctx: OperationsContext;
+
+  constructor(context: OperationsContext) {
+    this.#ctx = context;
+  }
+
+  /**
+   * Submits a graph for a client: validated as a whole (GraphError), a held key with another
+   * definition refused (ConflictError), plugins' `updateGraph` awaited before the first transition.
+   */
+  async submitGraph(client: ClientState, body: unknown): Promise<{ keys: string[] }> {
+    const ctx = this.#ctx;
+    const state = ctx.state;
+    const graph = validateGraph(body, {
+      existing: (key) => state.tasks.has(key),
+      knownModules: state.workers.size > 0 ? ctx.knownModules : null,
+      limits: ctx.limits,
+    });
+    const stimulusId = state.stimulusId("update-graph");
+    if (ctx.plugins.has("updateGraph")) {
+      // The tasks exist before the hook and make their first transition after it.
+      const added = state.addGraph(client, graph);
+      // Dask's shape: {annotation name: {key: value}}; priorities as the tasks hold them.
+      const annotations: Record<string, Record<string, unknown>> = {};
+      const priority: Record<string, number> = {};
+      for (const t of graph.tasks) {
+        for (const name in t.annotations) (annotations[name] ??= {})[t.key] = t.annotations[name];
+        const ts = state.tasks.get(t.key);
+        if (ts) priority[t.key] = ts.priority;
+      }
+      await ctx.plugins.callAsync("updateGraph", ctx.api, {
+        client: client.id,
+        keys: graph.keys,
+        tasks: graph.tasks.map((t) => t.key),
+        annotations,
+        priority,
+        stimulusId,
+      });
+      state.scheduleGraph(added, stimulusId);
+    } else {
+      state.updateGraph(client, graph, stimulusId);
+    }
+    ctx.apply();
+    return { keys: graph.keys };
+  }
+
+  /** Waits for keys and answers their values, errors and the keys that are gone. */
+  gather(keys: string[]): Promise<GatherResult> {
+    return this.#ctx.results.gather(keys);
+  }
+
+  /** One key's value, waiting up to `timeoutSeconds`. */
+  async result(key: string, timeoutSeconds: number): Promise<{ key: string; value: unknown }> {
+    const { state, results } = this.#ctx;
+    if (!state.tasks.has(key)) throw new NotFoundError(`Unknown key "${key}"`);
+    if (!Number.isFinite(timeoutSeconds) || timeoutSeconds < 0) throw new BadRequestError(`Invalid timeout "${timeoutSeconds}"`);
+    const done = await results.waitForKeys([key], timeoutSeconds * 1000);
+    if (!done) throw new NotReadyError("Not finished yet", { key, state: state.tasks.get(key)?.state });
+    const result = await results.gather([key]);
+    if (key in result.errors) throw new TaskFailedError(result.errors[key].error, { key, traceback: result.errors[key].traceback });
+    if (key in result.values) return { key, value: result.values[key] ?? null };
+    throw new NotFoundError(`Key "${key}" was released`);
+  }
+
+  /** The full state of one task. */
+  task(key: string): Record<string, unknown> {
+    const ts = this.#ctx.state.tasks.get(key);
+    if (!ts) throw new NotFoundError(`Unknown key "${key}"`);
+    return ts.toJSON();
+  }
+
+  /** The client no longer wants these keys. */
+  release(client: ClientState, keys: string[], options: { mustExist?: boolean } = {}): Record<string, never> {
+    const { state } = this.#ctx;
+    if (options.mustExist) {
+      for (const key of keys) if (!state.tasks.has(key)) throw new NotFoundError(`Unknown key "${key}"`);
+    }
+    state.releaseKeys(client, keys, state.stimulusId("client-releases-keys"));
+    this.#ctx.apply();
+    return {};
+  }
+
+  /** Logs an event on a topic. */
+  logEvent(topic: string, msg: unknown): { seq: number } {
+    // post() checks the event's size and depth (a LimitError, 413/400) before it gets a seq.
+    return { seq: this.#ctx.events.post(topic, msg).seq };
+  }
+
+  /** Registers a plugin from an API request body (one plugins.toml entry plus `role`). */
+  async registerPlugin(body: unknown): Promise<Registration> {
+    const { validatePluginRequest } = await import("../plugins/request.ts");
+    const spec = validatePluginRequest(body, this.#ctx.baseDir());
+    if (spec instanceof Error) throw new BadRequestError(spec.message);
+    try {
+      return await this.#ctx.registerPlugin(spec);
+    } catch (err) {
+      // A module that does not load here (not a failed start or setup) is a bad request.
+      if (httpStatus(err) === 500) throw new BadRequestError(err instanceof Error ? err.message : String(err), { cause: err });
+      throw err;
+    }
+  }
+
+  /** Unregisters a plugin; NotFoundError for an unknown role or name. */
+  async unregisterPlugin(role: string, name: string): Promise<Record<string, never>> {
+    if (role !== "scheduler" && role !== "worker" && role !== "nanny") {
+      throw new NotFoundError(`Unknown role "${role}": expected scheduler, worker or nanny`);
+    }
+    if (!(await this.#ctx.unregisterPlugin(role, name))) throw new NotFoundError(`No ${role} plugin named "${name}"`);
+    return {};
+  }
+
+  /** The registered plugins of every role. */
+  listPlugins(): Record<PluginRole, Array<{ name: string; use: string }>> {
+    return this.#ctx.listPlugins();
+  }
+
+  /** Dask's `client.restart()`. */
+  restart(): Promise<{ workers: string[]; restarted: number }> {
+    return this.#ctx.restart();
+  }
+
+  /** What `GET /api/v1/info` answers. */
+  info(): Record<string, unknown> {
+    const { state, workers, nannies, events } = this.#ctx;
+    const nannyByWorker = nannies.byWorker();
+    const tasks: Record<string, number> = {};
+    for (const [name, n] of Object.entries(state.counts)) if (name !== "forgotten") tasks[name] = n;
+    const plugins = this.listPlugins();
+    return {
+      address: this.#ctx.address,
+      version,
+      workers: [...state.workers.values()].map((w) => ({
+        name: w.name,
+        address: w.address,
+        nthreads: w.nthreads,
+        status: w.status,
+        nanny: w.nanny,
+        processing: w.processingTasks.size,
+        memory: w.heldTasks.size,
+        nbytes: w.nbytes,
+        pid: w.pid,
+        rss: workers.conns.get(w.name)?.rss ?? 0,
+        restarts: nannyByWorker.get(w.name)?.restarts ?? workers.conns.get(w.name)?.restarts ?? 0,
+      })),
+      nannies: [...nannies.conns.values()].map((n) => ({ name: n.name, address: n.address, pid: n.pid, worker: n.workerName, restarts: n.restarts })),
+      tasks,
+      plugins: {
+        scheduler: plugins.scheduler.map((p) => p.name),
+        worker: plugins.worker.map((p) => p.name),
+        nanny: plugins.nanny.map((p) => p.name),
+      },
+      clients: state.clients.size,
+      events: { lastSeq: events.lastSeq, subscribers: events.subscriberCount },
+    };
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * Where tasks run: the running workers, how many tasks each may have in flight, the scheduler's
+ * queue of root tasks waiting for a free slot, the tasks no worker can take, and Dask's
+ * `decide_worker` (most bytes of the dependencies, else the least busy).
+ *
+ * @module
+ */
+import type { TaskState, WorkerState } from "./task-state.ts";
+
+/** The workers that take tasks and the tasks waiting for them. */
+export class Placement {
+  /** Running workers, in the order they became ready. */
+  readonly running: WorkerState[] = [];
+  /** Tasks in `no-worker`: no running worker (or none their `workers=` allow). */
+  readonly noWorker = new Set<TaskState>();
+  /** Extra work queued per worker, in seconds of average task duration (keeps workers fed). */
+  pipelineSeconds = 0.002;
+  /** The largest number of tasks in flight on one worker thread. */
+  maxPipeline = 256;
+  #queue: TaskState[] = [];
+  #queueHead = 0;
+  /** Exponentially weighted average task duration (seconds); Dask's default guess at first. */
+  #avgDuration = 0.5;
+  #durationSamples = 0;
+
+  /** Whether any task waits in the scheduler's queue. */
+  get hasQueued(): boolean {
+    return this.#queueHead < this.#queue.length;
+  }
+
+  /** Puts a task at the end of the queue. */
+  enqueue(ts: TaskState): void {
+    this.#queue.push(ts);
+  }
+
+  /** Takes the next queued entry (it may be stale: callers check its state). */
+  nextQueued(): TaskState | undefined {
+    return this.#queueHead < this.#queue.length ? this.#queue[this.#queueHead++] : undefined;
+  }
+
+  /** Drops the consumed head of the queue once it is most of it. */
+  compactQueue(): void {
+    if (this.#queueHead > 1024 && this.#queueHead * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#queueHead);
+      this.#queueHead = 0;
+    }
+  }
+
+  /** Empties the queue and the no-worker set (every task was forgotten). */
+  clear(): void {
+    this.#queue = [];
+    this.#queueHead = 0;
+    this.noWorker.clear();
+  }
+
+  /** How many tasks a worker may have in flight: its threads plus a few ms of work. */
+  capacity(ws: WorkerState): number {
+    const extra = Math.min(this.maxPipeline, Math.floor(this.pipelineSeconds / this.#avgDuration));
+    return Math.max(Math.ceil(ws.nthreads * 1.1), ws.nthreads * (1 + extra));
+  }
+
+  /** Takes one measured task duration (seconds) into the average. */
+  recordDuration(seconds: number): void {
+    const s = Math.max(seconds, 1e-6);
+    this.#durationSamples++;
+    const alpha = this.#durationSamples < 10 ? 0.5 : 0.05;
+    this.#avgDuration = this.#avgDuration * (1 - alpha) + s * alpha;
+  }
+
+  /**
+   * Picks a worker for a ready task: the one holding most bytes of its dependencies, else the
+   * least busy. Root tasks go to `queued` (returns "queue") when every worker is saturated;
+   * `null` when no running worker may take it.
+   */
+  decideWorker(ts: TaskState): WorkerState | "queue" | null {
+    let running = this.running;
+    if (running.length === 0) return null;
+    const restrict = ts.annotations.workers;
+    if (restrict !== undefined) {
+      // Dask's `workers=` restriction: only these worker names (or addresses).
+      const allowed = new Set(Array.isArray(restrict) ? restrict.map(String) : [String(restrict)]);
+      running = running.filter((ws) => allowed.has(ws.name) || allowed.has(ws.address));
+      if (running.length === 0) return null;
+    }
+    if (ts.deps.size === 0) {
+      let best: WorkerState | null = null;
+      let bestLoad = Infinity;
+      for (const ws of running) {
+        const n = ws.processingTasks.size;
+        if (n >= this.capacity(ws)) continue;
+        const load = n / ws.nthreads;
+        if (load < bestLoad) {
+          best = ws;
+          bestLoad = load;
+        }
+      }
+      return best ?? "queue";
+    }
+    let best: WorkerState | null = null;
+    let bestBytes = 0;
+    if (running.length > 1) {
+      const bytes = new Map<WorkerState, number>();
+      for (const dep of ts.deps) {
+        if (dep.hasValue) continue;
+        for (const ws of dep.whoHas) {
+          if (ws.status !== "running") continue;
+          const b = (bytes.get(ws) ?? 0) + dep.nbytes;
+          bytes.set(ws, b);
+          if (b > bestBytes) {
+            best = ws;
+            bestBytes = b;
+          }
+        }
+      }
+    }
+    if (best) return best;
+    let bestLoad = Infinity;
+    for (const ws of running) {
+      const load = ws.processingTasks.size / ws.nthreads;
+      if (load < bestLoad) {
+        best = ws;
+        bestLoad = load;
+      }
+    }
+    return best;
+  }
+}

@@ -1,0 +1,137 @@
+/**
+ * Results for clients: waiting until keys finish (woken by the finished keys of applied
+ * effects), and gathering values from the scheduler's copies or from the workers that hold
+ * them, again after a worker with them was lost.
+ *
+ * @module
+ */
+import type { SchedulerState } from "./state.ts";
+import type { WorkerConn, WorkerLinks } from "./worker-link.ts";
+
+/** What `gather` answers. */
+export interface GatherResult {
+  values: Record<string, unknown>;
+  errors: Record<string, { error: string; traceback: string }>;
+  missing: string[];
+}
+
+type KeyWaiter = () => void;
+
+const isFinished = (state: string) => state === "memory" || state === "erred" || state === "forgotten";
+
+/** Waiters per key and the gathering of results. */
+export class Results {
+  #state: SchedulerState;
+  #workers: WorkerLinks;
+  #keyWaiters = new Map<string, Set<KeyWaiter>>();
+
+  constructor(state: SchedulerState, workers: WorkerLinks) {
+    this.#state = state;
+    this.#workers = workers;
+  }
+
+  /** Whether anyone waits for a key (callers skip `wake` otherwise). */
+  get waiting(): boolean {
+    return this.#keyWaiters.size > 0;
+  }
+
+  /** Wakes whoever waits for these keys (they reached memory, erred or forgotten). */
+  wake(keys: readonly string[], count = keys.length): void {
+    for (let i = 0; i < count; i++) {
+      const waiters = this.#keyWaiters.get(keys[i]);
+      if (waiters) {
+        this.#keyWaiters.delete(keys[i]);
+        for (const w of waiters) w();
+      }
+    }
+  }
+
+  /** Waits until every key is in memory, erred or gone; false on timeout. */
+  waitForKeys(keys: string[], timeoutMs?: number): Promise<boolean> {
+    let pending = 0;
+    return new Promise((resolve) => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const registered: Array<[string, KeyWaiter]> = [];
+      const done = () => {
+        if (--pending === 0) {
+          if (timer) clearTimeout(timer);
+          resolve(true);
+        }
+      };
+      for (const key of keys) {
+        const ts = this.#state.tasks.get(key);
+        if (!ts || isFinished(ts.state)) continue;
+        pending++;
+        let set = this.#keyWaiters.get(key);
+        if (!set) this.#keyWaiters.set(key, set = new Set());
+        const waiter = () => done();
+        set.add(waiter);
+        registered.push([key, waiter]);
+      }
+      if (pending === 0) return resolve(true);
+      if (timeoutMs !== undefined) {
+        timer = setTimeout(() => {
+          for (const [key, waiter] of registered) {
+            const set = this.#keyWaiters.get(key);
+            set?.delete(waiter);
+            if (set?.size === 0) this.#keyWaiters.delete(key);
+          }
+          resolve(false);
+        }, timeoutMs);
+      }
+    });
+  }
+
+  /**
+   * The results of finished keys: values (fetched from workers when not kept here), or errors.
+   * Waits for the keys first; results lost with a worker are waited for again.
+   */
+  async gather(keys: string[]): Promise<GatherResult> {
+    const values: Record<string, unknown> = {};
+    const errors: Record<string, { error: string; traceback: string }> = {};
+    const missing: string[] = [];
+    let todo = keys;
+    for (let attempt = 0; todo.length > 0 && attempt < 20; attempt++) {
+      await this.waitForKeys(todo);
+      const remote = new Map<WorkerConn, string[]>();
+      const retry: string[] = [];
+      for (const key of todo) {
+        const ts = this.#state.tasks.get(key);
+        if (!ts) {
+          missing.push(key);
+        } else if (ts.state === "erred") {
+          errors[key] = { error: ts.exception ?? "Error", traceback: ts.traceback ?? "" };
+        } else if (ts.state === "memory") {
+          if (ts.hasValue) values[key] = ts.value;
+          else {
+            let holder: WorkerConn | undefined;
+            for (const w of ts.whoHas) if ((holder = this.#workers.connOf(w))) break;
+            if (!holder) retry.push(key);
+            else {
+              let list = remote.get(holder);
+              if (!list) remote.set(holder, list = []);
+              list.push(key);
+            }
+          }
+        } else {
+          retry.push(key);
+        }
+      }
+      await Promise.all([...remote].map(async ([conn, list]) => {
+        try {
+          const data = await this.#workers.getData(conn, list);
+          for (const key of list) {
+            if (key in data) values[key] = data[key];
+            else retry.push(key);
+          }
+        } catch {
+          retry.push(...list);
+        }
+      }));
+      todo = retry;
+      if (todo.length > 0) await new Promise((r) => setTimeout(r, 50));
+    }
+    missing.push(...todo);
+    return { values, errors, missing };
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * The HTTP API under `/api/v1` as a Hono sub-app: each route reads its input and calls one
+ * operation (operations.ts); errors become statuses in the scheduler's one error handler.
+ *
+ * @module
+ */
+import { Hono } from "hono";
+import type { Context } from "hono";
+import { type Limits, readBodyLimited } from "../limits.ts";
+import { errorMessage } from "../errors.ts";
+import { decodeCbor } from "../protocol.ts";
+import { BadRequestError } from "./errors.ts";
+import type { Operations } from "./operations.ts";
+import type { ClientState } from "./state.ts";
+
+/**
+ * The `/api/v1` routes; graph submissions over HTTP belong to `httpClient`.
+ *
+ * @example
+ * ```ts
+ * app.route("/api/v1", apiRoutes(operations, httpClient));
+ * ```
+ */
+export function apiRoutes(ops: Operations, httpClient: ClientState, limits: Limits): Hono {
+  const readBody = (c: Context) => readBodyOf(c, limits.maxBodyBytes);
+  const api = new Hono();
+  api.get("/info", (c) => c.json(ops.info()));
+  api.post("/graph", async (c) => c.json(await ops.submitGraph(httpClient, await readBody(c)), 202));
+  api.get("/tasks/:key{.+}", (c) => c.json(ops.task(c.req.param("key"))));
+  api.delete("/tasks/:key{.+}", (c) => {
+    ops.release(httpClient, [c.req.param("key")], { mustExist: true });
+    return c.body(null, 204);
+  });
+  api.get("/results/:key{.+}", async (c) => {
+    const raw = c.req.query("timeout") ?? "0";
+    const timeout = Number(raw);
+    if (!Number.isFinite(timeout) || timeout < 0) {
+      ops.task(c.req.param("key")); // an unknown key is 404 before a bad timeout is 400
+      throw new BadRequestError(`Invalid timeout "${raw}"`);
+    }
+    return c.json(await ops.result(c.req.param("key"), timeout));
+  });
+  api.get("/plugins", (c) => c.json(ops.listPlugins()));
+  api.post("/plugins", async (c) => c.json(await ops.registerPlugin(await readBody(c)), 201));
+  api.delete("/plugins/:role/:name", async (c) => {
+    await ops.unregisterPlugin(c.req.param("role"), c.req.param("name"));
+    return c.body(null, 204);
+  });
+  api.post("/restart", async (c) => c.json(await ops.restart(), 200));
+  api.post("/events/:topic", async (c) => c.json(ops.logEvent(c.req.param("topic"), await readBody(c)), 200));
+  return api;
+}
+
+/** Reads a JSON or CBOR body of at most `limit` bytes (else a LimitError, 413); a malformed one is a BadRequestError (400). */
+async function readBodyOf(c: Context, limit: number): Promise<unknown> {
+  const type = c.req.header("content-type") ?? "application/json";
+  const bytes = await readBodyLimited(c.req.raw, limit);
+  try {
+    if (type.includes("cbor")) return decodeCbor(bytes);
+    return JSON.parse(new TextDecoder().decode(bytes));
+  } catch (err) {
+    throw new BadRequestError(`Malformed ${type.includes("cbor") ? "CBOR" : "JSON"} body: ${errorMessage(err)}`);
+  }
+}

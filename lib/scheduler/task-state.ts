@@ -1,0 +1,111 @@
+/**
+ * What the scheduler knows of each task, worker and client (Dask's `TaskState`, `WorkerState`,
+ * `ClientState`). Plain records: the state machine (state.ts, transitions.ts) changes them.
+ *
+ * @module
+ */
+import type { ClientView, SchedulerTaskStateName, TaskStateView, WorkerView } from "../plugins/types.ts";
+
+/** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
+export const allowedFailures = 3;
+
+/** A task at the scheduler. */
+export class TaskState implements TaskStateView {
+  state: SchedulerTaskStateName = "released";
+  readonly deps = new Set<TaskState>();
+  readonly dependentTasks = new Set<TaskState>();
+  /** Dependencies not yet in memory. */
+  readonly waitingOn = new Set<TaskState>();
+  /** Dependents not yet computed that need this task's result. */
+  readonly waiters = new Set<TaskState>();
+  readonly whoWants = new Set<ClientState>();
+  readonly whoHas = new Set<WorkerState>();
+  processingOn: WorkerState | null = null;
+  /** The worker that holds this task in `error` until it is released (Dask's `erred_on`). */
+  erredOn: WorkerState | null = null;
+  exception: string | null = null;
+  traceback: string | null = null;
+  exceptionBlame: TaskState | null = null;
+  nbytes = 0;
+  /** The scheduler's copy of a small result. */
+  value: unknown = undefined;
+  hasValue = false;
+  /** Worker deaths while this task ran on them. */
+  suspicious = 0;
+  constructor(
+    readonly key: string,
+    readonly fn: string,
+    readonly args: unknown[],
+    public retries: number,
+    readonly annotations: Record<string, unknown>,
+    public priority: number,
+  ) {}
+  get dependencies(): ReadonlySet<string> {
+    return new Set([...this.deps].map((t) => t.key));
+  }
+  get dependents(): ReadonlySet<string> {
+    return new Set([...this.dependentTasks].map((t) => t.key));
+  }
+  get worker(): string | null {
+    if (this.processingOn) return this.processingOn.name;
+    for (const ws of this.whoHas) return ws.name;
+    return null;
+  }
+  /** The JSON shape of `GET /api/v1/tasks/KEY`. */
+  toJSON(): Record<string, unknown> {
+    return {
+      key: this.key,
+      state: this.state,
+      fn: this.fn,
+      dependencies: [...this.deps].map((t) => t.key),
+      dependents: [...this.dependentTasks].map((t) => t.key),
+      worker: this.worker,
+      processingOn: this.processingOn?.name ?? null,
+      whoHas: [...this.whoHas].map((w) => w.name),
+      nbytes: this.nbytes,
+      retries: this.retries,
+      priority: this.priority,
+      annotations: this.annotations,
+      exception: this.exception,
+      traceback: this.traceback,
+      suspicious: this.suspicious,
+      wanted: this.whoWants.size > 0,
+    };
+  }
+}
+
+/** A worker at the scheduler. */
+export class WorkerState implements WorkerView {
+  status: "init" | "running" | "closing" = "init";
+  readonly processingTasks = new Set<TaskState>();
+  readonly heldTasks = new Set<TaskState>();
+  nbytes = 0;
+  /** When the worker was last heard from (ms since the epoch); the server keeps it current. */
+  lastSeen: number;
+  constructor(
+    readonly name: string,
+    readonly address: string,
+    readonly nthreads: number,
+    readonly nanny: boolean,
+    readonly modules: Set<string>,
+    readonly pid: number,
+    now: number,
+  ) {
+    this.lastSeen = now;
+  }
+  get processing(): ReadonlySet<string> {
+    return new Set([...this.processingTasks].map((t) => t.key));
+  }
+  get hasWhat(): ReadonlySet<string> {
+    return new Set([...this.heldTasks].map((t) => t.key));
+  }
+}
+
+/** A client at the scheduler. */
+export class ClientState implements ClientView {
+  readonly wantedTasks = new Set<TaskState>();
+  constructor(readonly id: string) {}
+  get wants(): ReadonlySet<string> {
+    return new Set([...this.wantedTasks].map((t) => t.key));
+  }
+}

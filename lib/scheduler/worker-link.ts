@@ -1,0 +1,356 @@
+/**
+ * The scheduler's side of the worker link (`WS /api/v1/worker`, messages in
+ * lib/messages/worker.ts): registration and welcome, task results into the state machine,
+ * heartbeats, relays, and the requests the scheduler makes of workers (get-data, plugin-add,
+ * plugin-remove) through `Requests`. Messages to a worker are batched into one frame per tick.
+ *
+ * @module
+ */
+import type { WSContext } from "hono/ws";
+import { errorMessage } from "../errors.ts";
+import type { ComponentLogger } from "../log.ts";
+import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
+import type { PluginManager } from "../plugins/manager.ts";
+import type { WirePluginSpec } from "../plugins/load.ts";
+import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
+import { decodeFrame, encodeFrame, version } from "../protocol.ts";
+import { checkMessage } from "../messages/validate.ts";
+import { type ReplyMessage, Requests } from "../rpc.ts";
+import { runtime } from "../runtime/mod.ts";
+import type { EventLog } from "./events.ts";
+import type { SchedulerState, WorkerState } from "./state.ts";
+
+/** How long the scheduler waits for a worker's answer. */
+export const workerTimeouts = {
+  getData: 60_000,
+  /** A setup may install packages: minutes, not seconds. */
+  pluginAdd: 600_000,
+  pluginRemove: 60_000,
+};
+
+/** What the worker link needs of the scheduler. */
+export interface WorkerLinkContext {
+  readonly state: SchedulerState;
+  readonly events: EventLog;
+  readonly plugins: PluginManager<SchedulerPlugin>;
+  readonly api: SchedulerApi;
+  readonly log: ComponentLogger;
+  /** Modules any worker ever reported, for checking `fn` prefixes. */
+  readonly knownModules: Set<string>;
+  /** The worker plugin specs a worker gets in its welcome. */
+  workerPlugins(): WirePluginSpec[];
+  /** Applies the state machine's pending effects. */
+  apply(): void;
+  /** Called after every frame a worker sent. */
+  afterFrame(): void;
+}
+
+/** One connected worker. */
+export interface WorkerConn {
+  readonly ws: WSContext;
+  readonly state: WorkerState;
+  outbox: SchedulerToWorker[];
+  readonly requests: Requests;
+  rss: number;
+  restarts: number;
+  /** The worker said it is closing: its leaving does not count as a death. */
+  graceful: boolean;
+}
+
+
+/** The connected workers and their protocol. */
+export class WorkerLinks {
+  /** Connected workers by name (registered, ready or not). */
+  readonly conns = new Map<string, WorkerConn>();
+  /** Keys workers asked the scheduler to relay (peers they could not reach): `cluster_relayed_total`. */
+  relayedTotal = 0;
+  #ctx: WorkerLinkContext;
+  #dirty = new Set<WorkerConn>();
+  #flushScheduled = false;
+
+  constructor(context: WorkerLinkContext) {
+    this.#ctx = context;
+  }
+
+  /** The connection of a worker the state machine knows, if it is still the same one. */
+  connOf(ws: WorkerState): WorkerConn | undefined {
+    const conn = this.conns.get(ws.name);
+    return conn && conn.state === ws ? conn : undefined;
+  }
+
+  /** Queues a message for a worker; every queued message leaves in one frame per tick. */
+  send(ws: WorkerState, msg: SchedulerToWorker): void {
+    const conn = this.conns.get(ws.name);
+    if (!conn || conn.state !== ws) return;
+    const box = conn.outbox;
+    const last = box[box.length - 1];
+    if (msg.op === "free") {
+      // Frees of one tick travel as one message.
+      if (last?.op === "free") {
+        for (const key of msg.keys) last.keys.push(key);
+      } else {
+        box.push({ op: "free", keys: [...msg.keys], stimulusId: msg.stimulusId });
+      }
+    } else {
+      box.push(msg);
+    }
+    this.#dirty.add(conn);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /** Sends every queued message now. */
+  flush(): void {
+    this.#flushScheduled = false;
+    for (const conn of this.#dirty) {
+      const box = conn.outbox;
+      if (box.length === 0) continue;
+      conn.outbox = [];
+      try {
+        conn.ws.send(encodeFrame(box));
+      } catch (err) {
+        this.#ctx.log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
+      }
+    }
+    this.#dirty.clear();
+  }
+
+  /** Fetches results a worker holds (keys it no longer has are absent). */
+  async getData(conn: WorkerConn, keys: string[]): Promise<Record<string, unknown>> {
+    const reply = await conn.requests.send((id) => this.send(conn.state, { op: "get-data", id, keys }), {
+      timeoutMs: workerTimeouts.getData,
+    });
+    return (reply.data ?? {}) as Record<string, unknown>;
+  }
+
+  /** Sets a plugin up on a worker; rejects with the worker's error. */
+  async addPlugin(conn: WorkerConn, spec: WirePluginSpec): Promise<void> {
+    await conn.requests.send((id) => this.send(conn.state, { op: "plugin-add", id, spec }), {
+      timeoutMs: workerTimeouts.pluginAdd,
+    });
+  }
+
+  /** Tears a plugin down on a worker. */
+  async removePlugin(conn: WorkerConn, name: string): Promise<void> {
+    await conn.requests.send((id) => this.send(conn.state, { op: "plugin-remove", id, name }), {
+      timeoutMs: workerTimeouts.pluginRemove,
+    });
+  }
+
+  /** The WebSocket handlers of one worker connection. */
+  socket() {
+    let conn: WorkerConn | null = null;
+    return {
+      onOpen: (_e: Event, ws: WSContext) => runtime.prepareSocket(ws),
+      onMessage: (event: MessageEvent, ws: WSContext) => {
+        let messages: WorkerToScheduler[];
+        try {
+          messages = decodeFrame(event.data) as unknown as WorkerToScheduler[];
+        } catch (err) {
+          this.#ctx.log.warn(`Closing a worker socket: ${errorMessage(err)}`);
+          ws.close(1007, errorMessage(err).slice(0, 120));
+          return;
+        }
+        if (conn) conn.state.lastSeen = Date.now();
+        for (const msg of messages) {
+          // Field types checked first (lib/messages/validate.ts): a bad message is dropped with a reason.
+          const invalid = checkMessage("worker", msg);
+          if (invalid !== null) {
+            this.#ctx.log.warn(`Dropped a message from worker "${conn?.state.name ?? "?"}": ${invalid}`);
+            continue;
+          }
+          if (conn) {
+            this.#handle(conn, msg);
+          } else if (msg.op !== "register") {
+            ws.close(4002, "Expected a register message first");
+            return;
+          } else if (!(conn = this.#register(ws, msg))) {
+            return;
+          }
+        }
+        // One pass over the effects of every result in the frame.
+        this.#ctx.apply();
+        this.#ctx.afterFrame();
+      },
+      onClose: () => {
+        if (conn) this.remove(conn, "connection closed");
+      },
+    };
+  }
+
+  #handle(conn: WorkerConn, msg: WorkerToScheduler): void {
+    const ctx = this.#ctx;
+    const state = ctx.state;
+    const ws = conn.state;
+    switch (msg.op) {
+      case "done":
+        state.taskFinished(ws, msg, msg.stimulusId ?? state.stimulusId("task-finished"));
+        break;
+      case "erred":
+        state.taskErred(ws, msg, msg.stimulusId ?? state.stimulusId("task-erred"));
+        break;
+      case "missing-data":
+        state.missingData(ws, msg.key, msg.dep, state.stimulusId("missing-data"));
+        break;
+      case "heartbeat":
+        if (typeof msg.rss === "number") conn.rss = msg.rss;
+        break;
+      case "closing":
+        conn.graceful = true;
+        break;
+      case "ready":
+        this.#ready(conn);
+        break;
+      case "reply":
+        conn.requests.settle(msg);
+        break;
+      case "relay":
+        this.#relay(conn, msg.id, msg.keys);
+        break;
+      case "modules":
+        for (const m of msg.modules) {
+          ws.modules.add(m);
+          ctx.knownModules.add(m);
+        }
+        break;
+      case "event":
+        try {
+          ctx.events.post(String(msg.topic), msg.msg, { worker: ws.name });
+        } catch (err) {
+          ctx.log.warn(`Dropped an event from worker "${ws.name}": ${errorMessage(err)}`);
+        }
+        break;
+      case "plugin-error":
+        ctx.plugins.reportError(`${ws.name}/${msg.plugin}`, String(msg.hook), msg.error);
+        ctx.events.append("plugin", { action: "error", role: "worker", worker: ws.name, plugin: msg.plugin, hook: msg.hook, error: msg.error });
+        break;
+      default:
+        ctx.log.warn(`Unknown message "${(msg as { op: string }).op}" from worker "${ws.name}"`);
+    }
+  }
+
+  #register(ws: WSContext, msg: Extract<WorkerToScheduler, { op: "register" }>): WorkerConn | null {
+    const ctx = this.#ctx;
+    const { name, nthreads } = msg;
+    if (typeof name !== "string" || name === "" || typeof nthreads !== "number" || nthreads < 1) {
+      ws.close(4002, "Invalid register message: needs name and nthreads");
+      return null;
+    }
+    if (ctx.state.workers.has(name)) {
+      ws.close(4009, `A worker named "${name}" is already connected`);
+      return null;
+    }
+    const modules = Array.isArray(msg.modules) ? msg.modules : [];
+    for (const m of modules) ctx.knownModules.add(m);
+    const state = ctx.state.addWorker({
+      name,
+      address: String(msg.address ?? ""),
+      nthreads,
+      nanny: !!msg.nanny,
+      modules,
+      pid: Number(msg.pid ?? 0),
+    }, Date.now());
+    const conn: WorkerConn = {
+      ws,
+      state,
+      outbox: [],
+      requests: new Requests({ peer: `worker "${name}"` }),
+      rss: 0,
+      restarts: Number(msg.restarts ?? 0),
+      graceful: false,
+    };
+    this.conns.set(name, conn);
+    // Plugins first: the worker confirms them with "ready" before it gets any task.
+    this.send(state, { op: "welcome", plugins: ctx.workerPlugins(), version });
+    return conn;
+  }
+
+  async #ready(conn: WorkerConn): Promise<void> {
+    const ctx = this.#ctx;
+    const ws = conn.state;
+    if (ctx.plugins.has("addWorker")) await ctx.plugins.callAsync("addWorker", ctx.api, ws.name);
+    if (this.conns.get(ws.name) !== conn) return;
+    ctx.state.workerReady(ws, ctx.state.stimulusId("worker-ready"));
+    ctx.apply();
+    ctx.events.append("worker", { action: "add", worker: ws.name, address: ws.address, nthreads: ws.nthreads, nanny: ws.nanny });
+    ctx.log.info(`Worker "${ws.name}" joined (${ws.nthreads} threads${ws.nanny ? ", nanny" : ""})`);
+  }
+
+  /** Forgets a worker whose socket closed or who went silent; its tasks go elsewhere. */
+  async remove(conn: WorkerConn, reason: string): Promise<void> {
+    const ctx = this.#ctx;
+    const name = conn.state.name;
+    if (this.conns.get(name) !== conn) return;
+    this.conns.delete(name);
+    this.#dirty.delete(conn);
+    conn.requests.rejectAll(`worker "${name}" left`, { final: true });
+    const wasRunning = conn.state.status === "running";
+    const stimulusId = ctx.state.stimulusId("remove-worker");
+    ctx.state.removeWorker(name, stimulusId, { graceful: conn.graceful });
+    ctx.apply();
+    if (wasRunning) {
+      ctx.events.append("worker", { action: "remove", worker: name, reason });
+      ctx.log.info(`Worker "${name}" left: ${reason}`);
+      if (ctx.plugins.has("removeWorker")) await ctx.plugins.callAsync("removeWorker", ctx.api, name, { stimulusId });
+    }
+  }
+
+  /** Closes and removes the workers not heard from for `timeoutMs` at time `now`. */
+  checkHeartbeats(timeoutMs: number, now: number): void {
+    for (const conn of this.conns.values()) {
+      if (now - conn.state.lastSeen > timeoutMs) {
+        this.#ctx.log.warn(`Worker "${conn.state.name}" missed heartbeats for ${Math.round((now - conn.state.lastSeen) / 1000)} s`);
+        try {
+          conn.ws.close(4008, "Heartbeat timeout");
+        } catch {
+          // already closed
+        }
+        this.remove(conn, "heartbeat timeout");
+      }
+    }
+  }
+
+  /** A worker could not reach its peers: the scheduler fetches the data for it. */
+  async #relay(conn: WorkerConn, id: number, keys: string[]): Promise<void> {
+    this.relayedTotal += keys.length;
+    const data: Record<string, unknown> = {};
+    const byHolder = new Map<WorkerConn, string[]>();
+    for (const key of keys) {
+      const ts = this.#ctx.state.tasks.get(key);
+      if (!ts) continue;
+      if (ts.hasValue) {
+        data[key] = ts.value;
+        continue;
+      }
+      let holder: WorkerConn | undefined;
+      for (const w of ts.whoHas) {
+        const c = this.connOf(w);
+        if (c && c !== conn) {
+          holder = c;
+          break;
+        }
+      }
+      if (!holder) continue;
+      let list = byHolder.get(holder);
+      if (!list) byHolder.set(holder, list = []);
+      list.push(key);
+    }
+    await Promise.all([...byHolder].map(async ([holder, list]) => {
+      try {
+        Object.assign(data, await this.getData(holder, list));
+      } catch {
+        // reported as missing: the worker asks again or reports missing-data
+      }
+    }));
+    const reply: ReplyMessage = { op: "reply", id, data };
+    this.send(conn.state, reply);
+  }
+
+  /** Tells every worker to close (the scheduler is closing) and sends it now. */
+  closeAll(reason: string): void {
+    for (const conn of this.conns.values()) this.send(conn.state, { op: "close", reason });
+    this.flush();
+  }
+}
