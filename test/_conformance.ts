@@ -5,9 +5,10 @@
  *
  * @module
  */
+import { expect } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { api, type Proc, root, startProcess } from "./_cluster.ts";
+import { api, type Proc, root, runCli, startCluster, startProcess, tempDir } from "./_cluster.ts";
 
 export const fixtures = join(root, "test", "fixtures", "conformance");
 export const schedulerRecorder = join(fixtures, "scheduler-recorder.ts");
@@ -15,6 +16,9 @@ export const workerRecorder = join(fixtures, "worker-recorder.ts");
 export const nannyRecorder = join(fixtures, "nanny-recorder.ts");
 export const emptyPlugin = join(fixtures, "empty.ts");
 export const slowPreload = join(fixtures, "slow-preload.ts");
+
+/** Makes worker and nanny names unique to this test process. */
+const suffix = String(process.pid);
 
 /** The JSON lines a recorder fixture wrote so far (none when the file does not exist yet). */
 export function lines(path: string): any[] {
@@ -73,5 +77,62 @@ export function alive(pid: number): boolean {
     return true;
   } catch {
     return false;
+  }
+}
+
+/**
+ * Dask's test_nanny_plugin_register_during_start_success: a nanny plugin registered while a
+ * nanny's first worker is starting (its `--preload` takes 2 s) answers 201, is set up on that
+ * nanny, and the nanny becomes ready with one worker (with `restart`, one with the environment).
+ */
+export async function registerDuringStart(restart: boolean): Promise<void> {
+  const out = join(tempDir(), "n.jsonl");
+  const cluster = await startCluster({ workers: 0 });
+  const name = `during-${restart}-${suffix}`;
+  try {
+    // The worker's preload takes 2 s, so the nanny is connected while its worker is starting.
+    const starting = startNamedWorker(cluster.url, name, ["--preload", slowPreload], true);
+    starting.catch(() => {});
+    await until("the nanny to connect", async () => ((await api(cluster.url, "/api/v1/info")).body.nannies ?? []).some((n: any) => n.name === name));
+    const res = await register(cluster.url, { role: "nanny", use: nannyRecorder, out, tag: "foo", restart });
+    expect({ status: res.status, error: res.body?.error }).toEqual({ status: 201, error: undefined });
+    const nanny = await starting;
+    try {
+      await until("the nanny's worker", async () => (await workerNames(cluster.url)).includes(name), 20_000);
+      expect(lines(out).filter((r) => r.hook === "setup").map((r) => r.nanny)).toEqual([name]);
+      if (restart) {
+        // Restarted after the set-up, the worker has the plugin's environment.
+        const env = await compute(cluster.url, [{ key: "env-restarted", fn: "builtin.env", args: ["CONF_NANNY_TAG"], annotations: { workers: [name] } }], ["env-restarted"]);
+        expect(env.body.value).toBe("foo");
+      }
+      expect(nanny.stderr.join("")).not.toContain("already connected");
+    } finally {
+      await nanny.stop();
+    }
+  } finally {
+    await cluster.stop();
+  }
+}
+
+/**
+ * Dask's test_nanny_plugin_register_during_start_failure: a nanny whose worker keeps dying at
+ * start-up does not fail a registration made meanwhile; the plugin stays for the healthy nanny.
+ */
+export async function registerDuringFailingStart(restart: boolean): Promise<void> {
+  const out = join(tempDir(), "n.jsonl");
+  const cluster = await startCluster({ workers: 0 });
+  const healthy = await startNamedWorker(cluster.url, `healthy-${restart}-${suffix}`, [], true);
+  try {
+    const brokenName = `dying-${restart}-${suffix}`;
+    const broken = runCli(["nanny", cluster.url, "--name", brokenName, "--tasks", join(root, "test", "fixtures", "nanny-broken-tasks.ts")], { timeoutMs: 40_000 });
+    await until("the broken nanny to connect", async () => ((await api(cluster.url, "/api/v1/info")).body.nannies ?? []).some((n: any) => n.name === brokenName));
+    const res = await register(cluster.url, { role: "nanny", use: nannyRecorder, out, tag: "foo", restart });
+    expect({ status: res.status, error: res.body?.error }).toEqual({ status: 201, error: undefined });
+    expect((await broken).code).toBe(1);
+    expect((await api(cluster.url, "/api/v1/plugins")).body.nanny.map((p: any) => p.name)).toEqual(["conf-nanny"]);
+    expect(lines(out).some((r) => r.hook === "setup" && r.nanny === `healthy-${restart}-${suffix}`)).toBe(true);
+  } finally {
+    await healthy.stop();
+    await cluster.stop();
   }
 }

@@ -19,6 +19,8 @@ import {
   lines,
   nannyRecorder,
   register,
+  registerDuringFailingStart,
+  registerDuringStart,
   schedulerRecorder,
   sleep,
   startNamedWorker,
@@ -434,6 +436,32 @@ describe("test_nanny_plugin.py and test_nanny.py", () => {
       await cluster.stop();
     }
   }, 60_000);
+
+  test("test_plugin_with_broken_setup_on_new_nanny_logs: a nanny plugin that fails on a nanny joining later is logged with its name and message", async () => {
+    const cluster = await startCluster({ workers: 0 });
+    try {
+      const res = await register(cluster.url, { role: "nanny", use: nannyRecorder, name: "TestPlugin1", out: join(tempDir(), "n.jsonl"), failSetup: "test error" });
+      expect(res.status).toBe(201);
+      const nanny = await startNamedWorker(cluster.url, `late-broken-${suffix}`, [], true);
+      try {
+        await sleep(500);
+        const logs = cluster.scheduler.stderr.join("") + nanny.stderr.join("");
+        expect(logs).toMatch(/TestPlugin1.*test error/);
+      } finally {
+        await nanny.stop();
+      }
+    } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+
+  test("test_nanny_plugin_register_during_start_success[restart=false]: a nanny plugin registered while the nanny's first worker starts answers 201, is set up on that nanny, and the nanny becomes ready with one worker", async () => {
+    await registerDuringStart(false);
+  }, 60_000);
+
+  test("test_nanny_plugin_register_during_start_failure[restart=false]: a nanny whose worker keeps failing to start does not fail a registration made meanwhile, and the plugin stays for the nannies that remain", async () => {
+    await registerDuringFailingStart(false);
+  }, 90_000);
 
   test("test_close_joins: a worker plugin whose teardown never finishes does not keep its nanny from closing, and the worker process is gone", async () => {
     const out = join(tempDir(), "w.jsonl");
