@@ -370,6 +370,24 @@ describe("test_worker.py", () => {
     }
   });
 
+  test("test_package_install_failing_does_not_restart_on_nanny: a package-install with restartWorkers that fails answers 422 and leaves the nanny's worker running as it was", async () => {
+    // No registry is reachable: only the missing local package is tried.
+    const offline = { NPM_CONFIG_REGISTRY: "http://127.0.0.1:1/", BUN_CONFIG_REGISTRY: "http://127.0.0.1:1/" };
+    const cluster = await startCluster({ workers: 1, nanny: true, env: offline });
+    try {
+      const before = await until("the nanny's worker", async () => (await api(cluster.url, "/api/v1/info")).body.workers.find((w: any) => w.status === "running"));
+      const res = await register(cluster.url, {
+        role: "worker", use: "package-install", packages: [`file:${join(tempDir(), "no-such-package")}`], restartWorkers: true,
+      });
+      expect(res.status).toBe(422);
+      await sleep(1_000);
+      const after = (await api(cluster.url, "/api/v1/info")).body.workers;
+      expect(after.map((w: any) => [w.name, w.pid, w.status])).toEqual([[before.name, before.pid, "running"]]);
+    } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+
   test("test_plugin_internal_exception: a worker plugin module that does not parse keeps the worker from starting and names the file", async () => {
     const dir = tempDir();
     const bad = join(dir, "corrupt-plugin.ts");
