@@ -8,7 +8,7 @@
 import { expect } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { api, type Proc, root, runCli, startCluster, startProcess, tempDir } from "./_cluster.ts";
+import { api, type Proc, root, runCli, startCluster, startProcess, tempDir } from "../testkit/mod.ts";
 
 export const fixtures = join(root, "test", "fixtures", "conformance");
 export const schedulerRecorder = join(fixtures, "scheduler-recorder.ts");

@@ -11,7 +11,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { api, runCli, startCluster, startProcess, stopAll, tempDir } from "./_cluster.ts";
+import { api, runCli, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
 import {
   alive,
   compute,
