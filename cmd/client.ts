@@ -10,7 +10,8 @@ import { ConfigError, errorMessage } from "../lib/errors.ts";
 import { socketUrl } from "../lib/protocol.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
-import { clientFetch, clientWebSocket, describeConnectError } from "../lib/runtime/client.ts";
+import { clientFetch, clientWebSocket } from "../lib/runtime/client.ts";
+import { classifyError, ConnectError, diagnose } from "../lib/connect-error.ts";
 
 const submitArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
@@ -107,10 +108,13 @@ export const eventsCommand = defineCommand({
         const batch = JSON.parse(String(event.data)) as unknown[];
         process.stdout.write(batch.map((e) => JSON.stringify(e)).join("\n") + "\n");
       };
-      let failure = "";
-      socket.onerror = (event) => (failure = describeConnectError((event as ErrorEvent).message ?? ""));
+      socket.onerror = () => {};
       socket.onclose = (event) => {
-        if (!opened) reject(new Error(`Cannot reach scheduler at "${a.scheduler}": ${event.reason || failure || "connection failed"}`));
+        // The socket says little (1006): one HTTP request finds out why, worded as everywhere.
+        if (!opened) {
+          if (event.reason) reject(new ConnectError(url.origin, "unreachable", event.reason));
+          else diagnose(schedulerUrl(a.scheduler), { token: process.env.CLUSTER_TOKEN, fallback: `connection closed (code ${event.code})` }).then(reject);
+        }
         else if (event.code !== 1000) reject(new Error(`Event stream closed: ${event.reason || `code ${event.code}`}`));
         else resolve();
       };
@@ -142,8 +146,10 @@ export const infoCommand = defineCommand({
     try {
       res = await clientFetch(`${url}/api/v1/info`, { headers, signal: AbortSignal.timeout(10_000) });
     } catch (err) {
-      throw new Error(`Cannot reach scheduler at "${url}": ${errorMessage(err)}`);
+      const { kind, detail } = classifyError(err);
+      throw new ConnectError(url, kind, detail);
     }
+    if (res.status === 401 || res.status === 403) throw new ConnectError(url, "unauthorized");
     if (!res.ok) throw new Error(`Scheduler at "${url}" answered ${res.status}: ${await res.text()}`);
     const info = await res.json() as {
       workers: Array<{ name: string; address: string; nthreads: number; status: string; nanny: boolean; processing: number; memory: number }>;
