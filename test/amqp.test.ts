@@ -6,7 +6,8 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import amqp from "amqplib";
-import { AmqpPlugin, amqpPlugin } from "../plugins/amqp.ts";
+import { amqpPlugin } from "../plugins/amqp.ts";
+import { AmqpPlugin } from "../plugins/amqp-publisher.ts";
 import type { AmqpOptions, AmqpTransitionMessage } from "../plugins/amqp.ts";
 import { builtinPlugins } from "../plugins/mod.ts";
 import type { Logger, SchedulerApi, SchedulerTaskStateName } from "../lib/plugins/types.ts";

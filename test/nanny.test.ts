@@ -9,7 +9,12 @@ import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
+import { setBuiltins } from "../lib/plugins/registry.ts";
+import { builtinPlugins } from "../plugins/mod.ts";
 import { api, collectEvents, type Proc, root, runCli, startProcess, stopAll, tempDir } from "./_cluster.ts";
+
+// The client ships upload-directory's files from the built-in's declaration, handed in as the CLI does.
+setBuiltins(builtinPlugins);
 
 const fixtures = join(root, "test", "fixtures");
 const tmp = tempDir("cluster-nanny-test-");
