@@ -9,10 +9,10 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { dirname, isAbsolute, resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
 import { describeValue, isTable, validateOptions } from "./options.ts";
-import { builtins, findBuiltin } from "./registry.ts";
+import { builtins, findBuiltin, isModulePath } from "./registry.ts";
 import { parseTomlWithPositions, type Positions, TomlSyntaxError } from "./toml.ts";
 import type { PluginRole } from "./types.ts";
 
@@ -32,6 +32,8 @@ export interface PluginSpec {
   /** For module plugins: the module source text, so it can be shipped to workers. */
   moduleSource?: string;
 }
+
+export { isModulePath } from "./registry.ts";
 
 /** Environment variables for `${VAR}` expansion. */
 export type Env = Record<string, string | undefined>;
@@ -179,10 +181,6 @@ export function validatePluginSpec(
   });
 }
 
-/** Whether `use` names a module rather than a built-in. */
-export function isModulePath(use: string): boolean {
-  return use.startsWith("./") || use.startsWith("../") || isAbsolute(use) || /\.(m?[jt]s|tsx?)$/.test(use);
-}
 
 interface NormalizeContext {
   role: PluginRole;

@@ -10,9 +10,8 @@ import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { basename, extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ConfigError, errorMessage, PluginError } from "../errors.ts";
-import { isModulePath } from "./config.ts";
 import { describeImportError } from "./import-error.ts";
-import { builtins, findBuiltin } from "./registry.ts";
+import { builtins, findBuiltin, isModulePath } from "./registry.ts";
 import type { Logger, Plugin, PluginContext, PluginRole } from "./types.ts";
 
 /** A plugin spec as it travels: one plugins.toml entry, resolved. */

@@ -10,9 +10,8 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
-import { isModulePath } from "./config.ts";
 import type { WirePluginSpec } from "./load.ts";
-import { type BuiltinRegistry, builtins, findBuiltin } from "./registry.ts";
+import { type BuiltinRegistry, builtins, findBuiltin, isModulePath } from "./registry.ts";
 
 /** Glob-ish match of `skip` patterns against a path inside the directory (`*`, `**`, `?`). */
 export function matchesSkip(path: string, patterns: string[]): boolean {

@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { isAbsolute } from "node:path";
 import type { Plugin, PluginContext, PluginRole } from "./types.ts";
 
 /** The type of one option of a built-in plugin, checked before the plugin is created. */
@@ -74,4 +75,9 @@ export function builtins(): BuiltinRegistry {
 /** The built-in called `use`, if there is one (own properties only: `use = "toString"` is none). */
 export function findBuiltin(use: string, from: BuiltinRegistry = registry): BuiltinPlugin | undefined {
   return Object.hasOwn(from, use) ? from[use] : undefined;
+}
+
+/** Whether `use` names a module (a path) rather than a built-in. */
+export function isModulePath(use: string): boolean {
+  return use.startsWith("./") || use.startsWith("../") || isAbsolute(use) || /\.(m?[jt]s|tsx?)$/.test(use);
 }
