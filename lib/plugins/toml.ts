@@ -53,14 +53,33 @@ export function parseTomlWithPositions(text: string): { doc: Record<string, unkn
     ast = parseTOML(text);
   } catch (err) {
     if (err instanceof ParseError) {
-      const lineText = text.split("\n")[err.lineNumber - 1]?.trim();
+      const { line, column } = blamed(text, err.index, err.lineNumber, err.column);
+      const lineText = text.split("\n")[line - 1]?.trim();
       const where = lineText ? ` in ${JSON.stringify(lineText)}` : "";
-      throw new TomlSyntaxError(`${err.message}${where} (invalid TOML)`, err.lineNumber, err.column + 1, { cause: err });
+      throw new TomlSyntaxError(`${err.message}${where} (invalid TOML)`, line, column + 1, { cause: err });
     }
     throw err;
   }
   const doc = getStaticTOMLValue(ast) as Record<string, unknown>;
   return { doc, positions: positionsOf(ast) };
+}
+
+/**
+ * Where to point for a parse error: the parser notices an unfinished line (`[[a.plugins]`,
+ * `key =`) only at the start of the next one, so an error with nothing before it on its line is
+ * blamed on the end of the previous token. Line 1-based, column 0-based.
+ */
+function blamed(text: string, index: number, line: number, column: number): { line: number; column: number } {
+  if (text.slice(index - column, index).trim() !== "") return { line, column };
+  let i = index - 1;
+  let lines = 0;
+  while (i >= 0 && /\s/.test(text[i])) {
+    if (text[i] === "\n") lines++;
+    i--;
+  }
+  if (i < 0 || lines === 0) return { line, column };
+  const start = text.lastIndexOf("\n", i) + 1;
+  return { line: line - lines, column: i - start };
 }
 
 function keyName(part: AST.TOMLBare | AST.TOMLQuoted): string {
