@@ -67,6 +67,16 @@ async function pluginStats(url: string, name = "amqp"): Promise<Record<string, n
   return stats;
 }
 
+/**
+ * The plugin's books as `/metrics` shows them: every transition it took is confirmed, buffered,
+ * in flight or dropped. Throws naming the imbalance.
+ */
+function balanced(s: Record<string, number>): Record<string, number> {
+  const accounted = s.confirmed + s.buffered + s.inFlight + s.dropped;
+  if (s.published !== accounted) throw new Error(`The books do not balance: ${JSON.stringify(s)} (accounted ${accounted})`);
+  return s;
+}
+
 /** Waits until the scheduler holds no task (the client released everything and it was forgotten). */
 function waitIdle(url: string, timeoutMs = 60_000): Promise<true> {
   return waitFor("the scheduler to forget every task", async () => {
@@ -139,7 +149,7 @@ test("a 5,000-task graph puts exactly one message per transition in the queue, i
     await waitIdle(cluster.url);
     const stats = await waitFor("the plugin to confirm every transition", async () => {
       const s = await pluginStats(cluster.url);
-      return s.buffered === 0 && s.confirmed === stream!.events.length ? s : false;
+      return balanced(s).buffered === 0 && s.inFlight === 0 && s.confirmed === stream!.events.length ? s : false;
     }, 60_000);
     const events = stream.events;
     expect(stream.closeReason()).toBeNull();
@@ -169,8 +179,9 @@ test("a 5,000-task graph puts exactly one message per transition in the queue, i
   }
 }, 180_000);
 
-test("the graph finishes on time while the broker is down, and after it returns every transition is in the queue", async () => {
-  const queue = uniqueQueue("outage");
+for (const [kind, graceful, n] of [["a graceful stop", true, 20_000], ["a kill -9", false, 6_000]] as const) {
+test(`the graph finishes on time while the broker is down after ${kind}, and after it returns every transition is in the queue`, async () => {
+  const queue = uniqueQueue(graceful ? "outage" : "crash");
   const dir = tempDir();
   const gateModule = join(dir, "gate.ts");
   const gateFile = join(dir, "gate-open");
@@ -180,7 +191,6 @@ test("the graph finishes on time while the broker is down, and after it returns 
     'use = "upload-file"',
     `path = "${gateModule}"`,
   ]);
-  const n = 20_000;
   const cluster: TestCluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
   let stream: ReturnType<typeof streamTransitions> | undefined;
   try {
@@ -199,11 +209,11 @@ test("the graph finishes on time while the broker is down, and after it returns 
     await client.compute({ tasks, keys });
     // Some of the graph is confirmed before the outage, the rest is in the middle of it.
     await waitFor("the first transitions to be confirmed", async () => (await pluginStats(cluster.url)).confirmed >= n || false, 60_000);
-    const before = await pluginStats(cluster.url);
-    await broker.pause();
+    const before = balanced(await pluginStats(cluster.url));
+    await broker.pause({ graceful });
     await waitFor("the plugin to notice the broker is gone", () => cluster.scheduler.stderr.join("").includes("lost connection to RabbitMQ"), 30_000);
-    const down = await pluginStats(cluster.url);
-    console.error(`outage: broker stopped with ${before.confirmed} confirmed; plugin stats when noticed ${JSON.stringify(down)}`);
+    const down = balanced(await pluginStats(cluster.url));
+    console.error(`outage (${kind}): broker stopped with ${before.confirmed} confirmed; plugin stats when noticed ${JSON.stringify(down)}`);
 
     const t0 = performance.now();
     writeFileSync(gateFile, "");
@@ -212,7 +222,7 @@ test("the graph finishes on time while the broker is down, and after it returns 
     // Still down: the graph did not wait for the broker.
     expect(broker.running).toBe(false);
     values.forEach((v, i) => expect(v).toBe(i + 1));
-    const whileDown = await pluginStats(cluster.url);
+    const whileDown = balanced(await pluginStats(cluster.url));
     console.error(`outage: ${n} tasks gathered ${graphSeconds.toFixed(2)} s after the gate opened, broker down; stats ${JSON.stringify(whileDown)}`);
     expect(whileDown.buffered).toBeGreaterThan(n);
     expect(whileDown.dropped).toBe(0);
@@ -228,12 +238,12 @@ test("the graph finishes on time while the broker is down, and after it returns 
     const total = stream!.events.length;
     const stats = await waitFor("the plugin to deliver everything after the broker returned", async () => {
       const s = await pluginStats(cluster.url);
-      return s.buffered === 0 && s.confirmed === stream!.events.length ? s : false;
+      return balanced(s).buffered === 0 && s.inFlight === 0 && s.confirmed === stream!.events.length ? s : false;
     }, 120_000, 100);
     expect(stream!.closeReason()).toBeNull();
     expect(stream!.events.length).toBe(total);
     expect(stats.reconnects).toBeGreaterThanOrEqual(1);
-    expect(stats.dropped).toBe(0);
+    expect(stats).toMatchObject({ published: total, confirmed: total, buffered: 0, inFlight: 0, dropped: 0 });
 
     const messages = await readQueue(broker.url, queue);
     const bySeq = new Map<number, string>();
@@ -249,7 +259,7 @@ test("the graph finishes on time while the broker is down, and after it returns 
       }
       bySeq.set(seq, text);
     }
-    console.error(`outage: ${total} transitions, ${messages.length} messages in the queue (${duplicates} resent duplicates); stats ${JSON.stringify(stats)}`);
+    console.error(`outage (${kind}): ${total} transitions, ${messages.length} messages in the queue (${duplicates} resent duplicates); stats ${JSON.stringify(stats)}`);
     const missing = Array.from({ length: total }, (_, i) => i + 1).filter((s) => !bySeq.has(s));
     expect(missing).toEqual([]);
     expect(bySeq.size).toBe(total);
@@ -262,6 +272,7 @@ test("the graph finishes on time while the broker is down, and after it returns 
     await deleteQueue(broker.url, queue).catch(() => {});
   }
 }, 300_000);
+}
 
 test("a closed port or refused credentials stop the scheduler with exit code 2 and one line naming the host", async () => {
   const dir = tempDir();
@@ -332,12 +343,13 @@ test("/metrics shows the plugin's published, confirmed and dropped counts under 
     expect(running.length).toBeGreaterThan(0);
     expect(running.some((s) => s.published > 0)).toBe(true);
     for (const s of running) {
+      balanced(s);
       expect(s.confirmed).toBeLessThanOrEqual(s.published);
       expect(s.dropped).toBe(0);
     }
     const last = await waitFor("every transition to be confirmed", async () => {
       const s = await pluginStats(cluster.url, "status-to-rabbitmq");
-      return s.buffered === 0 && s.published >= 3 * 3000 ? s : false;
+      return balanced(s).buffered === 0 && s.inFlight === 0 && s.published >= 3 * 3000 ? s : false;
     }, 60_000);
     const transitions = Number(/^cluster_transitions_total (\d+)$/m.exec(await fetch(`${cluster.url}/metrics`).then((r) => r.text()))![1]);
     expect(last).toMatchObject({ published: transitions, confirmed: transitions, dropped: 0, inFlight: 0 });
