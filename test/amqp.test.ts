@@ -5,6 +5,8 @@
  * @module
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { join } from "node:path";
 import amqp from "amqplib";
 import { amqpPlugin } from "../plugins/amqp.ts";
 import { AmqpPlugin } from "../plugins/amqp-publisher.ts";
@@ -260,6 +262,58 @@ test(`every seq survives ${kind} in the middle, the books balance throughout, an
   await deleteQueue(broker.url, queue);
 }, 90_000);
 }
+
+/** Runs `rabbitmqctl` against the test broker (its cookie is in the broker's HOME). */
+function rabbitmqctl(...args: string[]): void {
+  const out = spawnSync("/usr/lib/rabbitmq/bin/rabbitmqctl", ["-n", broker.nodename, ...args], {
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", LANG: "C.UTF-8", HOME: join(broker.dir, "home") },
+    encoding: "utf8",
+    timeout: 60_000,
+  });
+  if (out.status !== 0) throw new Error(`rabbitmqctl ${args.join(" ")} failed: ${out.stderr || out.stdout}`);
+}
+
+test("every seq survives rabbitmqctl stop_app and start_app in the middle of a stream, and the books balance throughout", async () => {
+  const queue = uniqueQueue("stop-app");
+  const { api, log } = fakeScheduler();
+  const plugin = makePlugin({ queue }, log);
+  await plugin.start(api);
+  let seq = 0;
+  const imbalances: string[] = [];
+  const stream = setInterval(() => {
+    transitions(plugin, seq + 1, seq + 50);
+    seq += 50;
+    try {
+      balanced(plugin);
+    } catch (err) {
+      imbalances.push((err as Error).message);
+    }
+  }, 5);
+  try {
+    await waitFor("the first confirms", () => plugin.stats().confirmed >= 2000, 10_000);
+    // The node stays up with its application stopped: connections close, the port closes.
+    rabbitmqctl("stop_app");
+    await waitFor("the plugin to notice", () => !plugin.stats().connected, 10_000);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    rabbitmqctl("start_app");
+    await waitFor("the plugin to reconnect", () => plugin.stats().connected, 30_000);
+    await new Promise((resolve) => setTimeout(resolve, 300));
+  } finally {
+    clearInterval(stream);
+  }
+  const total = seq;
+  await waitFor("every transition to be confirmed", () => settled(plugin), 30_000);
+  const stats = balanced(plugin);
+  await plugin.close();
+  console.error(`stop_app: ${total} transitions; stats ${JSON.stringify(stats)}`);
+  expect(imbalances).toEqual([]);
+  expect(stats).toMatchObject({ published: total, confirmed: total, buffered: 0, inFlight: 0, dropped: 0 });
+  expect(stats.reconnects).toBeGreaterThanOrEqual(1);
+  const seqs = new Set((await readQueue(broker.url, queue)).map((msg) => messageBody<AmqpTransitionMessage>(msg).seq));
+  const missing = Array.from({ length: total }, (_, i) => i + 1).filter((s) => !seqs.has(s));
+  expect(missing).toEqual([]);
+  await deleteQueue(broker.url, queue);
+}, 90_000);
 
 test("a queue deleted while the plugin publishes is declared again and nothing sent after the deletion is lost", async () => {
   const queue = uniqueQueue("deleted");
