@@ -128,3 +128,12 @@ test("the TypeScript client's bundle pulls in no built-in plugin and no amqplib"
     rmSync(out, { recursive: true, force: true });
   }
 });
+
+test("hook calls are checked by the compiler: a misspelt hook or wrong arguments do not compile", () => {
+  const deno = join(root, "node_modules", ".bin", "deno");
+  const result = spawnSync(deno, ["check", "test/fixtures/typed-hooks.ts"], { cwd: root, encoding: "utf8", timeout: 120_000 });
+  // deno-lint-ignore no-control-regex -- strips deno's terminal colours
+  const output = `${result.stdout}${result.stderr}`.replace(/\x1b\[[0-9;]*m/g, "");
+  expect(output).not.toContain("ERROR");
+  expect(result.status).toBe(0);
+}, 150_000);
