@@ -106,6 +106,12 @@ describe("a module that does not load", () => {
     expect(err.message).toMatch(/^Cannot load plugin module "\.\/broken\.ts": SyntaxError: .*await.* at \.\/broken\.ts:3:\d+/);
     expect(err.message).toContain("more error");
     expect(err.message).not.toContain("errors building");
+    // A shipped copy that does not load is removed again.
+    const moduleDir = join(dir, "modules");
+    const shipped = await instantiatePlugin({ role: "worker", use: "./broken.ts", options: {}, source: BROKEN }, { baseDir: dir, moduleDir, log })
+      .then(() => null, (e) => e);
+    expect(shipped).toBeInstanceOf(PluginError);
+    expect(readdirSync(moduleDir)).toEqual([]);
   });
 
   test("a shipped copy is named as the user wrote it, not by its temporary path", () => {

@@ -6,7 +6,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ConfigError, errorMessage, PluginError } from "../errors.ts";
@@ -79,12 +79,14 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
     return { name: spec.name ?? plugin.name ?? spec.use, plugin, use: spec.use };
   }
   let path: string;
+  let written = false;
   if (spec.source !== undefined) {
     const hash = createHash("sha256").update(spec.source).digest("hex").slice(0, 12);
     const ext = extname(spec.use) || ".ts";
     await mkdir(context.moduleDir, { recursive: true });
     path = join(context.moduleDir, `${basename(spec.use, extname(spec.use))}-${hash}${ext}`);
     await writeFile(path, spec.source);
+    written = true;
   } else {
     path = spec.modulePath ?? resolve(context.baseDir, spec.use);
   }
@@ -92,6 +94,8 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
   try {
     mod = await import(pathToFileURL(path).href);
   } catch (err) {
+    // A copy that does not load is of no use later: leave nothing behind.
+    if (written) await rm(path, { force: true }).catch(() => {});
     // Name the module as the user wrote it, not the copy under a temporary directory.
     throw new PluginError(spec.name ?? spec.use, `Cannot load plugin module "${spec.use}": ${describeImportError(err, path, spec.use)}`, {
       code: "E_PLUGIN_LOAD",
