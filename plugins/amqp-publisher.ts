@@ -122,6 +122,9 @@ export class AmqpPlugin implements SchedulerPlugin {
   #confirmed = 0;
   #sent = 0;
   #returned = 0;
+  #queueMissing = 0;
+  /** Whether a connection was ever opened (the next one is a reconnect). */
+  #opened = false;
   #dropped = 0;
   #reconnects = 0;
   #dropsToReport = 0;
@@ -236,6 +239,7 @@ export class AmqpPlugin implements SchedulerPlugin {
       dropped: this.#dropped,
       sent: this.#sent,
       returned: this.#returned,
+      queueMissing: this.#queueMissing,
       reconnects: this.#reconnects,
       connected: this.#channel !== null,
     };
@@ -402,7 +406,11 @@ export class AmqpPlugin implements SchedulerPlugin {
     // Without an 'error' listener an EventEmitter throws, which would crash the scheduler.
     conn.on("error", (err: unknown) => (lastError = err));
     let channel: Channel | ConfirmChannel;
+    let missing = false;
     try {
+      // After a reconnect: was the queue still there? A deleted queue, or one the broker lost in
+      // a crash, took what the broker had confirmed into it; say so, then declare it again.
+      if (this.#opened) missing = !(await queueExists(conn, this.#queue));
       channel = this.#confirm ? await conn.createConfirmChannel() : await conn.createChannel();
       channel.on("error", (err: unknown) => (lastError = err));
       await channel.assertQueue(this.#queue, { durable: true });
@@ -420,6 +428,8 @@ export class AmqpPlugin implements SchedulerPlugin {
       return;
     }
     const generation = ++this.#generation;
+    this.#opened = true;
+    if (missing) this.#queueWasMissing();
     this.#conn = conn;
     this.#channel = channel;
     this.#sendSeq = this.#headSeq;
@@ -429,6 +439,18 @@ export class AmqpPlugin implements SchedulerPlugin {
     channel.on("close", () => this.#lost(generation, lastError ?? new Error("channel closed")));
     conn.on("blocked", (reason: string) => this.#log.warn(`RabbitMQ at "${this.#target}" blocked publishing: ${reason}`));
     conn.on("unblocked", () => this.#log.info(`RabbitMQ at "${this.#target}" unblocked publishing`));
+  }
+
+  #queueWasMissing(): void {
+    this.#queueMissing++;
+    const message = `queue "${this.#queue}" was missing at RabbitMQ "${this.#target}" after reconnecting ` +
+      `(deleted, or lost by the broker): declared it again; transitions the broker had confirmed into it are gone with it`;
+    this.#log.warn(message);
+    try {
+      this.#scheduler?.logEvent("plugin", { plugin: this.name, level: "warning", message, queue: this.#queue });
+    } catch (err) {
+      this.#log.error(`cannot log event: ${describe(err, "")}`);
+    }
   }
 
   /**
@@ -499,6 +521,20 @@ export class AmqpPlugin implements SchedulerPlugin {
 
   #describe(err: unknown): string {
     return describe(err, this.#user, this.#password);
+  }
+}
+
+/** Whether `queue` exists, asked on a channel of its own (a missing queue closes the channel). */
+async function queueExists(conn: ChannelModel, queue: string): Promise<boolean> {
+  const probe = await conn.createChannel();
+  probe.on("error", () => {});
+  try {
+    await probe.checkQueue(queue);
+    await probe.close().catch(() => {});
+    return true;
+  } catch (err) {
+    if (/NOT_FOUND|404/.test(errorText(err))) return false;
+    throw err;
   }
 }
 

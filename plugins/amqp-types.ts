@@ -59,6 +59,8 @@ export interface AmqpStats {
   sent: number;
   /** Messages the broker returned as routed to no queue (sent again after re-declaring it). */
   returned: number;
+  /** Reconnections that found the queue missing (deleted, or lost by the broker) and declared it again. */
+  queueMissing: number;
   /** Successful reconnections after a lost connection. */
   reconnects: number;
   /** Whether a channel is open now. */
@@ -67,7 +69,7 @@ export interface AmqpStats {
 
 /** Counters before anything happened. */
 export function emptyStats(): AmqpStats {
-  return { published: 0, confirmed: 0, buffered: 0, inFlight: 0, dropped: 0, sent: 0, returned: 0, reconnects: 0, connected: false };
+  return { published: 0, confirmed: 0, buffered: 0, inFlight: 0, dropped: 0, sent: 0, returned: 0, queueMissing: 0, reconnects: 0, connected: false };
 }
 
 /** A transition as it travels to the thread: key, start, finish, stimulusId, worker, time. */
