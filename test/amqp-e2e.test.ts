@@ -288,6 +288,52 @@ test(`the graph finishes on time while the broker is down after ${kind}, and aft
 }, 300_000);
 }
 
+test("a queue deleted while the scheduler runs is declared again, and every transition after the deletion is in it", async () => {
+  const queue = uniqueQueue("deleted");
+  const dir = tempDir();
+  const gateModule = join(dir, "gate.ts");
+  const gateFile = join(dir, "gate-open");
+  writeFileSync(gateModule, GATE_MODULE);
+  const toml = pluginsToml(dir, [`url = "${broker.url}"`, `queue = "${queue}"`], [
+    "[[worker.plugins]]",
+    'use = "upload-file"',
+    `path = "${gateModule}"`,
+  ]);
+  const n = 2000;
+  const cluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
+  try {
+    const client = await Client.connect(cluster.url);
+    const tasks: any[] = [{ key: "gate", fn: "gate.open", args: [gateFile] }];
+    for (let i = 0; i < n; i++) tasks.push({ key: `deleted-${i}`, fn: "builtin.add", args: [{ $ref: "gate" }, i] });
+    await client.compute({ tasks, keys: tasks.slice(1).map((t) => t.key) });
+    // Everything so far is confirmed; then an operator deletes the queue.
+    const before = await waitFor("the first transitions to be confirmed", async () => {
+      const s = balanced(await pluginStats(cluster.url));
+      return s.published > 0 && s.buffered === 0 && s.inFlight === 0 ? s : false;
+    }, 60_000);
+    await deleteQueue(broker.url, queue);
+    writeFileSync(gateFile, "");
+    const values = await client.gather(tasks.slice(1).map((t) => t.key));
+    values.forEach((v, i) => expect(v).toBe(i + 1));
+    await client.close();
+    await waitIdle(cluster.url);
+    const stats = await waitFor("the plugin to deliver everything", async () => {
+      const s = balanced(await pluginStats(cluster.url));
+      return s.buffered === 0 && s.inFlight === 0 && s.published > before.published ? s : false;
+    }, 60_000, 100);
+    console.error(`deleted queue: ${before.published} confirmed before the deletion; stats ${JSON.stringify(stats)}`);
+    expect(stats).toMatchObject({ confirmed: stats.published, dropped: 0 });
+    expect(stats.returned + stats.queueMissing).toBeGreaterThan(0);
+    expect(cluster.scheduler.stderr.join("")).toContain(`queue "${queue}" was missing`);
+    const seqs = new Set((await readQueue(broker.url, queue)).map((msg) => messageBody<AmqpTransitionMessage>(msg).seq));
+    const after = Array.from({ length: stats.published - before.published }, (_, i) => before.published + 1 + i);
+    expect(after.filter((seq) => !seqs.has(seq))).toEqual([]);
+  } finally {
+    await cluster.stop();
+    await deleteQueue(broker.url, queue).catch(() => {});
+  }
+}, 120_000);
+
 test("a closed port or refused credentials stop the scheduler with exit code 2 and one line naming the host", async () => {
   const dir = tempDir();
   const port = await closedPort();
