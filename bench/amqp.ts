@@ -59,7 +59,11 @@ async function pluginStats(url: string): Promise<Record<string, number>> {
 
 /** Polls `/metrics` until the plugin has nothing buffered; returns when that was seen. */
 async function waitConfirmed(url: string, timeoutMs = 120_000): Promise<number> {
-  await waitFor("the amqp plugin to confirm everything", async () => (await pluginStats(url)).buffered === 0, { timeoutMs, intervalMs: 20 });
+  // `buffered` no longer includes what is in flight: both must be 0.
+  await waitFor("the amqp plugin to confirm everything", async () => {
+    const s = await pluginStats(url);
+    return s.buffered === 0 && s.inFlight === 0;
+  }, { timeoutMs, intervalMs: 20 });
   return performance.now();
 }
 

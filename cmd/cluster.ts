@@ -10,6 +10,8 @@ import { UsageError } from "./_args.ts";
 import { ConfigError, errorMessage, PluginError } from "../lib/errors.ts";
 import { isDebug, setDebug } from "../lib/log.ts";
 import { version } from "../lib/protocol.ts";
+import { setBuiltins } from "../lib/plugins/registry.ts";
+import { builtinPlugins } from "../plugins/mod.ts";
 import { schedulerCommand } from "./scheduler.ts";
 import { nannyCommand, workerCommand } from "./worker.ts";
 import { localCommand } from "./local.ts";
@@ -61,6 +63,9 @@ async function run(argv: string[]): Promise<void> {
   if (!sub) throw new UsageError(`Unknown command "${args[0]}" (see cluster --help)`);
   await runCommand(main, { rawArgs: args });
 }
+
+// The plugin framework does not import the built-ins: this entry point hands them in.
+setBuiltins(builtinPlugins);
 
 process.on("unhandledRejection", (err) => {
   process.stderr.write(`cluster: unhandled error: ${errorMessage(err)}\n`);

@@ -1,16 +1,18 @@
 /**
- * The thread that runs the `amqp` plugin's publishing (see `AmqpThreadPlugin` in amqp.ts): it
- * holds an `AmqpPlugin`, takes batches of transitions from the scheduler's thread, and reports
- * its counters, logs and `plugin` events back. The compiled binary carries it as an extra entry
- * point of the build.
+ * The thread that runs the `amqp` plugin's publishing (see plugins/amqp-host.ts): it holds an
+ * `AmqpPlugin`, takes batches of transitions from the scheduler's thread, answers its `start`
+ * and `close` requests with the one reply op, and reports its counters, logs and `plugin`
+ * events back. The compiled binary carries it as an extra entry point of the build.
  *
  * @module
  */
 import type { Logger, SchedulerApi, SchedulerTaskStateName } from "../lib/plugins/types.ts";
-import { AmqpPlugin, type AmqpThreadMessage, type AmqpTransitionTuple } from "./amqp.ts";
+import type { ReplyMessage } from "../lib/rpc.ts";
+import { AmqpPlugin } from "./amqp-publisher.ts";
+import { type AmqpClosedReply, type AmqpHostMessage, type AmqpThreadMessage, type AmqpTransitionTuple, emptyStats } from "./amqp-types.ts";
 
 declare const self: {
-  onmessage: ((event: MessageEvent<AmqpThreadMessage>) => void) | null;
+  onmessage: ((event: MessageEvent<AmqpHostMessage>) => void) | null;
   postMessage(msg: AmqpThreadMessage): void;
 };
 
@@ -52,10 +54,10 @@ self.onmessage = async (event) => {
       try {
         plugin = new AmqpPlugin(msg.options, { log });
         await plugin.start(scheduler);
-        post({ op: "started" });
+        post({ op: "reply", id: msg.id } satisfies ReplyMessage);
         report(true);
       } catch (err) {
-        post({ op: "started", error: err instanceof Error ? err.message : String(err) });
+        post({ op: "reply", id: msg.id, error: err instanceof Error ? err.message : String(err) } satisfies ReplyMessage);
       }
       break;
     case "transitions": {
@@ -76,8 +78,7 @@ self.onmessage = async (event) => {
     case "close":
       await plugin?.close();
       clearInterval(timer);
-      if (plugin) post({ op: "closed", stats: plugin.stats(), received });
-      else post({ op: "closed", stats: { published: 0, confirmed: 0, buffered: 0, inFlight: 0, dropped: 0, reconnects: 0, connected: false }, received });
+      post({ op: "reply", id: msg.id, stats: plugin?.stats() ?? emptyStats(), received } satisfies AmqpClosedReply);
       break;
   }
 };

@@ -10,7 +10,7 @@
 import { tableOfStrings } from "../lib/plugins/options.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { NannyApi, NannyPlugin } from "../lib/plugins/types.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `environ` plugin. */
 export interface EnvironOptions {

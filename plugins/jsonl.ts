@@ -11,7 +11,7 @@ import { dirname, resolve } from "node:path";
 import { errorMessage } from "../lib/errors.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { Logger, PluginContext, SchedulerApi, SchedulerPlugin } from "../lib/plugins/types.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `jsonl` plugin. */
 export interface JsonlOptions {

@@ -1,9 +1,10 @@
 /**
- * The registry of built-in plugins, by the name used in `use = "NAME"`.
+ * The registry of built-in plugins, by the name used in `use = "NAME"`. The framework
+ * (lib/plugins/) never imports this file: the entry point hands it in with `setBuiltins`.
  *
  * @module
  */
-import type { Plugin, PluginContext, PluginRole } from "../lib/plugins/types.ts";
+import type { BuiltinRegistry } from "../lib/plugins/registry.ts";
 import { amqpPlugin } from "./amqp.ts";
 import { environ } from "./environ.ts";
 import { jsonl } from "./jsonl.ts";
@@ -13,24 +14,10 @@ import { uploadDirectory } from "./upload-directory.ts";
 import { uploadFile } from "./upload-file.ts";
 import { webhook } from "./webhook.ts";
 
-/** The type of one option of a built-in plugin, checked before the plugin is created. */
-export interface OptionSpec {
-  type: "string" | "number" | "boolean" | "string[]" | "table";
-  required?: boolean;
-  default?: unknown;
-  description?: string;
-}
-
-/** A built-in plugin: its role, its options and a factory. */
-export interface BuiltinPlugin {
-  role: PluginRole;
-  description: string;
-  options: Record<string, OptionSpec>;
-  create(options: Record<string, unknown>, context: PluginContext): Plugin | Promise<Plugin>;
-}
+export type { BuiltinPlugin, OptionSpec } from "../lib/plugins/registry.ts";
 
 /** Built-in plugins by name. Each file in this folder adds one line here. */
-export const builtinPlugins: Record<string, BuiltinPlugin> = {
+export const builtinPlugins: BuiltinRegistry = {
   amqp: amqpPlugin,
   environ,
   jsonl,

@@ -19,7 +19,7 @@ import { join } from "node:path";
 import { errorMessage } from "../lib/errors.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { Logger, PluginContext, WorkerApi, WorkerPlugin } from "../lib/plugins/types.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** The package managers `package-install` can run. */
 export type Installer = "bun" | "npm" | "deno";

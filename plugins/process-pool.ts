@@ -17,7 +17,7 @@ import { integerAtLeast } from "../lib/plugins/options.ts";
 import type { Executor, Logger, PluginContext, WorkerApi, WorkerPlugin } from "../lib/plugins/types.ts";
 import { runtime } from "../lib/runtime/mod.ts";
 import { encodeFrame, type ExecutorReply, type ExecutorRequest, FrameReader } from "../lib/worker/executor-child.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `process-pool` plugin. */
 export interface ProcessPoolOptions {
@@ -289,7 +289,7 @@ export class ProcessPoolPlugin implements WorkerPlugin {
     if (!Number.isInteger(this.#options.size) || this.#options.size < 1) {
       throw new RangeError(`Option "size" of process-pool must be an integer of at least 1, got ${this.#options.size}`);
     }
-    if (this.#options.name !== "processes") this.name = `process-pool-${this.#options.name}`;
+    this.name = processPoolName(this.#options.name);
     this.#log = context.log;
   }
 
@@ -319,10 +319,21 @@ const options: Record<string, CheckedOptionSpec> = {
   size: { type: "number", default: 2, check: integerAtLeast(1), description: "how many child processes" },
 };
 
-/** The `process-pool` entry of `builtinPlugins`. */
+/** `process-pool` for the default executor, `process-pool-NAME` for another (pools side by side). */
+function processPoolName(executor: unknown): string {
+  return executor === undefined || executor === "processes" ? "process-pool" : `process-pool-${executor}`;
+}
+
+/**
+ * The `process-pool` entry of `builtinPlugins`. An entry's `name` is the executor's name (the
+ * name tasks use in `{"executor": NAME}`); the plugin registers as `process-pool`, or
+ * `process-pool-NAME` for an executor not called `processes`.
+ */
 export const processPool: BuiltinPlugin = {
   role: "worker",
   description: "adds an executor of N child processes; tasks annotated {executor: NAME} run there",
   options,
+  nameOption: "name",
+  pluginName: (opts) => processPoolName(opts.name),
   create: (opts, context) => new ProcessPoolPlugin(opts as ProcessPoolOptions, context),
 };

@@ -18,7 +18,7 @@ import { basename, dirname, resolve } from "node:path";
 import { resolveInside, safeRelativePath } from "../lib/safe-path.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { Logger, NannyApi, NannyPlugin, PluginContext } from "../lib/plugins/types.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `upload-directory` plugin. */
 export interface UploadDirectoryOptions {
@@ -110,5 +110,6 @@ export const uploadDirectory: BuiltinPlugin = {
   role: "nanny",
   description: "sends a directory to every nanny's local directory",
   options,
+  ships: [{ option: "path", kind: "directory", skipOption: "skip" }],
   create: (opts, context) => new UploadDirectoryPlugin(opts as unknown as UploadDirectoryOptions, context),
 };

@@ -12,9 +12,10 @@
 import { mkdir, writeFile } from "node:fs/promises";
 import { basename, dirname } from "node:path";
 import { resolveInside, safeRelativePath } from "../lib/safe-path.ts";
+import { describeImportError } from "../lib/plugins/import-error.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { PluginContext, WorkerApi, WorkerPlugin } from "../lib/plugins/types.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `upload-file` plugin. */
 export interface UploadFileOptions {
@@ -79,25 +80,10 @@ export class UploadFilePlugin implements WorkerPlugin {
       worker.log.info(`Uploaded "${this.relativePath}" and loaded it as task module "${module}"`);
     } catch (err) {
       // Keep the import's own message (a SyntaxError names line and column) and say which file.
-      const message = `${describeLoadError(err)}${where(err, this.relativePath)}`;
+      const message = describeImportError(err, target, this.relativePath);
       throw new Error(`Cannot load uploaded task module "${this.relativePath}": ${message}`, { cause: err });
     }
   }
-}
-
-/** `SyntaxError: Unexpected *` from an import failure (Bun reports a parse error as a `BuildMessage`). */
-function describeLoadError(err: unknown): string {
-  const e = err as { name?: unknown; message?: unknown } | null;
-  if (!e || typeof e.message !== "string") return String(err);
-  const name = e.name === "BuildMessage" ? "SyntaxError" : String(e.name ?? "Error");
-  return `${name}: ${e.message}`;
-}
-
-/** ` at FILE:LINE:COLUMN` when the error says where (Bun's `position`), unless the message does. */
-function where(err: unknown, file: string): string {
-  const position = (err as { position?: { line?: number; column?: number } } | null)?.position;
-  if (!position || typeof position.line !== "number") return "";
-  return ` at ${file}:${position.line}:${(position.column ?? 0) + 1}`;
 }
 
 const options: Record<string, CheckedOptionSpec> = {
@@ -110,5 +96,6 @@ export const uploadFile: BuiltinPlugin = {
   role: "worker",
   description: "puts a file into every worker's local directory; a .ts/.js file becomes a task module",
   options,
+  ships: [{ option: "path", kind: "file" }],
   create: (opts, context) => new UploadFilePlugin(opts as unknown as UploadFileOptions, context),
 };

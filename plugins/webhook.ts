@@ -11,7 +11,7 @@ import { errorMessage } from "../lib/errors.ts";
 import { integerAtLeast, tableOfStrings } from "../lib/plugins/options.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
 import type { Logger, PluginContext, SchedulerPlugin } from "../lib/plugins/types.ts";
-import type { BuiltinPlugin } from "./mod.ts";
+import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `webhook` plugin. */
 export interface WebhookOptions {

@@ -67,6 +67,16 @@ async function pluginStats(url: string, name = "amqp"): Promise<Record<string, n
   return stats;
 }
 
+/**
+ * The plugin's books as `/metrics` shows them: every transition it took is confirmed, buffered,
+ * in flight or dropped. Throws naming the imbalance.
+ */
+function balanced(s: Record<string, number>): Record<string, number> {
+  const accounted = s.confirmed + s.buffered + s.inFlight + s.dropped;
+  if (s.published !== accounted) throw new Error(`The books do not balance: ${JSON.stringify(s)} (accounted ${accounted})`);
+  return s;
+}
+
 /** Waits until the scheduler holds no task (the client released everything and it was forgotten). */
 function waitIdle(url: string, timeoutMs = 60_000): Promise<true> {
   return waitFor("the scheduler to forget every task", async () => {
@@ -139,7 +149,7 @@ test("a 5,000-task graph puts exactly one message per transition in the queue, i
     await waitIdle(cluster.url);
     const stats = await waitFor("the plugin to confirm every transition", async () => {
       const s = await pluginStats(cluster.url);
-      return s.buffered === 0 && s.confirmed === stream!.events.length ? s : false;
+      return balanced(s).buffered === 0 && s.inFlight === 0 && s.confirmed === stream!.events.length ? s : false;
     }, 60_000);
     const events = stream.events;
     expect(stream.closeReason()).toBeNull();
@@ -169,8 +179,9 @@ test("a 5,000-task graph puts exactly one message per transition in the queue, i
   }
 }, 180_000);
 
-test("the graph finishes on time while the broker is down, and after it returns every transition is in the queue", async () => {
-  const queue = uniqueQueue("outage");
+for (const [kind, graceful, n] of [["a graceful stop", true, 20_000], ["a kill -9", false, 6_000]] as const) {
+test(`the graph finishes on time while the broker is down after ${kind}, and after it returns every transition is in the queue`, async () => {
+  const queue = uniqueQueue(graceful ? "outage" : "crash");
   const dir = tempDir();
   const gateModule = join(dir, "gate.ts");
   const gateFile = join(dir, "gate-open");
@@ -180,8 +191,8 @@ test("the graph finishes on time while the broker is down, and after it returns 
     'use = "upload-file"',
     `path = "${gateModule}"`,
   ]);
-  const n = 20_000;
   const cluster: TestCluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
+  let confirmedBeforeOutage = 0;
   let stream: ReturnType<typeof streamTransitions> | undefined;
   try {
     stream = streamTransitions(cluster.url);
@@ -199,11 +210,13 @@ test("the graph finishes on time while the broker is down, and after it returns 
     await client.compute({ tasks, keys });
     // Some of the graph is confirmed before the outage, the rest is in the middle of it.
     await waitFor("the first transitions to be confirmed", async () => (await pluginStats(cluster.url)).confirmed >= n || false, 60_000);
-    const before = await pluginStats(cluster.url);
-    await broker.pause();
+    const before = balanced(await pluginStats(cluster.url));
+    await broker.pause({ graceful });
     await waitFor("the plugin to notice the broker is gone", () => cluster.scheduler.stderr.join("").includes("lost connection to RabbitMQ"), 30_000);
-    const down = await pluginStats(cluster.url);
-    console.error(`outage: broker stopped with ${before.confirmed} confirmed; plugin stats when noticed ${JSON.stringify(down)}`);
+    await sleep(200); // the thread reports its counters every 50 ms
+    const down = balanced(await pluginStats(cluster.url));
+    confirmedBeforeOutage = down.confirmed;
+    console.error(`outage (${kind}): broker stopped with ${before.confirmed} confirmed; plugin stats when noticed ${JSON.stringify(down)}`);
 
     const t0 = performance.now();
     writeFileSync(gateFile, "");
@@ -212,7 +225,7 @@ test("the graph finishes on time while the broker is down, and after it returns 
     // Still down: the graph did not wait for the broker.
     expect(broker.running).toBe(false);
     values.forEach((v, i) => expect(v).toBe(i + 1));
-    const whileDown = await pluginStats(cluster.url);
+    const whileDown = balanced(await pluginStats(cluster.url));
     console.error(`outage: ${n} tasks gathered ${graphSeconds.toFixed(2)} s after the gate opened, broker down; stats ${JSON.stringify(whileDown)}`);
     expect(whileDown.buffered).toBeGreaterThan(n);
     expect(whileDown.dropped).toBe(0);
@@ -228,12 +241,12 @@ test("the graph finishes on time while the broker is down, and after it returns 
     const total = stream!.events.length;
     const stats = await waitFor("the plugin to deliver everything after the broker returned", async () => {
       const s = await pluginStats(cluster.url);
-      return s.buffered === 0 && s.confirmed === stream!.events.length ? s : false;
+      return balanced(s).buffered === 0 && s.inFlight === 0 && s.confirmed === stream!.events.length ? s : false;
     }, 120_000, 100);
     expect(stream!.closeReason()).toBeNull();
     expect(stream!.events.length).toBe(total);
     expect(stats.reconnects).toBeGreaterThanOrEqual(1);
-    expect(stats.dropped).toBe(0);
+    expect(stats).toMatchObject({ published: total, confirmed: total, buffered: 0, inFlight: 0, dropped: 0 });
 
     const messages = await readQueue(broker.url, queue);
     const bySeq = new Map<number, string>();
@@ -249,19 +262,77 @@ test("the graph finishes on time while the broker is down, and after it returns 
       }
       bySeq.set(seq, text);
     }
-    console.error(`outage: ${total} transitions, ${messages.length} messages in the queue (${duplicates} resent duplicates); stats ${JSON.stringify(stats)}`);
+    console.error(`outage (${kind}): ${total} transitions, ${messages.length} messages in the queue (${duplicates} resent duplicates); stats ${JSON.stringify(stats)}`);
     const missing = Array.from({ length: total }, (_, i) => i + 1).filter((s) => !bySeq.has(s));
-    expect(missing).toEqual([]);
-    expect(bySeq.size).toBe(total);
+    if (stats.queueMissing === 0) {
+      expect(missing).toEqual([]);
+      expect(bySeq.size).toBe(total);
+    } else {
+      // RabbitMQ 3.10 killed with -9 may lose a durable queue declared shortly before, and what
+      // it had confirmed into it. The plugin saw the queue missing, said so, and delivered
+      // everything it had not had confirmed.
+      expect(graceful).toBe(false);
+      expect(cluster.scheduler.stderr.join("")).toContain("was missing");
+      expect(missing.filter((s) => s > confirmedBeforeOutage)).toEqual([]);
+      console.error(`outage (${kind}): the broker lost the queue with ${missing.length} confirmed transitions (seq <= ${confirmedBeforeOutage})`);
+    }
     // De-duplicated by seq, the queue holds the scheduler's transitions in its order.
     const ordered = [...bySeq.entries()].sort((a, b) => a[0] - b[0]).map(([, text]) => tuple(JSON.parse(text)));
-    expect(ordered).toEqual(stream!.events.map(tuple));
+    const delivered = stream!.events.filter((_, i) => bySeq.has(i + 1));
+    expect(ordered).toEqual(delivered.map(tuple));
   } finally {
     stream?.close();
     await cluster.stop();
     await deleteQueue(broker.url, queue).catch(() => {});
   }
 }, 300_000);
+}
+
+test("a queue deleted while the scheduler runs is declared again, and every transition after the deletion is in it", async () => {
+  const queue = uniqueQueue("deleted");
+  const dir = tempDir();
+  const gateModule = join(dir, "gate.ts");
+  const gateFile = join(dir, "gate-open");
+  writeFileSync(gateModule, GATE_MODULE);
+  const toml = pluginsToml(dir, [`url = "${broker.url}"`, `queue = "${queue}"`], [
+    "[[worker.plugins]]",
+    'use = "upload-file"',
+    `path = "${gateModule}"`,
+  ]);
+  const n = 2000;
+  const cluster = await startCluster({ workers: 2, schedulerArgs: ["--plugins", toml] });
+  try {
+    const client = await Client.connect(cluster.url);
+    const tasks: any[] = [{ key: "gate", fn: "gate.open", args: [gateFile] }];
+    for (let i = 0; i < n; i++) tasks.push({ key: `deleted-${i}`, fn: "builtin.add", args: [{ $ref: "gate" }, i] });
+    await client.compute({ tasks, keys: tasks.slice(1).map((t) => t.key) });
+    // Everything so far is confirmed; then an operator deletes the queue.
+    const before = await waitFor("the first transitions to be confirmed", async () => {
+      const s = balanced(await pluginStats(cluster.url));
+      return s.published > 0 && s.buffered === 0 && s.inFlight === 0 ? s : false;
+    }, 60_000);
+    await deleteQueue(broker.url, queue);
+    writeFileSync(gateFile, "");
+    const values = await client.gather(tasks.slice(1).map((t) => t.key));
+    values.forEach((v, i) => expect(v).toBe(i + 1));
+    await client.close();
+    await waitIdle(cluster.url);
+    const stats = await waitFor("the plugin to deliver everything", async () => {
+      const s = balanced(await pluginStats(cluster.url));
+      return s.buffered === 0 && s.inFlight === 0 && s.published > before.published ? s : false;
+    }, 60_000, 100);
+    console.error(`deleted queue: ${before.published} confirmed before the deletion; stats ${JSON.stringify(stats)}`);
+    expect(stats).toMatchObject({ confirmed: stats.published, dropped: 0 });
+    expect(stats.returned + stats.queueMissing).toBeGreaterThan(0);
+    expect(cluster.scheduler.stderr.join("")).toContain(`queue "${queue}" was missing`);
+    const seqs = new Set((await readQueue(broker.url, queue)).map((msg) => messageBody<AmqpTransitionMessage>(msg).seq));
+    const after = Array.from({ length: stats.published - before.published }, (_, i) => before.published + 1 + i);
+    expect(after.filter((seq) => !seqs.has(seq))).toEqual([]);
+  } finally {
+    await cluster.stop();
+    await deleteQueue(broker.url, queue).catch(() => {});
+  }
+}, 120_000);
 
 test("a closed port or refused credentials stop the scheduler with exit code 2 and one line naming the host", async () => {
   const dir = tempDir();
@@ -332,12 +403,13 @@ test("/metrics shows the plugin's published, confirmed and dropped counts under 
     expect(running.length).toBeGreaterThan(0);
     expect(running.some((s) => s.published > 0)).toBe(true);
     for (const s of running) {
+      balanced(s);
       expect(s.confirmed).toBeLessThanOrEqual(s.published);
       expect(s.dropped).toBe(0);
     }
     const last = await waitFor("every transition to be confirmed", async () => {
       const s = await pluginStats(cluster.url, "status-to-rabbitmq");
-      return s.buffered === 0 && s.published >= 3 * 3000 ? s : false;
+      return balanced(s).buffered === 0 && s.inFlight === 0 && s.published >= 3 * 3000 ? s : false;
     }, 60_000);
     const transitions = Number(/^cluster_transitions_total (\d+)$/m.exec(await fetch(`${cluster.url}/metrics`).then((r) => r.text()))![1]);
     expect(last).toMatchObject({ published: transitions, confirmed: transitions, dropped: 0, inFlight: 0 });

@@ -8,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
+import { setBuiltins } from "../lib/plugins/registry.ts";
+import { builtinPlugins } from "../plugins/mod.ts";
 import { api, collectEvents, freePort, type Proc, root, runCli, sleep, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+
+// The client ships upload-directory's files from the built-in's declaration, handed in as the CLI does.
+setBuiltins(builtinPlugins);
 
 const fixtures = join(root, "test", "fixtures");
 const tmp = tempDir("cluster-nanny-test-");

@@ -11,6 +11,11 @@ import { join, resolve } from "node:path";
 import { expandEnv, loadPluginsFile, parsePluginsToml, validatePluginSpec } from "../lib/plugins/config.ts";
 import { validateOptions } from "../lib/plugins/options.ts";
 import { ConfigError } from "../lib/errors.ts";
+import { setBuiltins } from "../lib/plugins/registry.ts";
+import { builtinPlugins } from "../plugins/mod.ts";
+
+// As the entry point does: the framework knows the built-ins only from the registry handed in.
+setBuiltins(builtinPlugins);
 
 const dir = mkdtempSync(join(tmpdir(), "plugins-toml-"));
 const file = join(dir, "plugins.toml");

@@ -1,5 +1,5 @@
 /**
- * The plugins.toml loader (SPEC section 4): parses the file, expands `${VAR}` references,
+ * The plugins.toml loader: parses the file, expands `${VAR}` references,
  * resolves built-in names and module paths, validates built-in options, and returns one
  * `PluginSpec` per entry, in file order. Everything is checked before anything starts; every
  * problem is a `ConfigError` whose one-line message starts with `FILE:LINE:` and names the
@@ -9,11 +9,11 @@
  */
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { dirname, isAbsolute, resolve } from "node:path";
-import { parse, TomlError } from "smol-toml";
-import { builtinPlugins } from "../../plugins/mod.ts";
+import { dirname, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
 import { describeValue, isTable, validateOptions } from "./options.ts";
+import { builtins, findBuiltin, isModulePath } from "./registry.ts";
+import { parseTomlWithPositions, type Positions, TomlSyntaxError } from "./toml.ts";
 import type { PluginRole } from "./types.ts";
 
 /** One plugin to register, as read from plugins.toml or `POST /api/v1/plugins`. */
@@ -32,6 +32,8 @@ export interface PluginSpec {
   /** For module plugins: the module source text, so it can be shipped to workers. */
   moduleSource?: string;
 }
+
+export { isModulePath } from "./registry.ts";
 
 /** Environment variables for `${VAR}` expansion. */
 export type Env = Record<string, string | undefined>;
@@ -71,19 +73,18 @@ export async function loadPluginsFile(path: string, options?: { env?: Env }): Pr
  */
 export function parsePluginsToml(text: string, file: string, env: Env = process.env): PluginSpec[] {
   let doc: Record<string, unknown>;
+  let pos: Positions;
   try {
-    doc = parse(text) as Record<string, unknown>;
+    ({ doc, positions: pos } = parseTomlWithPositions(text));
   } catch (err) {
-    if (err instanceof TomlError) {
-      const reason = err.message.split("\n")[0].replace(/^Invalid TOML document: /, "");
-      throw new ConfigError(`${file}:${err.line}:${err.column}: TOML syntax error: ${reason}`, {
+    if (err instanceof TomlSyntaxError) {
+      throw new ConfigError(`${file}:${err.line}:${err.column}: TOML syntax error: ${err.message}`, {
         code: "E_TOML_SYNTAX",
         cause: err,
       });
     }
     throw new ConfigError(`${file}: cannot parse TOML: ${errorMessage(err)}`, { cause: err });
   }
-  const pos = scanPositions(text);
   const baseDir = dirname(resolve(file));
   const at = (line: number) => `${file}:${line}: `;
 
@@ -131,7 +132,7 @@ export function parsePluginsToml(text: string, file: string, env: Env = process.
         where: (k) => at(k === undefined ? entryLine : keyLine(k)),
       });
       spec.source = { file, line: entryLine };
-      const effectiveName = spec.name ?? (spec.modulePath ? undefined : spec.use);
+      const effectiveName = spec.name ?? (spec.modulePath ? undefined : findBuiltin(spec.use)?.pluginName?.(spec.options) ?? spec.use);
       if (effectiveName !== undefined) {
         const first = names.get(effectiveName);
         if (first !== undefined) {
@@ -180,10 +181,6 @@ export function validatePluginSpec(
   });
 }
 
-/** Whether `use` names a module rather than a built-in. */
-export function isModulePath(use: string): boolean {
-  return use.startsWith("./") || use.startsWith("../") || isAbsolute(use) || /\.(m?[jt]s|tsx?)$/.test(use);
-}
 
 interface NormalizeContext {
   role: PluginRole;
@@ -244,9 +241,9 @@ function normalizeEntry(raw: Record<string, unknown>, ctx: NormalizeContext): Pl
     return spec;
   }
 
-  const builtin = Object.hasOwn(builtinPlugins, use) ? builtinPlugins[use] : undefined;
+  const builtin = findBuiltin(use);
   if (!builtin) {
-    const known = Object.keys(builtinPlugins).sort();
+    const known = Object.keys(builtins()).sort();
     const hint = use.includes("/") ? `; a module path starts with "./", "../" or "/"` : "";
     throw new ConfigError(
       `${where("use")}unknown built-in plugin "${use}" (known: ${known.length ? known.join(", ") : "none"}${hint})`,
@@ -259,7 +256,12 @@ function normalizeEntry(raw: Record<string, unknown>, ctx: NormalizeContext): Pl
       { code: "E_PLUGIN_ROLE" },
     );
   }
-  spec.options = validateOptions(pluginName, builtin.options, options, (k) => where(k));
+  if (builtin.nameOption !== undefined && name !== undefined) {
+    // The entry's `name` is this built-in's option (process-pool: the executor), not the plugin's.
+    options[builtin.nameOption] = name;
+    delete spec.name;
+  }
+  spec.options = validateOptions(spec.name ?? use, builtin.options, options, (k) => where(k));
   return spec;
 }
 
@@ -361,190 +363,4 @@ export function expandEnv(text: string, env: Env): string {
     i = j + 1;
   }
   return out;
-}
-
-// ---------------------------------------------------------------------------------------------
-// Line positions. smol-toml gives no positions for values, so a light scan of the text finds the
-// line of each `[[ROLE.plugins]]` header and of each key inside it. It follows strings (also
-// multi-line), comments and multi-line arrays / inline tables, which covers common files.
-
-interface EntryPositions {
-  line: number;
-  keys: Map<string, number>;
-}
-
-interface Positions {
-  rootLine(key: string): number;
-  sectionKeyLine(role: string, key: string): number;
-  entryLine(role: string, index: number): number;
-  entryKeyLine(role: string, index: number, key: string): number;
-}
-
-function scanPositions(text: string): Positions {
-  const root = new Map<string, number>();
-  const sections = new Map<string, { line: number; keys: Map<string, number> }>();
-  const entries = new Map<string, EntryPositions[]>();
-  const setOnce = (m: Map<string, number>, k: string, line: number) => {
-    if (!m.has(k)) m.set(k, line);
-  };
-  const section = (name: string, line: number) => {
-    let s = sections.get(name);
-    if (!s) sections.set(name, (s = { line, keys: new Map() }));
-    return s;
-  };
-  /** Where keys of the current table are recorded (null: nowhere). */
-  let target: Map<string, number> | null = root;
-
-  let i = 0;
-  let line = 1;
-  const n = text.length;
-  const skipLine = () => {
-    while (i < n && text[i] !== "\n") i++;
-  };
-  /** Skips a string starting at `i` (any of the four kinds), counting newlines. */
-  const skipString = () => {
-    const q = text[i];
-    const triple = text.startsWith(q.repeat(3), i);
-    if (triple) {
-      i += 3;
-      while (i < n) {
-        if (q === '"' && text[i] === "\\") {
-          if (text[i + 1] === "\n") line++;
-          i += 2;
-          continue;
-        }
-        if (text.startsWith(q.repeat(3), i)) {
-          i += 3;
-          // Up to two more quotes may belong to the content (`""""` ends with a quote).
-          while (text[i] === q) i++;
-          return;
-        }
-        if (text[i] === "\n") line++;
-        i++;
-      }
-      return;
-    }
-    i++;
-    while (i < n && text[i] !== q && text[i] !== "\n") {
-      if (q === '"' && text[i] === "\\") i++;
-      i++;
-    }
-    if (text[i] === q) i++;
-  };
-  /** Reads a (dotted, maybe quoted) key up to `stop` characters; returns its parts. */
-  const readKey = (stops: string): string[] => {
-    const parts: string[] = [];
-    let cur = "";
-    while (i < n && !stops.includes(text[i]) && text[i] !== "\n") {
-      const c = text[i];
-      if (c === '"' || c === "'") {
-        const start = i;
-        skipString();
-        const raw = text.slice(start, i);
-        try {
-          cur += c === '"' ? JSON.parse(raw) : raw.slice(1, -1);
-        } catch {
-          cur += raw.slice(1, -1);
-        }
-        continue;
-      }
-      if (c === ".") {
-        parts.push(cur.trim());
-        cur = "";
-      } else if (c !== " " && c !== "\t") {
-        cur += c;
-      }
-      i++;
-    }
-    parts.push(cur.trim());
-    return parts;
-  };
-  /** Skips a value up to the end of its (logical) line, following nested brackets. */
-  const skipValue = () => {
-    let depth = 0;
-    while (i < n) {
-      const c = text[i];
-      if (c === '"' || c === "'") {
-        skipString();
-        continue;
-      }
-      if (c === "#") {
-        skipLine();
-        continue;
-      }
-      if (c === "[" || c === "{") depth++;
-      else if (c === "]" || c === "}") depth--;
-      else if (c === "\n") {
-        if (depth <= 0) return;
-        line++;
-      }
-      i++;
-    }
-  };
-
-  while (i < n) {
-    const c = text[i];
-    if (c === "\n") {
-      line++;
-      i++;
-      continue;
-    }
-    if (c === " " || c === "\t" || c === "\r") {
-      i++;
-      continue;
-    }
-    if (c === "#") {
-      skipLine();
-      continue;
-    }
-    if (c === "[") {
-      const isArray = text[i + 1] === "[";
-      i += isArray ? 2 : 1;
-      const path = readKey("]");
-      skipLine();
-      const [top, second, third] = path;
-      setOnce(root, top, line);
-      if (path.length === 1) {
-        target = section(top, line).keys;
-      } else if (second === "plugins" && path.length === 2 && isArray) {
-        setOnce(section(top, line).keys, "plugins", line);
-        const list = entries.get(top) ?? [];
-        entries.set(top, list);
-        const entry = { line, keys: new Map<string, number>() };
-        list.push(entry);
-        target = entry.keys;
-      } else if (second === "plugins" && path.length > 2) {
-        // A sub-table of the last entry, e.g. [scheduler.plugins.headers].
-        const last = entries.get(top)?.at(-1);
-        if (last) setOnce(last.keys, third, line);
-        target = null;
-      } else {
-        setOnce(section(top, line).keys, second, line);
-        target = null;
-      }
-      continue;
-    }
-    const key = readKey("=");
-    if (target && key[0]) setOnce(target, key[0], line);
-    if (text[i] === "=") {
-      i++;
-      skipValue();
-    } else {
-      skipLine();
-    }
-  }
-
-  const rootLine = (key: string) => root.get(key) ?? 1;
-  const sectionKeyLine = (role: string, key: string) => {
-    const s = sections.get(role);
-    return s?.keys.get(key) ?? s?.line ?? rootLine(role);
-  };
-  const entryLine = (role: string, index: number) =>
-    entries.get(role)?.[index]?.line ?? sectionKeyLine(role, "plugins");
-  return {
-    rootLine,
-    sectionKeyLine,
-    entryLine,
-    entryKeyLine: (role, index, key) => entries.get(role)?.[index]?.keys.get(key) ?? entryLine(role, index),
-  };
 }

@@ -6,12 +6,12 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
-import { builtinPlugins } from "../../plugins/mod.ts";
-import { ConfigError, errorMessage } from "../errors.ts";
-import { isModulePath } from "./config.ts";
+import { ConfigError, errorMessage, PluginError } from "../errors.ts";
+import { describeImportError } from "./import-error.ts";
+import { builtins, findBuiltin, isModulePath } from "./registry.ts";
 import type { Logger, Plugin, PluginContext, PluginRole } from "./types.ts";
 
 /** A plugin spec as it travels: one plugins.toml entry, resolved. */
@@ -53,7 +53,10 @@ function isClass(fn: unknown): boolean {
 }
 
 /**
- * Makes a plugin from a spec.
+ * Makes a plugin from a spec. A spec that names no such built-in, or a built-in of another role,
+ * is a `ConfigError` (the spec is wrong); a module that does not load or exports no plugin, and a
+ * built-in or plugin class that throws while being made, is a `PluginError` (code
+ * `E_PLUGIN_LOAD`), whatever the role, so that every caller answers it the same way.
  *
  * @param spec what to load
  * @param context where relative paths resolve, where shipped modules are written, the logger
@@ -64,23 +67,26 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
 ): Promise<LoadedPlugin<P>> {
   const ctx: PluginContext = { role: spec.role, baseDir: context.baseDir, files: spec.files ?? {}, log: context.log };
   if (!isModulePath(spec.use)) {
-    const builtin = builtinPlugins[spec.use];
+    const builtin = findBuiltin(spec.use);
     if (!builtin) {
-      throw new ConfigError(`Unknown built-in plugin "${spec.use}" (known: ${Object.keys(builtinPlugins).join(", ")})`);
+      const known = Object.keys(builtins()).sort();
+      throw new ConfigError(`Unknown built-in plugin "${spec.use}" (known: ${known.length ? known.join(", ") : "none"})`);
     }
     if (builtin.role !== spec.role) {
       throw new ConfigError(`Plugin "${spec.use}" is a ${builtin.role} plugin, not a ${spec.role} plugin`);
     }
-    const plugin = await builtin.create(spec.options, ctx) as P;
+    const plugin = await made(spec, () => builtin.create(spec.options, ctx)) as P;
     return { name: spec.name ?? plugin.name ?? spec.use, plugin, use: spec.use };
   }
   let path: string;
+  let written = false;
   if (spec.source !== undefined) {
     const hash = createHash("sha256").update(spec.source).digest("hex").slice(0, 12);
     const ext = extname(spec.use) || ".ts";
     await mkdir(context.moduleDir, { recursive: true });
     path = join(context.moduleDir, `${basename(spec.use, extname(spec.use))}-${hash}${ext}`);
     await writeFile(path, spec.source);
+    written = true;
   } else {
     path = spec.modulePath ?? resolve(context.baseDir, spec.use);
   }
@@ -88,14 +94,32 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
   try {
     mod = await import(pathToFileURL(path).href);
   } catch (err) {
-    throw new ConfigError(`Cannot load plugin module "${spec.use}": ${errorMessage(err)}`, { cause: err });
+    // A copy that does not load is of no use later: leave nothing behind.
+    if (written) await rm(path, { force: true }).catch(() => {});
+    // Name the module as the user wrote it, not the copy under a temporary directory.
+    throw new PluginError(spec.name ?? spec.use, `Cannot load plugin module "${spec.use}": ${describeImportError(err, path, spec.use)}`, {
+      code: "E_PLUGIN_LOAD",
+      cause: err,
+    });
   }
   const defaultName = basename(spec.use, extname(spec.use));
-  const made = await fromModule(mod, spec, ctx);
-  if (!made) {
-    throw new ConfigError(`Plugin module "${spec.use}" exports no plugin: expected a default export or clusterSetup()`);
+  const plugin = await made(spec, () => fromModule(mod, spec, ctx));
+  if (!plugin) {
+    throw new PluginError(spec.name ?? defaultName, `Plugin module "${spec.use}" exports no plugin: expected a default export or clusterSetup()`, {
+      code: "E_PLUGIN_LOAD",
+    });
   }
-  return { name: spec.name ?? made.name ?? defaultName, plugin: made as P, use: spec.use };
+  return { name: spec.name ?? plugin.name ?? defaultName, plugin: plugin as P, use: spec.use };
+}
+
+/** Runs a plugin's factory or constructor; what it throws becomes a `PluginError` naming it. */
+async function made<T>(spec: WirePluginSpec, make: () => T | Promise<T>): Promise<T> {
+  try {
+    return await make();
+  } catch (err) {
+    if (err instanceof PluginError || err instanceof ConfigError) throw err;
+    throw new PluginError(spec.name ?? spec.use, errorMessage(err), { code: "E_PLUGIN_LOAD", cause: err });
+  }
 }
 
 async function fromModule(mod: Record<string, unknown>, spec: WirePluginSpec, ctx: PluginContext): Promise<Plugin | null> {

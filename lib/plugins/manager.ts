@@ -21,6 +21,18 @@ export interface Registered<P extends Plugin> {
   spec?: unknown;
 }
 
+/**
+ * The hooks of a plugin kind: its method names (`transition`, `addWorker`, …), so that a call
+ * with a misspelt or new hook name, or with the wrong arguments, fails to compile.
+ */
+export type HookName<P> = {
+  // deno-lint-ignore no-explicit-any -- any function type, whatever its parameters
+  [K in keyof P]-?: NonNullable<P[K]> extends (...args: any[]) => unknown ? K : never;
+}[keyof P] & string;
+
+/** The arguments of hook `K` of plugin kind `P`. */
+export type HookArgs<P, K extends keyof P> = NonNullable<P[K]> extends (...args: infer A) => unknown ? A : never;
+
 /** What `add` did. */
 export type AddResult = "added" | "replaced" | "kept";
 
@@ -31,7 +43,8 @@ export type AddResult = "added" | "replaced" | "kept";
  * ```ts
  * const plugins = new PluginManager<SchedulerPlugin>((name, hook, err) => log.error(`${name}.${hook}: ${err}`));
  * await plugins.add({ name: "count", plugin, use: "./count.ts" }, { start: (p) => p.start?.(api) });
- * plugins.callSync("transition", key, start, finish, info);
+ * plugins.callSync("transition", key, start, finish, info); // checked against SchedulerPlugin
+ * // plugins.callSync("transitoin", key); // does not compile
  * ```
  */
 export class PluginManager<P extends Plugin> {
@@ -57,12 +70,12 @@ export class PluginManager<P extends Plugin> {
   }
 
   /** Whether any plugin implements a hook (so callers skip building its arguments). */
-  has(hook: string): boolean {
+  has(hook: HookName<P>): boolean {
     return this.#hooked(hook).length > 0;
   }
 
   /** The plugins that implement a hook, in registration order (cached until a change). */
-  withHook(hook: string): readonly Registered<P>[] {
+  withHook(hook: HookName<P>): readonly Registered<P>[] {
     return this.#hooked(hook);
   }
 
@@ -87,7 +100,7 @@ export class PluginManager<P extends Plugin> {
   }
 
   /** Calls a synchronous hook on every plugin that has it, in order. */
-  callSync(hook: string, ...args: unknown[]): void {
+  callSync<K extends HookName<P>>(hook: K, ...args: HookArgs<P, K>): void {
     const list = this.#hooked(hook);
     for (let i = 0; i < list.length; i++) {
       const entry = list[i];
@@ -101,7 +114,7 @@ export class PluginManager<P extends Plugin> {
   }
 
   /** Calls a hook on every plugin that has it, one after the other, awaiting each. */
-  async callAsync(hook: string, ...args: unknown[]): Promise<void> {
+  async callAsync<K extends HookName<P>>(hook: K, ...args: HookArgs<P, K>): Promise<void> {
     for (const entry of [...this.#hooked(hook)]) {
       try {
         await (entry.plugin as Record<string, (...a: unknown[]) => unknown>)[hook](...args);

@@ -6,7 +6,7 @@
  * @module
  */
 import { ConfigError } from "../errors.ts";
-import type { OptionSpec } from "../../plugins/mod.ts";
+import type { OptionSpec } from "./registry.ts";
 
 /**
  * An option spec with an optional extra check, for what the type alone cannot say (a positive

@@ -1,15 +1,17 @@
 /**
  * What the registrant does before a plugin travels: a module plugin's source is read, and the
- * files of `upload-file` and `upload-directory` are read from the registrant's disk, so that the
- * receiving workers and nannies need no copy of anything.
+ * files a built-in declares it ships (`BuiltinPlugin.ships`: `upload-file`'s file,
+ * `upload-directory`'s tree) are read from the registrant's disk, so that the receiving workers
+ * and nannies need no copy of anything. The built-ins come from the registry handed in by the
+ * entry point (or passed here): a program that handed in none ships no files for built-ins.
  *
  * @module
  */
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
-import { isModulePath } from "./config.ts";
 import type { WirePluginSpec } from "./load.ts";
+import { type BuiltinRegistry, builtins, findBuiltin, isModulePath } from "./registry.ts";
 
 /** Glob-ish match of `skip` patterns against a path inside the directory (`*`, `**`, `?`). */
 export function matchesSkip(path: string, patterns: string[]): boolean {
@@ -52,6 +54,7 @@ async function readTree(root: string, skip: string[]): Promise<Record<string, Ui
 export async function preparePluginFiles(
   raw: { role: string; use: string; name?: string; options?: Record<string, unknown>; [k: string]: unknown },
   baseDir: string,
+  registry: BuiltinRegistry = builtins(),
 ): Promise<WirePluginSpec> {
   const { role, use, name, options: nested, source, files, modulePath: _m, ...rest } = raw;
   const options = { ...(nested ?? {}), ...rest } as Record<string, unknown>;
@@ -70,17 +73,19 @@ export async function preparePluginFiles(
       spec.source = await readFile(path, "utf8");
       spec.modulePath = path;
     }
-    if (use === "upload-file" && typeof options.path === "string" && Object.keys(spec.files!).length === 0) {
-      const path = resolve(baseDir, options.path);
-      spec.files = { [basename(path)]: new Uint8Array(await readFile(path)) };
-      options.path = basename(path);
-    }
-    if (use === "upload-directory" && typeof options.path === "string" && Object.keys(spec.files!).length === 0) {
-      const path = resolve(baseDir, options.path);
-      if (!(await stat(path)).isDirectory()) throw new Error(`"${path}" is not a directory`);
-      const skip = Array.isArray(options.skip) ? options.skip.map(String) : [];
-      spec.files = await readTree(path, skip);
-      options.path = basename(path);
+    const ships = isModulePath(use) ? [] : findBuiltin(use, registry)?.ships ?? [];
+    for (const { option, kind, skipOption } of ships) {
+      const value = options[option];
+      if (typeof value !== "string" || Object.keys(spec.files!).length > 0) continue;
+      const path = resolve(baseDir, value);
+      if (kind === "file") {
+        spec.files = { [basename(path)]: new Uint8Array(await readFile(path)) };
+      } else {
+        if (!(await stat(path)).isDirectory()) throw new Error(`"${path}" is not a directory`);
+        const patterns = skipOption !== undefined ? options[skipOption] : undefined;
+        spec.files = await readTree(path, Array.isArray(patterns) ? patterns.map(String) : []);
+      }
+      options[option] = basename(path);
     }
   } catch (err) {
     throw new ConfigError(`Cannot prepare plugin "${name ?? use}": ${errorMessage(err)}`);

@@ -196,6 +196,7 @@ export class Scheduler {
       for (const path of options.preload ?? []) await this.#preload(path);
     } catch (err) {
       await this.#server.stop();
+      await rm(this.#moduleDir, { recursive: true, force: true }).catch(() => {});
       throw err;
     }
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
