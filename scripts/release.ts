@@ -77,7 +77,7 @@ function sourceStamp(bunVersion: string): string {
 export function release(options: { ifStale?: boolean; log?: (line: string) => void } = {}): string[] {
   const log = options.log ?? ((line: string) => console.log(line));
   const { version } = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
-  const bunVersion = typeof Bun !== "undefined" ? Bun.version : "";
+  const bunVersion = process.versions.bun ?? "";
   const stampFile = join(releaseDir, ".stamp");
   const stamp = sourceStamp(bunVersion);
   const names = Object.keys(targets).map((t) => binaryName(version, t));
