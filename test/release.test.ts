@@ -218,3 +218,23 @@ describe("a mixed-architecture cluster", () => {
     }
   }, 180_000);
 });
+
+describe("npm ci", () => {
+  test("a fresh npm ci prints no install-scripts warnings, and the bun and deno it installs run", async () => {
+    const dir = tempDir();
+    for (const name of ["package.json", "package-lock.json"]) writeFileSync(join(dir, name), readFileSync(join(root, name)));
+    const npm = (args: string[]) =>
+      new Promise<{ status: number | null; output: string }>((resolve) => {
+        const child = spawn("npm", args, { cwd: dir, stdio: ["ignore", "pipe", "pipe"] });
+        let output = "";
+        child.stdout!.setEncoding("utf8").on("data", (c: string) => (output += c));
+        child.stderr!.setEncoding("utf8").on("data", (c: string) => (output += c));
+        child.on("exit", (status) => resolve({ status, output }));
+      });
+    const ci = await npm(["ci"]);
+    expect(ci.status).toBe(0);
+    expect(ci.output).not.toMatch(/allow-scripts|install-scripts|npm warn/i);
+    expect(spawnSync(join(dir, "node_modules", ".bin", "bun"), ["--version"], { encoding: "utf8" }).stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
+    expect(spawnSync(join(dir, "node_modules", ".bin", "deno"), ["--version"], { encoding: "utf8" }).stdout).toStartWith("deno ");
+  }, 180_000);
+});
