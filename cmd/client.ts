@@ -9,6 +9,7 @@ import { Client } from "../lib/client/mod.ts";
 import { ConfigError, errorMessage } from "../lib/errors.ts";
 import { socketUrl } from "../lib/protocol.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
+import { reachScheduler } from "./_connect.ts";
 
 const submitArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
@@ -44,6 +45,7 @@ export const submitCommand = defineCommand({
     applyTokenFile(a["token-file"]);
     const url = schedulerUrl(a.scheduler);
     const graph = await readGraph(String(a.graph)) as { tasks: never[]; keys?: string[] };
+    await reachScheduler(url);
     const client = await Client.connect(url);
     const timeout = Number(a.timeout);
     const timer = timeout > 0
@@ -89,7 +91,9 @@ export const eventsCommand = defineCommand({
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, eventsArgs);
     applyTokenFile(a["token-file"]);
-    const url = socketUrl(schedulerUrl(a.scheduler), "/api/v1/events");
+    const base = schedulerUrl(a.scheduler);
+    await reachScheduler(base);
+    const url = socketUrl(base, "/api/v1/events");
     for (const t of collect(rawArgs, "topic")) url.searchParams.append("topic", t);
     if (a.since !== undefined) url.searchParams.set("since", String(a.since));
     url.searchParams.set("batch", "1");
@@ -103,7 +107,7 @@ export const eventsCommand = defineCommand({
       };
       socket.onerror = () => {};
       socket.onclose = (event) => {
-        if (!opened) reject(new Error(`Cannot reach scheduler at "${a.scheduler}": ${event.reason || "connection failed"}`));
+        if (!opened) reject(new Error(`Cannot reach scheduler at "${base}": ${event.reason || "connection failed"}`));
         else if (event.code !== 1000) reject(new Error(`Event stream closed: ${event.reason || `code ${event.code}`}`));
         else resolve();
       };
@@ -127,15 +131,7 @@ export const infoCommand = defineCommand({
     checkFlags(rawArgs, infoArgs);
     applyTokenFile(a["token-file"]);
     const url = schedulerUrl(a.scheduler);
-    const headers: Record<string, string> = {};
-    if (process.env.CLUSTER_TOKEN) headers.authorization = `Bearer ${process.env.CLUSTER_TOKEN}`;
-    let res: Response;
-    try {
-      res = await fetch(`${url}/api/v1/info`, { headers, signal: AbortSignal.timeout(10_000) });
-    } catch (err) {
-      throw new Error(`Cannot reach scheduler at "${url}": ${errorMessage(err)}`);
-    }
-    if (!res.ok) throw new Error(`Scheduler at "${url}" answered ${res.status}: ${await res.text()}`);
+    const res = await reachScheduler(url);
     const info = await res.json() as {
       workers: Array<{ name: string; address: string; nthreads: number; status: string; nanny: boolean; processing: number; memory: number }>;
       tasks: Record<string, number>;

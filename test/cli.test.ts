@@ -77,6 +77,28 @@ describe("usage errors", () => {
     }
   });
 
+  test("submit, info and events word an unreachable scheduler and a refused token the same way", async () => {
+    const lines = new Set<string>();
+    for (const args of [["submit", "http://127.0.0.1:9", "-"], ["info", "http://127.0.0.1:9"], ["events", "http://127.0.0.1:9"]]) {
+      const r = await runCli(args, { input: '{"tasks":[]}' });
+      expect(r.code).toBe(1);
+      lines.add(r.stderr.trim());
+    }
+    expect([...lines]).toEqual(['cluster: Cannot reach scheduler at "http://127.0.0.1:9": connection refused (is the scheduler running, and on this port?)']);
+    const cluster = await startCluster({ workers: 0, env: { CLUSTER_TOKEN: "right" } });
+    try {
+      const refused = new Set<string>();
+      for (const args of [["submit", cluster.url, "-"], ["info", cluster.url], ["events", cluster.url]]) {
+        const r = await runCli(args, { input: '{"tasks":[]}', env: { CLUSTER_TOKEN: "wrong" } });
+        expect(r.code).toBe(1);
+        refused.add(r.stderr.trim());
+      }
+      expect([...refused]).toEqual([`cluster: Scheduler at "${cluster.url}" refused the token (401 unauthorized): set CLUSTER_TOKEN or --token-file`]);
+    } finally {
+      await cluster.stop();
+    }
+  });
+
   test("a missing graph file exits 2 naming the file", async () => {
     const r = await runCli(["submit", "http://127.0.0.1:9", "/nonexistent/graph.json"]);
     expect(r.code).toBe(2);
