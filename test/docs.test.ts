@@ -19,14 +19,14 @@
  * A `json runnable` block is a graph, submitted with `cluster submit`, which must succeed.
  */
 import { describe, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { commandInfo } from "../cmd/_commands.ts";
 import { envName } from "../cmd/_args.ts";
 import { renderCliDoc } from "../scripts/cli-docs.ts";
-import { root, tempDir } from "./_cluster.ts";
+import { root, runCli, startProcess, tempDir } from "./_cluster.ts";
 
 const pages = ["README.md", ...readdirSync(join(root, "docs")).filter((n) => n.endsWith(".md")).map((n) => `docs/${n}`)];
 
@@ -270,4 +270,39 @@ describe("the pages", () => {
       }
     }
   });
+
+  test("systemd-analyze accepts the units, where it is installed", () => {
+    if (spawnSync("systemd-analyze", ["--version"]).status !== 0) return;
+    const dir = tempDir();
+    const units = join(root, "examples", "systemd");
+    for (const [from, to] of [["cluster-scheduler.service", "cluster-scheduler.service"], ["cluster-worker@.service", "cluster-worker@1.service"]]) {
+      writeFileSync(join(dir, to), readFileSync(join(units, from), "utf8").replaceAll("/usr/local/bin/cluster", join(root, "dist", "cluster")));
+    }
+    const r = spawnSync("systemd-analyze", ["verify", join(dir, "cluster-scheduler.service"), join(dir, "cluster-worker@1.service")], { encoding: "utf8" });
+    expect(r.stderr).toBe("");
+    expect(r.status).toBe(0);
+  });
+
+  test("the units' environment alone configures a scheduler and a nanny-supervised worker", async () => {
+    const env = (unit: string) => {
+      const text = readFileSync(join(root, "examples", "systemd", unit), "utf8").replaceAll("%i", "1").replaceAll("%H", "host");
+      return Object.fromEntries([...text.matchAll(/^Environment=(CLUSTER_[A-Z_]+)=(.*)$/gm)].map((m) => [m[1], m[2]]));
+    };
+    const dir = tempDir();
+    // Loopback, a free port and the repository's files instead of the machine's.
+    const scheduler = await startProcess(["scheduler"], {
+      env: { ...env("cluster-scheduler.service"), CLUSTER_HOST: "127.0.0.1", CLUSTER_PORT: "0", CLUSTER_PLUGINS: join(root, "examples", "plugins.toml"), CLUSTER_EVENTS_FILE: join(dir, "events.jsonl") },
+    });
+    try {
+      const nanny = await startProcess(["nanny"], {
+        env: { ...env("cluster-worker@.service"), CLUSTER_SCHEDULER: scheduler.url, CLUSTER_LOCAL_DIRECTORY: join(dir, "worker-1") },
+        timeoutMs: 60_000,
+      });
+      const info = JSON.parse((await runCli(["info", scheduler.url, "--json"])).stdout);
+      expect(info.workers.map((w: { name: string; nthreads: number; nanny: boolean }) => [w.name, w.nthreads, w.nanny])).toEqual([["host-1", 2, true]]);
+      await nanny.stop();
+    } finally {
+      await scheduler.stop();
+    }
+  }, 90_000);
 });
