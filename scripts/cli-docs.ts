@@ -53,7 +53,7 @@ if (import.meta.main) {
   const next = renderCliDoc(current);
   if (process.argv.includes("--check")) {
     if (next !== current) {
-      console.error("docs/cli.md is out of date: run `bun scripts/cli-docs.ts`");
+      console.error("docs/cli.md is out of date: run `npx bun scripts/cli-docs.ts`");
       process.exit(1);
     }
   } else writeFileSync(path, next);

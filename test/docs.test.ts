@@ -251,7 +251,7 @@ describe("the pages", () => {
 
   test("docs/cli.md documents every command, flag and variable as defined", () => {
     const current = readFileSync(join(root, "docs", "cli.md"), "utf8");
-    // When this fails after a flag was added or changed: run `bun scripts/cli-docs.ts`.
+    // When this fails after a flag was added or changed: run `npx bun scripts/cli-docs.ts`.
     expect(renderCliDoc(current)).toBe(current);
   });
 
