@@ -129,6 +129,8 @@ function flagNames(def: ArgsDef): Map<string, string> {
  * ```
  */
 export function argsWithEnv(rawArgs: string[], def: ArgsDef, env: Record<string, string | undefined> = process.env): string[] {
+  // One command line a process: what came from the environment is this call's.
+  fromEnv.clear();
   const names = flagNames(def);
   const given = new Set<string>();
   let positionals = 0;
