@@ -93,7 +93,7 @@ describe("usage errors", () => {
         expect(r.code).toBe(1);
         refused.add(r.stderr.trim());
       }
-      expect([...refused]).toEqual([`cluster: Scheduler at "${cluster.url}" refused the token (401 unauthorized): set CLUSTER_TOKEN or --token-file`]);
+      expect([...refused]).toEqual([`cluster: Cannot reach the scheduler at ${cluster.url}: the token was refused`]);
     } finally {
       await cluster.stop();
     }
