@@ -27,6 +27,7 @@ import { runtime, type RunningServer } from "../runtime/mod.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { GraphError, validateGraph } from "./graph.ts";
 import { withLiveFields } from "../live.ts";
+import { dashboardApp, hasSession } from "../dashboard/mod.ts"; // dashboard
 import { type ClientState, SchedulerState, type TaskState, type WorkerMessage, type WorkerState } from "./state.ts";
 
 const log = createLogger("scheduler");
@@ -787,6 +788,7 @@ export class Scheduler {
 
   #authorized(c: Context): boolean {
     if (!this.#token) return true;
+    if (hasSession(c.req.header("cookie"), this.#token)) return true; // dashboard: its login cookie
     const header = c.req.header("authorization");
     const given = header?.startsWith("Bearer ") ? header.slice(7) : c.req.query("token");
     return given !== undefined && timingSafeEqual(given, this.#token);
@@ -801,6 +803,7 @@ export class Scheduler {
       return c.json({ error: errorMessage(err) }, 500);
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
+    app.route("/", dashboardApp({ token: () => this.#token })); // dashboard: before auth, it does its own
     app.use("*", async (c, next) => {
       if (!this.#authorized(c)) return c.json({ error: "Unauthorized: a valid bearer token is required" }, 401);
       await next();

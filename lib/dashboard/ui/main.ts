@@ -1,0 +1,160 @@
+/// <reference lib="dom" />
+/**
+ * The dashboard page: subscribes to the scheduler's event stream (CBOR batches, replaying what
+ * the scheduler kept), polls `info` and `plugins` every second, and redraws once per animation
+ * frame from what arrived since the last one. Events are queued as they come and folded within
+ * a time budget per frame, so a flood of transitions never blocks the page.
+ *
+ * @module
+ */
+import { decode } from "./cbor.ts";
+import { bytes, count, setText, sparkline } from "./dom.ts";
+import { LogPanel } from "./log.ts";
+import { EventRing, foldEvents, Progress, Rate, type StreamEvent, TaskStream } from "./model.ts";
+import { type PluginEntry, PluginsPanel, statusByPlace } from "./plugins.ts";
+import { ProgressPanel } from "./progress.ts";
+import { StreamPanel } from "./stream.ts";
+import { type WorkerInfo, WorkersPanel } from "./workers.ts";
+
+/** Milliseconds of event folding per frame; the rest waits for the next frame. */
+const foldBudgetMs = 6;
+
+const model = { progress: new Progress(), stream: new TaskStream(), rate: new Rate(120), log: new EventRing(500) };
+const queue: StreamEvent[][] = [];
+let queueHead = 0;
+let queueOffset = 0;
+let lastSeq = 0;
+/** Browser clock minus scheduler clock (seconds), the smallest seen: the stream's "now". */
+let clockSkew = Number.POSITIVE_INFINITY;
+let info: Record<string, unknown> | null = null;
+let plugins: Record<string, PluginEntry[]> = {};
+let infoDirty = false;
+
+const $ = (id: string) => document.getElementById(id)!;
+const workersPanel = new WorkersPanel($("workers"));
+const progressPanel = new ProgressPanel($("progress"), model.progress);
+const streamPanel = new StreamPanel($("stream"));
+const logPanel = new LogPanel($("events"));
+const pluginsPanel = new PluginsPanel($("plugins"));
+const rateCanvas = $("rate-chart") as HTMLCanvasElement;
+
+function setConnection(state: "live" | "connecting" | "offline", detail = ""): void {
+  const el = $("connection");
+  el.className = `conn ${state}`;
+  setText(el, state === "live" ? "live" : state === "connecting" ? "connecting…" : "offline");
+  el.title = detail;
+}
+
+/** The scheduler's "now" on its own clock. */
+function schedulerNow(): number {
+  const skew = Number.isFinite(clockSkew) ? clockSkew : 0;
+  return Date.now() / 1000 - skew;
+}
+
+function connect(): void {
+  const url = new URL("/api/v1/events", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  url.searchParams.set("format", "cbor");
+  url.searchParams.set("batch", "1");
+  // The first time: everything the scheduler kept; after a drop: what was missed.
+  url.searchParams.set("since", String(lastSeq));
+  setConnection("connecting");
+  const socket = new WebSocket(url);
+  socket.binaryType = "arraybuffer";
+  socket.onopen = () => setConnection("live");
+  socket.onmessage = (m) => {
+    if (!(m.data instanceof ArrayBuffer)) return;
+    const value = decode(new Uint8Array(m.data));
+    const batch = (Array.isArray(value) ? value : [value]) as StreamEvent[];
+    if (batch.length === 0) return;
+    const last = batch[batch.length - 1];
+    const skew = Date.now() / 1000 - last.time;
+    if (skew < clockSkew) clockSkew = skew;
+    lastSeq = Math.max(lastSeq, last.seq);
+    queue.push(batch);
+  };
+  socket.onclose = (e) => {
+    setConnection("offline", e.reason || `closed (${e.code})`);
+    setTimeout(connect, 1000);
+  };
+}
+
+async function poll(): Promise<void> {
+  try {
+    const [i, p] = await Promise.all([fetch("/api/v1/info"), fetch("/api/v1/plugins")]);
+    if (i.status === 401 || p.status === 401) {
+      // The cookie expired or the token changed: back to the login form.
+      location.replace("/");
+      return;
+    }
+    if (i.ok) info = await i.json();
+    if (p.ok) plugins = await p.json();
+    infoDirty = true;
+  } catch {
+    // The scheduler is away; the connection badge says so and the next poll retries.
+  }
+}
+
+/** Folds queued batches until the budget is spent. */
+function fold(deadline: number): void {
+  while (queueHead < queue.length) {
+    const batch = queue[queueHead];
+    // Large batches are folded in slices, so one replay cannot take a whole frame.
+    const end = Math.min(batch.length, queueOffset + 2000);
+    foldEvents(queueOffset === 0 && end === batch.length ? batch : batch.slice(queueOffset, end), model);
+    queueOffset = end;
+    if (queueOffset >= batch.length) {
+      queueHead++;
+      queueOffset = 0;
+    }
+    if (performance.now() > deadline) break;
+  }
+  if (queueHead > 256 || queueHead === queue.length) {
+    queue.splice(0, queueHead);
+    queueHead = 0;
+  }
+}
+
+function renderSummary(): void {
+  if (!info) return;
+  const workers = (info.workers ?? []) as WorkerInfo[];
+  const tasks = (info.tasks ?? {}) as Record<string, number>;
+  setText($("address"), String(info.address ?? location.host));
+  setText($("version"), `v${info.version ?? "?"}`);
+  const threads = workers.reduce((n, w) => n + (w.nthreads ?? 0), 0);
+  const nbytes = workers.reduce((n, w) => n + (w.nbytes ?? 0), 0);
+  setText($("sum-workers"), count(workers.length));
+  setText($("sum-threads"), count(threads));
+  for (const state of ["waiting", "queued", "processing", "memory", "erred"]) setText($(`sum-${state}`), count(tasks[state] ?? 0));
+  setText($("sum-bytes"), bytes(nbytes));
+  for (const w of workers) if (w.nthreads) model.stream.setThreads(w.name, w.nthreads);
+}
+
+let lastInfoRender = 0;
+function frame(): void {
+  const start = performance.now();
+  fold(start + foldBudgetMs);
+  if (infoDirty) {
+    infoDirty = false;
+    renderSummary();
+    workersPanel.update((info?.workers ?? []) as WorkerInfo[], statusByPlace(plugins));
+    pluginsPanel.update(plugins);
+  }
+  progressPanel.render(model.progress);
+  const now = schedulerNow();
+  streamPanel.render(model.stream, now);
+  logPanel.render(model.log);
+  if (start - lastInfoRender > 500) {
+    lastInfoRender = start;
+    const series = model.rate.series(now);
+    sparkline(rateCanvas, series, { color: "#5ee3a1", width: 160, height: 30 });
+    setText($("rate"), `${count(series[series.length - 2] ?? 0)}/s`);
+  }
+  requestAnimationFrame(frame);
+}
+
+addEventListener("resize", () => streamPanel.render(model.stream, schedulerNow(), true));
+connect();
+poll();
+setInterval(poll, 1000);
+requestAnimationFrame(frame);
