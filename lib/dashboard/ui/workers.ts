@@ -144,7 +144,7 @@ export class WorkersPanel {
       memCanvas: h("canvas", "spark"),
       memText: h("span", "small"),
       restarts: cell("num"),
-      plugins: cell("chips"),
+      plugins: h("div", "chips"),
       cpu: [],
       mem: [],
       seen: true,
@@ -160,7 +160,9 @@ export class WorkersPanel {
     cpuCell.append(row.cpuCanvas, row.cpuText);
     const memCell = cell("chart");
     memCell.append(row.memCanvas, row.memText);
-    row.tr.append(nameCell, statusCell, busyCell, row.held, cpuCell, memCell, row.restarts, row.plugins);
+    const pluginCell = cell();
+    pluginCell.append(row.plugins);
+    row.tr.append(nameCell, statusCell, busyCell, row.held, cpuCell, memCell, row.restarts, pluginCell);
     return row;
   }
 
