@@ -50,7 +50,7 @@ export async function buildAssets(): Promise<string> {
     entrypoints: [join(uiDir, "main.ts")],
     target: "browser",
     format: "iife",
-    minify: true,
+    minify: !process.env.DASHBOARD_DEBUG,
   });
   if (!result.success) throw new Error(`Cannot bundle the dashboard: ${result.logs.map(String).join("; ")}`);
   const js = (await result.outputs[0].text()).trim();

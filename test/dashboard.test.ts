@@ -12,7 +12,7 @@ import { encodeFrame } from "../lib/protocol.ts";
 import { appJs, sourceHash as committedHash } from "../lib/dashboard/_assets.ts";
 import { dashboardApp, dashboardLink, hasSession } from "../lib/dashboard/mod.ts";
 import { sessionValue } from "../lib/dashboard/_session.ts";
-import { decode } from "../lib/dashboard/ui/cbor.ts";
+import { ArrayReader, decode } from "../lib/dashboard/ui/cbor.ts";
 import { EventRing, foldEvents, keyPrefix, Progress, Rate, TaskStream } from "../lib/dashboard/ui/model.ts";
 import { pluginPlaces, statusByPlace } from "../lib/dashboard/ui/plugins.ts";
 import { workerCpu, workerHeld, workerMemoryBytes } from "../lib/dashboard/ui/workers.ts";
@@ -25,13 +25,17 @@ const artifacts = join(root, "dist", "test-artifacts");
 afterAll(stopAll);
 
 describe("dashboard logic", () => {
-  test("the CBOR decoder reads the scheduler's event batches as cbor-x wrote them", () => {
+  test("the CBOR decoder reads, whole or one element at a time, the scheduler's event batches as cbor-x wrote them", () => {
     const events = [
       { seq: 1, topic: "transition", time: 1764460000.123, key: "inc-1", start: "waiting", finish: "processing", stimulusId: "x-1", worker: "w1" },
       { seq: 2, topic: "worker", time: 1764460000.5, action: "add", nested: { list: [1, -2, 3.5, 70000, 2 ** 40], ok: true, none: null } },
       { seq: 3, topic: "log", time: 1.5, message: "héllo ✓ ".repeat(20), empty: "", big: -(2 ** 33) },
     ];
     expect(decode(encodeFrame(events))).toEqual(events);
+    const reader = new ArrayReader(encodeFrame(events));
+    const read: unknown[] = [];
+    while (!reader.done) read.push(reader.next());
+    expect(read).toEqual(events);
   });
 
   test("a key's prefix is the key up to its last dash, as Dask's progress groups tasks", () => {

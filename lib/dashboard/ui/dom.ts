@@ -36,9 +36,11 @@ export function bytes(n: number): string {
   return `${n < 10 && i > 0 ? n.toFixed(1) : Math.round(n)} ${units[i]}`;
 }
 
-/** `12345` → `12,345`. */
+const integer = new Intl.NumberFormat("en-US", { maximumFractionDigits: 0 });
+
+/** `12345` → `12,345` (one shared formatter: `toLocaleString` builds one per call). */
 export function count(n: number): string {
-  return Math.round(n).toLocaleString("en-US");
+  return integer.format(n);
 }
 
 /** A scheduler time (seconds) as `HH:MM:SS.mmm` local time. */

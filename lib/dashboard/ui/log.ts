@@ -33,6 +33,8 @@ export class LogPanel {
   #hidden = new Set<string>(["transition"]);
   #chipFor = new Map<string, { el: HTMLElement; n: HTMLElement }>();
   #version = -1;
+  #countsVersion = -1;
+  #searched = "";
   #drawnAt = 0;
   #search: HTMLInputElement;
 
@@ -48,11 +50,19 @@ export class LogPanel {
     root.append(this.#chips, this.#list);
   }
 
+  /** The ring version whose counts were last drawn. */
+  get drawnVersion(): number {
+    return this.#countsVersion;
+  }
+
   render(ring: EventRing): void {
     const wall = performance.now();
-    if (ring.version === this.#version || wall - this.#drawnAt < 250) return;
-    this.#version = ring.version;
+    if (wall - this.#drawnAt < 250) return;
+    // With transitions hidden, a flood of them only moves a counter, not the list.
+    const version = this.#hidden.has("transition") ? ring.otherVersion : ring.version;
+    if (version === this.#version && ring.version === this.#countsVersion) return;
     this.#drawnAt = wall;
+    this.#countsVersion = ring.version;
     for (const [topic, n] of ring.topics) {
       let chip = this.#chipFor.get(topic);
       if (!chip) {
@@ -74,6 +84,9 @@ export class LogPanel {
       }
       setText(chip.n, count(n));
     }
+    if (version === this.#version && this.#search.value === this.#searched) return;
+    this.#version = version;
+    this.#searched = this.#search.value;
     const needle = this.#search.value.trim().toLowerCase();
     const events = ring.newest((t) => !this.#hidden.has(t), needle ? maxRows * 10 : maxRows);
     const rows: HTMLElement[] = [];

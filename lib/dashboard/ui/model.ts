@@ -297,7 +297,9 @@ export class EventRing {
   readonly topics = new Map<string, number>();
   #other: StreamEvent[] = [];
   #transitions: StreamEvent[] = [];
+  /** Bumped per event; `otherVersion` only for events that are not transitions. */
   version = 0;
+  otherVersion = 0;
   constructor(readonly capacity = 500) {}
 
   add(event: StreamEvent): void {
@@ -307,6 +309,7 @@ export class EventRing {
     // Trimmed in chunks: one splice per `capacity` events, not one shift per event.
     if (list.length > this.capacity * 2) list.splice(0, list.length - this.capacity);
     this.version++;
+    if (event.topic !== "transition") this.otherVersion++;
   }
 
   /** The newest events (newest first) of the shown topics, at most `limit`. */

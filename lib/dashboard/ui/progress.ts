@@ -41,6 +41,11 @@ export class ProgressPanel {
     root.append(this.#list, this.#more, this.#empty);
   }
 
+  /** The model version last drawn. */
+  get drawnVersion(): number {
+    return this.#version;
+  }
+
   render(progress: Progress): void {
     if (progress.version === this.#version) return;
     this.#version = progress.version;

@@ -31,6 +31,7 @@ export class StreamPanel {
         this.#window = seconds;
         for (const other of buttons) other.classList.toggle("active", other === b);
         this.#drawnAt = 0;
+        this.#drawnVersion = -1;
       });
       buttons.push(b);
       tools?.append(b);
@@ -44,21 +45,21 @@ export class StreamPanel {
 
   /**
    * Redraws at most ten times a second (the time axis moves), and not at all while nothing ran
-   * in the window and nothing changed.
+   * in the window and nothing changed. Returns whether it wants more frames (tasks are in view).
    */
-  render(stream: TaskStream, now: number, force = false): void {
-    const wall = performance.now();
-    if (!force && wall - this.#drawnAt < 100) return;
+  render(stream: TaskStream, now: number, force = false): boolean {
     const size = stream.size;
     const newest = size > 0 ? stream.stop[(stream.count - 1) % stream.capacity] : 0;
-    const idle = stream.version === this.#drawnVersion && now - newest > this.#window + 1;
-    if (!force && idle && this.#drawnAt > 0) return;
+    const inView = size > 0 && now - newest < this.#window + 1;
+    const wall = performance.now();
+    if (!force && wall - this.#drawnAt < 100) return inView;
+    if (!force && !inView && stream.version === this.#drawnVersion && this.#drawnAt > 0) return false;
     this.#drawnAt = wall;
     this.#drawnVersion = stream.version;
     this.#empty.hidden = size > 0;
     this.#box.hidden = size === 0;
-    if (size === 0) return;
-    this.#draw(stream, now);
+    if (size > 0) this.#draw(stream, now);
+    return inView;
   }
 
   #draw(stream: TaskStream, now: number): void {
@@ -67,9 +68,11 @@ export class StreamPanel {
     );
     let lanesTotal = 0;
     const firstLane: number[] = [];
+    const laneCount: number[] = [];
     for (const { i } of order) {
       firstLane[i] = lanesTotal;
-      lanesTotal += stream.lanes(i);
+      laneCount[i] = stream.lanes(i);
+      lanesTotal += laneCount[i];
     }
     const width = Math.max(200, this.#box.clientWidth);
     const laneHeight = Math.max(3, Math.min(16, Math.floor(260 / Math.max(1, lanesTotal))));
@@ -89,7 +92,7 @@ export class StreamPanel {
       const { name, i } = order[k];
       const top = firstLane[i] * laneHeight + k * gap;
       rowTop[i] = top;
-      const rows = stream.lanes(i) * laneHeight;
+      const rows = laneCount[i] * laneHeight;
       ctx.fillStyle = k % 2 === 0 ? "rgba(255,255,255,0.035)" : "rgba(255,255,255,0.015)";
       ctx.fillRect(labelWidth, top, plot, rows);
       ctx.fillStyle = "#aab4c3";
@@ -122,9 +125,10 @@ export class StreamPanel {
       if (stop < t0) continue;
       const w = stream.worker[slot];
       const lane = stream.lane[slot];
-      const g = firstLane[w] + Math.min(lane, stream.lanes(w) - 1);
+      const l = lane < laneCount[w] ? lane : laneCount[w] - 1;
+      const g = firstLane[w] + l;
       laneWorker[g] = w;
-      laneIndex[g] = Math.min(lane, stream.lanes(w) - 1);
+      laneIndex[g] = l;
       const x1 = Math.min(xOf(stop), width);
       const x0 = Math.max(xOf(stream.start[slot]), labelWidth);
       if (x1 < x0) continue;
