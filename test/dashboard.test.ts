@@ -10,10 +10,10 @@ import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { encodeFrame } from "../lib/protocol.ts";
 import { appJs, sourceHash as committedHash } from "../lib/dashboard/_assets.ts";
-import { dashboardApp, dashboardLink, hasSession } from "../lib/dashboard/mod.ts";
+import { DashboardFeed, dashboardApp, dashboardLink, hasSession } from "../lib/dashboard/mod.ts";
 import { sessionValue } from "../lib/dashboard/_session.ts";
 import { ArrayReader, decode } from "../lib/dashboard/ui/cbor.ts";
-import { EventRing, foldEvents, keyPrefix, Progress, Rate, TaskStream } from "../lib/dashboard/ui/model.ts";
+import { EventRing, keyPrefix, Progress, Rate, TaskStream } from "../lib/dashboard/ui/model.ts";
 import { pluginPlaces, statusByPlace } from "../lib/dashboard/ui/plugins.ts";
 import { workerCpu, workerHeld, workerMemoryBytes } from "../lib/dashboard/ui/workers.ts";
 import { assetsFile, buildAssets, sourceHash } from "../scripts/build-dashboard.ts";
@@ -45,24 +45,47 @@ describe("dashboard logic", () => {
     expect(keyPrefix("-x")).toBe("-x");
   });
 
-  test("progress counts done, erred and total per prefix, and keeps finished keys done when they are forgotten", () => {
+  test("the feed counts done, erred and total per prefix, and keeps finished keys done when they are forgotten", () => {
+    const frames: Uint8Array[] = [];
+    let seq = 0;
+    const feed = new DashboardFeed({ subscribe: () => () => {} }, { intervalMs: 60_000 });
+    const detach = feed.attach((f) => frames.push(f));
+    const t = (key: string, start: string, finish: string, extra: Record<string, unknown> = {}) =>
+      ({ seq: ++seq, topic: "transition", time: 100 + seq / 100, key, start, finish, stimulusId: "s", ...extra });
+    const events = [];
+    for (let i = 0; i < 3; i++) events.push(t(`inc-${i}`, "released", "waiting"), t(`inc-${i}`, "waiting", "processing", { worker: "w1" }));
+    events.push(t("inc-0", "processing", "memory", { worker: "w1" }), t("inc-1", "processing", "erred"));
+    events.push(t("inc-0", "memory", "released"), t("inc-0", "released", "forgotten"));
+    events.push({ seq: ++seq, topic: "worker", time: 101, action: "add", worker: "w1" });
+    feed.fold(events);
+    detach();
+    // Reattaching gives a snapshot: the feed restarted from the (empty) source.
+    const snapshot = decode(frames[0]) as Array<Record<string, any>>;
+    expect(snapshot[0].op).toBe("snapshot");
+    const again = new DashboardFeed({ subscribe: (sub) => (sub.deliver(events as never), () => {}) }, { intervalMs: 60_000 });
+    const got: Uint8Array[] = [];
+    const off = again.attach((f) => got.push(f));
+    const [msg] = decode(got.at(-1)!) as Array<Record<string, any>>;
+    off();
+    expect(msg.prefixes).toEqual([{ name: "inc", total: 3, waiting: 0, processing: 1, done: 1, erred: 1, order: 0 }]);
+    // Two finished tasks, each a [worker, prefix, start, stop, erred] segment; inc-1's worker from its start.
+    expect(msg.segments.length).toBe(10);
+    expect(msg.workers).toEqual(["w1"]);
+    expect(msg.segments[9]).toBe(1);
+    expect(msg.events.map((e: { topic: string }) => e.topic)).toContain("worker");
+    expect(msg.topics).toEqual({ transition: 10, worker: 1 });
+  });
+
+  test("the page's progress takes the feed's rows and clears finished ones until they change", () => {
     const p = new Progress();
-    for (let i = 0; i < 3; i++) {
-      p.transition(`inc-${i}`, "waiting", 1);
-      p.transition(`inc-${i}`, "processing", 2);
-    }
-    p.transition("inc-0", "memory", 3);
-    p.transition("inc-1", "erred", 3);
-    expect(p.prefixes.get("inc")).toMatchObject({ total: 3, done: 1, erred: 1, processing: 1, waiting: 0 });
-    p.transition("inc-0", "released", 4);
-    p.transition("inc-0", "forgotten", 4);
-    expect(p.prefixes.get("inc")).toMatchObject({ total: 3, done: 1 });
-    // An unfinished key that is dropped leaves the total.
-    p.transition("inc-2", "released", 5);
-    expect(p.prefixes.get("inc")).toMatchObject({ total: 2, processing: 0 });
+    p.apply([{ name: "inc", total: 2, waiting: 0, processing: 0, done: 2, erred: 0, order: 0 }]);
+    p.apply([{ name: "sum", total: 1, waiting: 1, processing: 0, done: 0, erred: 0, order: 1 }]);
     p.clearFinished();
-    expect(p.prefixes.size).toBe(0);
-    expect(p.trackedKeys).toBe(0);
+    expect([...p.prefixes.keys()]).toEqual(["sum"]);
+    p.apply([{ name: "inc", total: 2, waiting: 0, processing: 0, done: 2, erred: 0, order: 0 }]);
+    expect(p.prefixes.has("inc")).toBe(false);
+    p.apply([{ name: "inc", total: 3, waiting: 1, processing: 0, done: 2, erred: 0, order: 0 }]);
+    expect(p.prefixes.get("inc")?.total).toBe(3);
   });
 
   test("the task stream puts tasks on a worker's thread lanes and queues a task behind a busy lane", () => {
@@ -79,22 +102,18 @@ describe("dashboard logic", () => {
     expect(s.count).toBe(6);
   });
 
-  test("folding transition events feeds progress, the stream, the rate and a log that transitions cannot flood", () => {
-    const model = { progress: new Progress(), stream: new TaskStream(), rate: new Rate(60), log: new EventRing(10) };
-    const events = [{ seq: 1, topic: "worker", time: 100, action: "add", worker: "w1" }];
-    let seq = 1;
-    for (let i = 0; i < 50; i++) {
-      events.push({ seq: ++seq, topic: "transition", time: 100 + i / 100, key: `inc-${i}`, start: "waiting", finish: "processing", worker: "w1" } as never);
-      events.push({ seq: ++seq, topic: "transition", time: 100.005 + i / 100, key: `inc-${i}`, start: "processing", finish: "memory", worker: "w1" } as never);
-    }
-    expect(foldEvents(events, model)).toBe(seq);
-    expect(model.progress.prefixes.get("inc")).toMatchObject({ total: 50, done: 50 });
-    expect(model.stream.size).toBe(50);
-    expect(model.stream.runningCount).toBe(0);
-    expect(model.rate.series(100).at(-1)).toBe(50);
-    const shown = model.log.newest((t) => t !== "transition", 100);
-    expect(shown.map((e) => e.topic)).toEqual(["worker"]);
-    expect(model.log.newest(() => true, 100).length).toBe(11);
+  test("the rate counts tasks per second and the log keeps other events from a flood of transitions", () => {
+    const rate = new Rate(60);
+    rate.add(100.2, 30);
+    rate.add(100.9, 20);
+    rate.add(101.5, 5);
+    expect(rate.series(101).slice(-2)).toEqual([50, 5]);
+    const log = new EventRing(10);
+    log.add({ seq: 1, topic: "worker", time: 100, action: "add" });
+    for (let i = 0; i < 50; i++) log.add({ seq: 2 + i, topic: "transition", time: 100, key: `inc-${i}` });
+    expect(log.newest((t) => t !== "transition", 100).map((e) => e.topic)).toEqual(["worker"]);
+    expect(log.newest(() => true, 100).length).toBe(11);
+    expect(log.topics.get("transition")).toBe(50);
   });
 
   test("worker metrics are read when present and reported missing when not", () => {
@@ -132,7 +151,7 @@ describe("dashboard logic", () => {
   });
 
   test("without a token configured the page opens directly, and a login link just redirects", async () => {
-    const app = dashboardApp({ token: () => undefined });
+    const app = dashboardApp({ token: () => undefined, events: { subscribe: () => () => {} } });
     const page = await app.request("/");
     expect(page.status).toBe(200);
     expect(await page.text()).toContain('id="workers"');
@@ -142,7 +161,7 @@ describe("dashboard logic", () => {
   });
 
   test("a wrong token shows the form again with a reason and sets no cookie", async () => {
-    const app = dashboardApp({ token: () => "right" });
+    const app = dashboardApp({ token: () => "right", events: { subscribe: () => () => {} } });
     const res = await app.request("/?token=wrong");
     expect(res.status).toBe(401);
     expect(res.headers.get("set-cookie")).toBeNull();

@@ -12,9 +12,12 @@ import type { Context } from "hono";
 import { timingSafeEqual } from "../protocol.ts";
 import { appCss, appJs, indexHtml, loginHtml, sourceHash } from "./_assets.ts";
 import { hasSession, sessionCookieName, sessionValue } from "./_session.ts";
+import { DashboardFeed, type FeedSource } from "./feed.ts";
+import { runtime } from "../runtime/mod.ts";
 
 export { hasSession, sessionCookieName } from "./_session.ts";
 export { dashboardLink } from "./link.ts";
+export { DashboardFeed } from "./feed.ts";
 
 /** What the dashboard needs from the scheduler. */
 export interface DashboardDeps {
@@ -23,6 +26,8 @@ export interface DashboardDeps {
    * directly). Asked on every request, so a changed token applies at once.
    */
   token(): string | undefined;
+  /** The scheduler's event log, which the feed folds while a page is open. */
+  events: FeedSource;
 }
 
 /** A week: long enough not to nag an operator, short enough that a lost laptop ages out. */
@@ -89,13 +94,13 @@ function signedIn(c: Context, token: string | undefined): boolean {
 }
 
 /**
- * The dashboard's routes: `GET /` (the page, or the login form), `POST /login`, `GET /logout`
- * and the assets under `/dashboard/`. Mount it before the scheduler's auth middleware: these
+ * The dashboard's routes: `GET /` (the page, or the login form), `POST /login`, `GET /logout`,
+ * the page's feed (`WS /dashboard/feed`) and the assets under `/dashboard/`. Mount it before the scheduler's auth middleware: these
  * routes do their own (the page needs the login form unauthenticated).
  *
  * @example
  * ```ts
- * app.route("/", dashboardApp({ token: () => process.env.CLUSTER_TOKEN }));
+ * app.route("/", dashboardApp({ token: () => process.env.CLUSTER_TOKEN, events: scheduler.events }));
  * ```
  */
 export function dashboardApp(deps: DashboardDeps): Hono {
@@ -124,6 +129,27 @@ export function dashboardApp(deps: DashboardDeps): Hono {
     return login(c, given, deps);
   });
   app.get("/logout", (c) => redirectHome(c, null));
+  const feed = new DashboardFeed(deps.events);
+  app.get("/dashboard/feed", async (c, next) => {
+    const token = deps.token();
+    const bearer = c.req.header("authorization");
+    const ok = signedIn(c, token) || (bearer?.startsWith("Bearer ") && timingSafeEqual(bearer.slice(7), token!));
+    if (!ok) return c.json({ error: "Unauthorized: log in to the dashboard first" }, 401);
+    await next();
+  }, runtime.upgradeWebSocket(() => {
+    let detach: (() => void) | null = null;
+    return {
+      onOpen: (_e, ws) => {
+        runtime.prepareSocket(ws);
+        detach = feed.attach((frame) => {
+          // A page that cannot keep up misses frames rather than growing the scheduler's memory.
+          if (runtime.bufferedAmount(ws) > 8 * 1024 * 1024) return;
+          runtime.send(ws, frame);
+        });
+      },
+      onClose: () => detach?.(),
+    };
+  }));
   const asset = (body: string, type: string) => (c: Context) => {
     if (c.req.header("if-none-match") === `"${sourceHash}"`) return c.body(null, 304);
     return c.body(body, 200, {

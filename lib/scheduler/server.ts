@@ -803,7 +803,7 @@ export class Scheduler {
       return c.json({ error: errorMessage(err) }, 500);
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
-    app.route("/", dashboardApp({ token: () => this.#token })); // dashboard: before auth, it does its own
+    app.route("/", dashboardApp({ token: () => this.#token, events: this.events })); // dashboard: before auth, it does its own
     app.use("*", async (c, next) => {
       if (!this.#authorized(c)) return c.json({ error: "Unauthorized: a valid bearer token is required" }, 401);
       await next();

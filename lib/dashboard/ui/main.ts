@@ -1,16 +1,16 @@
 /// <reference lib="dom" />
 /**
- * The dashboard page: subscribes to the scheduler's event stream (CBOR batches, replaying what
- * the scheduler kept), polls `info` and `plugins` every second, and redraws once per animation
- * frame from what arrived since the last one. Events are queued as they come and folded within
- * a time budget per frame, so a flood of transitions never blocks the page.
+ * The dashboard page: listens to the scheduler's dashboard feed (`/dashboard/feed`, a CBOR
+ * frame of what changed every 200 ms: prefix counts, finished tasks, events), polls `info` and
+ * `plugins` every second, and redraws in an animation frame only when something changed. Frames
+ * are queued as they come and applied within a time budget per frame.
  *
  * @module
  */
 import { ArrayReader } from "./cbor.ts";
 import { bytes, count, setText, sparkline } from "./dom.ts";
 import { LogPanel } from "./log.ts";
-import { EventRing, foldEvents, Progress, Rate, type StreamEvent, TaskStream } from "./model.ts";
+import { EventRing, type PrefixCounts, Progress, Rate, type StreamEvent, TaskStream } from "./model.ts";
 import { type PluginEntry, PluginsPanel, statusByPlace } from "./plugins.ts";
 import { ProgressPanel } from "./progress.ts";
 import { StreamPanel } from "./stream.ts";
@@ -24,11 +24,13 @@ const foldBudgetMs = 8;
 const catchUpBudgetMs = 16;
 
 const model = { progress: new Progress(), stream: new TaskStream(), rate: new Rate(120), log: new EventRing(500) };
-/** Received batches, decoded only as frames have time for them. */
+/** Received frames, decoded and applied as animation frames have time for them. */
 let queue: ArrayReader[] = [];
 let queueHead = 0;
-/** The newest event folded in: a reconnect asks for what came after it. */
-let lastSeq = 0;
+/** Names the feed numbers workers and prefixes by. */
+let workerNames: string[] = [];
+let prefixNames: string[] = [];
+let lastFinished = 0;
 /** Browser clock minus scheduler clock (seconds), the smallest seen: the stream's "now". */
 let clockSkew = Number.POSITIVE_INFINITY;
 let info: Record<string, unknown> | null = null;
@@ -57,12 +59,8 @@ function schedulerNow(): number {
 }
 
 function connect(): void {
-  const url = new URL("/api/v1/events", location.href);
+  const url = new URL("/dashboard/feed", location.href);
   url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
-  url.searchParams.set("format", "cbor");
-  url.searchParams.set("batch", "1");
-  // The first time: everything the scheduler kept; after a drop: what was missed.
-  url.searchParams.set("since", String(lastSeq));
   setConnection("connecting");
   const socket = new WebSocket(url);
   socket.binaryType = "arraybuffer";
@@ -75,11 +73,50 @@ function connect(): void {
   };
   socket.onclose = (e) => {
     setConnection("offline", e.reason || `closed (${e.code})`);
-    // What was received and not folded yet comes again with the replay after lastSeq.
+    // The next connection starts with a snapshot.
     queue = [];
     queueHead = 0;
     setTimeout(connect, 1000);
   };
+}
+
+/** One message of the feed: a snapshot (start over) or a delta. */
+interface FeedMessage {
+  op: "snapshot" | "delta";
+  time: number;
+  workers: string[];
+  prefixNames: string[];
+  prefixes: PrefixCounts[];
+  segments: number[];
+  events: StreamEvent[];
+  topics: Record<string, number>;
+  finished?: number;
+}
+
+function apply(msg: FeedMessage): void {
+  const skew = Date.now() / 1000 - msg.time;
+  if (skew < clockSkew) clockSkew = skew;
+  if (msg.op === "snapshot") {
+    model.progress.clear();
+    model.stream.reset();
+    model.log.clear();
+    workerNames = [];
+    prefixNames = [];
+  }
+  workerNames.push(...msg.workers);
+  prefixNames.push(...msg.prefixNames);
+  model.progress.apply(msg.prefixes);
+  const seg = msg.segments;
+  for (let i = 0; i + 4 < seg.length; i += 5) {
+    model.stream.add(workerNames[seg[i]], prefixNames[seg[i + 1]], seg[i + 2], seg[i + 3], { erred: seg[i + 4] === 1 });
+  }
+  for (const e of msg.events) model.log.add(e, true);
+  for (const [topic, n] of Object.entries(msg.topics)) model.log.topics.set(topic, n);
+  if (msg.events.length > 0 || msg.op === "snapshot") model.log.version++;
+  if (msg.op === "delta" && typeof msg.finished === "number") {
+    if (msg.finished > lastFinished) model.rate.add(msg.time, msg.finished - lastFinished);
+    lastFinished = msg.finished;
+  } else lastFinished = 0;
 }
 
 async function poll(): Promise<void> {
@@ -98,22 +135,12 @@ async function poll(): Promise<void> {
   }
 }
 
-/** Decodes and folds queued events, a slice at a time, until the frame's budget is spent. */
+/** Applies queued feed messages until the frame's budget is spent. */
 function fold(deadline: number): void {
-  const slice: StreamEvent[] = [];
   while (queueHead < queue.length) {
     const reader = queue[queueHead];
-    slice.length = 0;
-    for (let i = 0; i < 500 && !reader.done; i++) slice.push(reader.next() as StreamEvent);
+    if (!reader.done) apply(reader.next() as FeedMessage);
     if (reader.done) queueHead++;
-    if (slice.length > 0) {
-      const last = slice[slice.length - 1];
-      if (typeof last.time === "number") {
-        const skew = Date.now() / 1000 - last.time;
-        if (skew < clockSkew) clockSkew = skew;
-      }
-      lastSeq = Math.max(lastSeq, foldEvents(slice, model));
-    }
     if (performance.now() > deadline) break;
   }
   if (queueHead > 256 || queueHead === queue.length) {
@@ -142,7 +169,7 @@ let lastProgressRender = 0;
 let framePending = false;
 
 /** The page's own work per frame, for bench/dashboard.ts (read as `__dashboardStats`). */
-const stats = { maxFrameMs: 0, frames: 0, eventsFolded: 0, lastSeq: 0 };
+const stats = { maxFrameMs: 0, frames: 0 };
 (globalThis as unknown as { __dashboardStats: typeof stats }).__dashboardStats = stats;
 
 /** Asks for a frame unless one is coming: the page draws only when there is something new. */
@@ -181,7 +208,6 @@ function frame(): void {
   const took = performance.now() - start;
   if (took > stats.maxFrameMs) stats.maxFrameMs = took;
   stats.frames++;
-  stats.lastSeq = lastSeq;
   if (behind) wake();
   else if (streaming && !streamTimer) {
     // Only the time axis moves: ten frames a second are enough.

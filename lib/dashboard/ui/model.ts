@@ -1,8 +1,8 @@
 /**
- * What the dashboard knows, folded from the event stream: progress per task prefix, the task
- * stream (when each task ran, on which worker), tasks finished per second, and a capped event
- * log. Pure and DOM-free, so it is unit-tested without a browser; every event costs O(1), and
- * nothing here grows with the number of tasks except the per-key state of unfinished prefixes.
+ * What the dashboard page knows, from the scheduler's dashboard feed: progress per task prefix,
+ * the task stream (when each task ran, on which worker and thread), tasks finished per second,
+ * and a capped event log. Pure and DOM-free, so it is unit-tested without a browser; nothing
+ * here grows with the number of tasks (the stream is a ring of typed arrays).
  *
  * @module
  */
@@ -21,24 +21,7 @@ export function keyPrefix(key: string): string {
   return i > 0 ? key.slice(0, i) : key;
 }
 
-/** Where a key is, as the progress bars count it. */
-const Phase = { Waiting: 0, Processing: 1, Done: 2, Erred: 3 } as const;
-type Phase = typeof Phase[keyof typeof Phase];
-
-function phaseOf(state: string): Phase {
-  switch (state) {
-    case "processing":
-      return Phase.Processing;
-    case "memory":
-      return Phase.Done;
-    case "erred":
-      return Phase.Erred;
-    default:
-      return Phase.Waiting;
-  }
-}
-
-/** Counts of one task prefix. */
+/** Counts of one task prefix, as the scheduler's dashboard feed sends them. */
 export interface PrefixCounts {
   name: string;
   /** Keys seen, finished or not. */
@@ -49,79 +32,44 @@ export interface PrefixCounts {
   erred: number;
   /** Order of first appearance, for a stable display. */
   order: number;
-  /** Scheduler time of the last change. */
-  updated: number;
 }
 
-/**
- * Progress per prefix. A key that reaches memory stays counted as done when it is later released
- * or forgotten (as Dask's progress bar); a key submitted again after that starts over.
- */
+/** Progress per prefix: the feed's rows, replaced as they come. */
 export class Progress {
   readonly prefixes = new Map<string, PrefixCounts>();
-  #keys = new Map<string, Phase>();
-  #order = 0;
   /** Bumped on every change, so the view redraws only when something moved. */
   version = 0;
+  /** Names the user cleared: shown again only when they change. */
+  #cleared = new Map<string, number>();
 
-  /** Folds one transition event in. */
-  transition(key: string, finish: string, time: number): void {
-    const name = keyPrefix(key);
-    let p = this.prefixes.get(name);
-    if (!p) {
-      p = { name, total: 0, waiting: 0, processing: 0, done: 0, erred: 0, order: this.#order++, updated: time };
-      this.prefixes.set(name, p);
-    }
-    p.updated = time;
-    this.version++;
-    const old = this.#keys.get(key);
-    const released = finish === "released" || finish === "forgotten";
-    if (old === undefined) {
-      if (released) return;
-      p.total++;
-    } else if (released) {
-      // Done or erred keys keep counting; unfinished ones that are dropped leave the total.
-      if (old === Phase.Done || old === Phase.Erred) {
-        if (finish === "forgotten") this.#keys.delete(key);
-        return;
+  /** Applies rows from the feed (absolute counts). */
+  apply(rows: PrefixCounts[]): void {
+    for (const row of rows) {
+      const cleared = this.#cleared.get(row.name);
+      if (cleared !== undefined) {
+        if (cleared === row.total + row.done * 1e6 + row.erred * 1e3) continue;
+        this.#cleared.delete(row.name);
       }
-      this.#dec(p, old);
-      p.total--;
-      this.#keys.delete(key);
-      return;
-    } else {
-      // Also a finished key submitted anew: it moves out of done.
-      this.#dec(p, old);
+      this.prefixes.set(row.name, row);
     }
-    const phase = phaseOf(finish);
-    this.#keys.set(key, phase);
-    if (phase === Phase.Waiting) p.waiting++;
-    else if (phase === Phase.Processing) p.processing++;
-    else if (phase === Phase.Done) p.done++;
-    else p.erred++;
-  }
-
-  #dec(p: PrefixCounts, phase: Phase): void {
-    if (phase === Phase.Waiting) p.waiting--;
-    else if (phase === Phase.Processing) p.processing--;
-    else if (phase === Phase.Done) p.done--;
-    else p.erred--;
+    if (rows.length > 0) this.version++;
   }
 
   /** Forgets every prefix with nothing left to run (the "clear finished" button). */
   clearFinished(): void {
     for (const [name, p] of this.prefixes) {
-      if (p.waiting === 0 && p.processing === 0) this.prefixes.delete(name);
-    }
-    for (const [key, phase] of this.#keys) {
-      if (!this.prefixes.has(keyPrefix(key)) || phase === Phase.Done || phase === Phase.Erred) this.#keys.delete(key);
+      if (p.waiting <= 0 && p.processing <= 0) {
+        this.prefixes.delete(name);
+        this.#cleared.set(name, p.total + p.done * 1e6 + p.erred * 1e3);
+      }
     }
     this.version++;
   }
 
-  /** How many keys are tracked (for tests: finished and forgotten keys are not). */
-  get trackedKeys(): number {
-    return this.#keys.size;
+  /** Starts over (a new snapshot). */
+  clear(): void {
+    this.prefixes.clear();
+    this.version++;
   }
 }
 
@@ -147,8 +95,6 @@ export class TaskStream {
   #laneFree: number[][] = [];
   /** Threads per worker (from info): the lanes it gets. */
   #threads = new Map<string, number>();
-  /** Keys sent to a worker and not finished yet: when and where. */
-  #running = new Map<string, { time: number; worker: string }>();
   version = 0;
 
   constructor(capacity = 200_000) {
@@ -159,6 +105,13 @@ export class TaskStream {
     this.lane = new Uint16Array(capacity);
     this.prefix = new Uint32Array(capacity);
     this.erred = new Uint8Array(capacity);
+  }
+
+  /** Drops every segment (a new snapshot follows). */
+  reset(): void {
+    this.count = 0;
+    this.version++;
+    for (const free of this.#laneFree) free.fill(0);
   }
 
   /** Sets a worker's thread count (its lanes). */
@@ -192,34 +145,6 @@ export class TaskStream {
     return i;
   }
 
-  /** Folds one transition event in; `startstops` (when the scheduler sends them) wins. */
-  transition(event: StreamEvent): void {
-    const key = event.key as string;
-    const finish = event.finish as string;
-    if (finish === "processing") {
-      if (typeof event.worker === "string") this.#running.set(key, { time: event.time, worker: event.worker });
-      return;
-    }
-    const run = this.#running.get(key);
-    if (run) this.#running.delete(key);
-    if (event.start !== "processing" || (finish !== "memory" && finish !== "erred")) return;
-    const workerName = typeof event.worker === "string" ? event.worker : run?.worker;
-    if (workerName === undefined) return;
-    let begin = run?.time ?? event.time;
-    let end = event.time;
-    let exact = false;
-    if (Array.isArray(event.startstops)) {
-      for (const s of event.startstops as Array<{ action?: string; start?: number; stop?: number }>) {
-        if (s && s.action === "compute" && typeof s.start === "number" && typeof s.stop === "number") {
-          begin = s.start;
-          end = s.stop;
-          exact = true;
-        }
-      }
-    }
-    this.add(workerName, keyPrefix(key), begin, end, { erred: finish === "erred", exact });
-  }
-
   /**
    * Adds a segment. Without exact compute times, a task's start is when the scheduler sent it;
    * when every lane is still busy then, it ran after the lane freed (the worker queues it).
@@ -247,11 +172,6 @@ export class TaskStream {
   /** How many segments are held (at most `capacity`). */
   get size(): number {
     return Math.min(this.count, this.capacity);
-  }
-
-  /** Tasks sent to workers and not finished (for tests and the view). */
-  get runningCount(): number {
-    return this.#running.size;
   }
 }
 
@@ -302,14 +222,24 @@ export class EventRing {
   otherVersion = 0;
   constructor(readonly capacity = 500) {}
 
-  add(event: StreamEvent): void {
-    this.topics.set(event.topic, (this.topics.get(event.topic) ?? 0) + 1);
+  /** Adds an event; `counted` when the topic counts come separately (from the feed). */
+  add(event: StreamEvent, counted = false): void {
+    if (!counted) this.topics.set(event.topic, (this.topics.get(event.topic) ?? 0) + 1);
     const list = event.topic === "transition" ? this.#transitions : this.#other;
     list.push(event);
     // Trimmed in chunks: one splice per `capacity` events, not one shift per event.
     if (list.length > this.capacity * 2) list.splice(0, list.length - this.capacity);
     this.version++;
     if (event.topic !== "transition") this.otherVersion++;
+  }
+
+  /** Drops every event and count (a new snapshot follows). */
+  clear(): void {
+    this.topics.clear();
+    this.#other = [];
+    this.#transitions = [];
+    this.version++;
+    this.otherVersion++;
   }
 
   /** The newest events (newest first) of the shown topics, at most `limit`. */
@@ -332,24 +262,4 @@ export class EventRing {
     }
     return out;
   }
-}
-
-/** Folds a batch of events into the model; returns the newest seq seen. */
-export function foldEvents(
-  events: StreamEvent[],
-  model: { progress: Progress; stream: TaskStream; rate: Rate; log: EventRing },
-): number {
-  let last = 0;
-  for (let i = 0; i < events.length; i++) {
-    const e = events[i];
-    if (e.topic === "transition") {
-      const finish = e.finish as string;
-      model.progress.transition(e.key as string, finish, e.time);
-      model.stream.transition(e);
-      if (finish === "memory" || finish === "erred") model.rate.add(e.time);
-    }
-    model.log.add(e);
-    if (e.seq > last) last = e.seq;
-  }
-  return last;
 }
