@@ -16,15 +16,21 @@ export function summarize(e: StreamEvent): string {
   if (e.topic === "transition") {
     return `${e.key}  ${e.start} → ${e.finish}${e.worker ? `  on ${e.worker}` : ""}`;
   }
-  const rest: Record<string, unknown> = {};
-  for (const k in e) if (k !== "seq" && k !== "topic" && k !== "time") rest[k] = e[k];
-  let text: string;
-  try {
-    text = JSON.stringify(rest);
-  } catch {
-    text = String(rest);
+  // `action` first, then `name=value` pairs: easier to scan than JSON.
+  const parts: string[] = typeof e.action === "string" ? [e.action] : [];
+  for (const k in e) {
+    if (k === "seq" || k === "topic" || k === "time" || k === "action") continue;
+    const v = e[k];
+    let text: string;
+    try {
+      text = typeof v === "string" ? v : JSON.stringify(v);
+    } catch {
+      text = String(v);
+    }
+    parts.push(`${k}=${text}`);
   }
-  return text.length > 400 ? `${text.slice(0, 399)}…` : text;
+  const line = parts.join("  ");
+  return line.length > 400 ? `${line.slice(0, 399)}…` : line;
 }
 
 export class LogPanel {

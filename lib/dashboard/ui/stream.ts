@@ -16,10 +16,15 @@ const axisHeight = 18;
 export class StreamPanel {
   #canvas: HTMLCanvasElement;
   #box: HTMLElement;
-  #window = 60;
+  #window = 10;
   #drawnAt = 0;
   #drawnVersion = -1;
   #empty: HTMLElement;
+  /** What the canvas shows: its layout, the time it was drawn at, the segments it holds. */
+  #layout = "";
+  #lastNow = 0;
+  #drawnCount = 0;
+  #frac = 0;
 
   constructor(root: HTMLElement) {
     const tools = root.querySelector(".panel-tools");
@@ -32,6 +37,7 @@ export class StreamPanel {
         for (const other of buttons) other.classList.toggle("active", other === b);
         this.#drawnAt = 0;
         this.#drawnVersion = -1;
+        this.#layout = "";
       });
       buttons.push(b);
       tools?.append(b);
@@ -62,6 +68,11 @@ export class StreamPanel {
     return inView;
   }
 
+  /**
+   * Draws incrementally: the plot is shifted left by the time that passed and only the tasks
+   * that finished since are drawn, so a frame costs what is new, not what is in view. A change
+   * of workers, lanes, size or window redraws everything.
+   */
   #draw(stream: TaskStream, now: number): void {
     const order = stream.workers.map((name, i) => ({ name, i })).sort((a, b) =>
       a.name.localeCompare(b.name, "en", { numeric: true })
@@ -77,27 +88,57 @@ export class StreamPanel {
     const width = Math.max(200, this.#box.clientWidth);
     const laneHeight = Math.max(3, Math.min(16, Math.floor(260 / Math.max(1, lanesTotal))));
     const gap = 4;
-    const height = lanesTotal * laneHeight + order.length * gap + axisHeight;
-    const ctx = fitCanvas(this.#canvas, width, height);
-    ctx.clearRect(0, 0, width, height);
+    const plotBottom = lanesTotal * laneHeight + order.length * gap;
+    const height = plotBottom + axisHeight;
     const plot = width - labelWidth - 8;
+    const right = labelWidth + plot;
     const t0 = now - this.#window;
-    const xOf = (t: number) => labelWidth + ((t - t0) / this.#window) * plot;
+    const scale = plot / this.#window;
+    const layout = `${width}|${laneHeight}|${this.#window}|${order.map((o) => `${o.name}:${laneCount[o.i]}`).join(",")}`;
+    const full = layout !== this.#layout || stream.count < this.#drawnCount ||
+      stream.count - this.#drawnCount >= stream.capacity || now < this.#lastNow;
+    const ctx = fitCanvas(this.#canvas, width, height);
 
-    // Rows: a faint band per worker and its name.
     const rowTop: number[] = [];
-    ctx.font = "12px system-ui, sans-serif";
-    ctx.textBaseline = "middle";
-    for (let k = 0; k < order.length; k++) {
-      const { name, i } = order[k];
-      const top = firstLane[i] * laneHeight + k * gap;
-      rowTop[i] = top;
-      const rows = laneCount[i] * laneHeight;
-      ctx.fillStyle = k % 2 === 0 ? "rgba(255,255,255,0.035)" : "rgba(255,255,255,0.015)";
-      ctx.fillRect(labelWidth, top, plot, rows);
-      ctx.fillStyle = "#aab4c3";
-      const label = name.length > 15 ? `${name.slice(0, 14)}…` : name;
-      ctx.fillText(label, 4, top + rows / 2);
+    for (let k = 0; k < order.length; k++) rowTop[order[k].i] = firstLane[order[k].i] * laneHeight + k * gap;
+    const bands = (x: number, w: number) => {
+      for (let k = 0; k < order.length; k++) {
+        const i = order[k].i;
+        // Opaque: the plot is shifted onto itself, and translucent pixels would pile up.
+        ctx.fillStyle = k % 2 === 0 ? "#1f242b" : "#1a1f26";
+        ctx.fillRect(x, rowTop[i], w, laneCount[i] * laneHeight);
+      }
+    };
+
+    let from: number;
+    if (full) {
+      ctx.clearRect(0, 0, width, height);
+      ctx.font = "12px system-ui, sans-serif";
+      ctx.textBaseline = "middle";
+      for (const { name, i } of order) {
+        ctx.fillStyle = "#aab4c3";
+        ctx.fillText(name.length > 15 ? `${name.slice(0, 14)}…` : name, 4, rowTop[i] + (laneCount[i] * laneHeight) / 2);
+      }
+      bands(labelWidth, plot);
+      from = Math.max(0, stream.count - stream.capacity);
+      this.#frac = 0;
+    } else {
+      const exact = (now - this.#lastNow) * scale + this.#frac;
+      const dx = Math.min(Math.floor(exact), plot);
+      this.#frac = exact - dx;
+      if (dx > 0) {
+        const dpr = this.#canvas.width / width;
+        const w = Math.round((plot - dx) * dpr);
+        const h = Math.round(plotBottom * dpr);
+        ctx.save();
+        ctx.setTransform(1, 0, 0, 1, 0, 0);
+        if (w > 0) ctx.drawImage(this.#canvas, Math.round((labelWidth + dx) * dpr), 0, w, h, Math.round(labelWidth * dpr), 0, w, h);
+        ctx.restore();
+        const strip = right - dx;
+        ctx.clearRect(strip, 0, width - strip, plotBottom);
+        bands(strip, right - strip);
+      }
+      from = this.#drawnCount;
     }
 
     // Segments, newest first; the ring is in finishing order, so stop at the window's start.
@@ -106,19 +147,18 @@ export class StreamPanel {
     const pendX0 = new Float64Array(lanes).fill(-1);
     const pendX1 = new Float64Array(lanes);
     const pendColor = new Int32Array(lanes).fill(-1);
-    const flush = (g: number, worker: number, lane: number) => {
+    const laneWorker = new Int32Array(lanes);
+    const laneIndex = new Int32Array(lanes);
+    const flush = (g: number) => {
       if (pendColor[g] < 0) return;
       const c = pendColor[g];
       ctx.fillStyle = c === 0x7fffffff ? "#ff5c5c" : prefixColor(stream.prefixes[c]);
-      const y = rowTop[worker] + lane * laneHeight;
+      const y = rowTop[laneWorker[g]] + laneIndex[g] * laneHeight;
       ctx.fillRect(pendX0[g], y + 1, Math.max(1, pendX1[g] - pendX0[g]), laneHeight - (laneHeight > 5 ? 2 : 1));
       pendColor[g] = -1;
     };
-    const laneWorker = new Int32Array(lanes);
-    const laneIndex = new Int32Array(lanes);
-    const size = stream.size;
-    for (let n = 0; n < size; n++) {
-      const slot = (stream.count - 1 - n) % stream.capacity;
+    for (let n = stream.count - 1; n >= from; n--) {
+      const slot = n % stream.capacity;
       const stop = stream.stop[slot];
       // Finishing order is nearly monotone; a second of slack covers reordering.
       if (stop < t0 - 1) break;
@@ -127,38 +167,38 @@ export class StreamPanel {
       const lane = stream.lane[slot];
       const l = lane < laneCount[w] ? lane : laneCount[w] - 1;
       const g = firstLane[w] + l;
-      laneWorker[g] = w;
-      laneIndex[g] = l;
-      const x1 = Math.min(xOf(stop), width);
-      const x0 = Math.max(xOf(stream.start[slot]), labelWidth);
+      const x1 = Math.min(labelWidth + (stop - t0) * scale, right);
+      const x0 = Math.max(labelWidth + (stream.start[slot] - t0) * scale, labelWidth);
       if (x1 < x0) continue;
       const color = stream.erred[slot] ? 0x7fffffff : stream.prefix[slot];
       if (pendColor[g] === color && x1 >= pendX0[g] - 1) {
         if (x0 < pendX0[g]) pendX0[g] = x0;
       } else {
-        flush(g, w, laneIndex[g]);
+        flush(g);
+        laneWorker[g] = w;
+        laneIndex[g] = l;
         pendColor[g] = color;
         pendX0[g] = x0;
         pendX1[g] = x1;
       }
     }
-    for (let g = 0; g < lanes; g++) flush(g, laneWorker[g], laneIndex[g]);
+    for (let g = 0; g < lanes; g++) flush(g);
 
-    // Time axis: seconds before now.
-    const axisTop = height - axisHeight + 2;
+    // Time axis: seconds before now (ticks only below the plot: the plot itself scrolls).
+    ctx.clearRect(0, plotBottom, width, axisHeight);
+    ctx.font = "12px system-ui, sans-serif";
     ctx.fillStyle = "#7d8899";
-    ctx.strokeStyle = "rgba(255,255,255,0.08)";
     ctx.textBaseline = "top";
     ctx.textAlign = "center";
     const step = this.#window <= 10 ? 2 : this.#window <= 60 ? 10 : 60;
-    for (let s = 0; s <= this.#window; s += step) {
-      const x = xOf(now - s);
-      ctx.beginPath();
-      ctx.moveTo(x, 0);
-      ctx.lineTo(x, axisTop - 2);
-      ctx.stroke();
-      ctx.fillText(s === 0 ? "now" : this.#window >= 300 ? `-${s / 60} min` : `-${s} s`, Math.min(x, width - 16), axisTop);
+    for (let sec = 0; sec <= this.#window; sec += step) {
+      const x = right - sec * scale;
+      ctx.fillRect(x, plotBottom + 1, 1, 3);
+      ctx.fillText(sec === 0 ? "now" : this.#window >= 300 ? `-${sec / 60} min` : `-${sec} s`, Math.min(x, width - 16), plotBottom + 5);
     }
     ctx.textAlign = "start";
+    this.#layout = layout;
+    this.#lastNow = now;
+    this.#drawnCount = stream.count;
   }
 }
