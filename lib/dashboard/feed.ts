@@ -22,6 +22,8 @@ export interface FeedSource {
 /** Counts of one prefix as the page receives them. */
 export interface PrefixRow {
   name: string;
+  /** Changed since the last frame (not sent: removed when the row is). */
+  dirty?: boolean;
   total: number;
   waiting: number;
   processing: number;
@@ -30,7 +32,10 @@ export interface PrefixRow {
   order: number;
 }
 
-const waitingStates = new Set(["waiting", "queued", "no-worker"]);
+/** Waiting for dependencies, a worker or a slot: one bar segment. */
+function isWaiting(state: string): boolean {
+  return state === "waiting" || state === "queued" || state === "no-worker";
+}
 
 /** Prefixes kept apart; past this many (keys without a shared prefix), the rest are lumped. */
 const maxPrefixes = 5_000;
@@ -58,7 +63,7 @@ export class DashboardFeed {
   #timer: ReturnType<typeof setInterval> | null = null;
 
   #prefixes = new Map<string, PrefixRow>();
-  #changed = new Set<PrefixRow>();
+  #changed: PrefixRow[] = [];
   #running = new Map<string, { time: number; worker: string }>();
   #workers: string[] = [];
   #workerIndex = new Map<string, number>();
@@ -70,7 +75,10 @@ export class DashboardFeed {
   #events: ClusterEvent[] = [];
   #transitions: ClusterEvent[] = [];
   #newEvents: ClusterEvent[] = [];
+  /** The newest transitions, a ring of `transitionsPerFrame`: the log shows only the newest. */
   #newTransitions: ClusterEvent[] = [];
+  #transitionCount = 0;
+  #transitionsAtFlush = 0;
   #finished = 0;
   #topics = new Map<string, number>();
   /** Names already sent to the open pages: deltas carry only new ones. */
@@ -118,7 +126,7 @@ export class DashboardFeed {
 
   #reset(): void {
     this.#prefixes.clear();
-    this.#changed.clear();
+    this.#changed = [];
     this.#running.clear();
     this.#workers = [];
     this.#workerIndex.clear();
@@ -130,6 +138,8 @@ export class DashboardFeed {
     this.#transitions = [];
     this.#newEvents = [];
     this.#newTransitions = [];
+    this.#transitionCount = 0;
+    this.#transitionsAtFlush = 0;
     this.#finished = 0;
     this.#topics.clear();
     this.#sentWorkers = 0;
@@ -140,15 +150,30 @@ export class DashboardFeed {
   fold(events: ClusterEvent[]): void {
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
-      this.#topics.set(e.topic, (this.#topics.get(e.topic) ?? 0) + 1);
       if (e.topic === "transition") {
         this.#transition(e);
-        this.#newTransitions.push(e);
-        if (this.#newTransitions.length > transitionsPerFrame * 2) this.#newTransitions.splice(0, transitionsPerFrame);
+        this.#newTransitions[this.#transitionCount++ % transitionsPerFrame] = e;
       } else {
+        this.#topics.set(e.topic, (this.#topics.get(e.topic) ?? 0) + 1);
         this.#newEvents.push(e);
       }
     }
+  }
+
+  /** Events per topic so far. */
+  #topicCounts(): Record<string, number> {
+    const out = Object.fromEntries(this.#topics);
+    if (this.#transitionCount > 0) out.transition = this.#transitionCount;
+    return out;
+  }
+
+  /** The transitions since the last frame, at most the newest `transitionsPerFrame`, oldest first. */
+  #takeTransitions(): ClusterEvent[] {
+    const n = Math.min(this.#transitionCount - this.#transitionsAtFlush, transitionsPerFrame);
+    const out: ClusterEvent[] = [];
+    for (let k = this.#transitionCount - n; k < this.#transitionCount; k++) out.push(this.#newTransitions[k % transitionsPerFrame]);
+    this.#transitionsAtFlush = this.#transitionCount;
+    return out;
   }
 
   #prefix(key: string): PrefixRow {
@@ -158,7 +183,7 @@ export class DashboardFeed {
       if (this.#prefixes.size >= maxPrefixes) name = "(other)";
       row = this.#prefixes.get(name);
       if (!row) {
-        row = { name, total: 0, waiting: 0, processing: 0, done: 0, erred: 0, order: this.#prefixes.size };
+        row = { name, dirty: false, total: 0, waiting: 0, processing: 0, done: 0, erred: 0, order: this.#prefixes.size };
         this.#prefixes.set(name, row);
       }
     }
@@ -175,12 +200,16 @@ export class DashboardFeed {
     const start = e.start as string;
     const finish = e.finish as string;
     const row = this.#prefix(key);
-    this.#changed.add(row);
-    if (waitingStates.has(start)) row.waiting--;
+    if (!row.dirty) {
+      row.dirty = true;
+      this.#changed.push(row);
+    }
+    const fromWaiting = isWaiting(start);
+    if (fromWaiting) row.waiting--;
     else if (start === "processing") row.processing--;
     if (start === "released" && finish !== "forgotten") row.total++;
-    if ((waitingStates.has(start) || start === "processing") && finish === "released") row.total--;
-    if (waitingStates.has(finish)) row.waiting++;
+    if ((fromWaiting || start === "processing") && finish === "released") row.total--;
+    if (isWaiting(finish)) row.waiting++;
     else if (finish === "processing") {
       row.processing++;
       if (typeof e.worker === "string") this.#running.set(key, { time: e.time, worker: e.worker });
@@ -224,10 +253,10 @@ export class DashboardFeed {
       time: Date.now() / 1000,
       workers: this.#workers,
       prefixNames: this.#prefixNames,
-      prefixes: [...this.#prefixes.values()],
+      prefixes: [...this.#prefixes.values()].map(sendable),
       segments: this.#segments,
       events: [...this.#events, ...this.#transitions].sort((a, b) => a.seq - b.seq),
-      topics: Object.fromEntries(this.#topics),
+      topics: this.#topicCounts(),
     };
   }
 
@@ -235,13 +264,13 @@ export class DashboardFeed {
   #flush(): void {
     const segments = this.#newSegments;
     const events = this.#newEvents;
-    const transitions = this.#newTransitions.slice(-transitionsPerFrame);
-    if (this.#changed.size === 0 && segments.length === 0 && events.length === 0 && transitions.length === 0) return;
-    const prefixes = [...this.#changed];
-    this.#changed.clear();
+    if (this.#changed.length === 0 && segments.length === 0 && events.length === 0 && this.#transitionCount === this.#transitionsAtFlush) return;
+    const transitions = this.#takeTransitions();
+    const prefixes = this.#changed.map(sendable);
+    for (const row of this.#changed) row.dirty = false;
+    this.#changed = [];
     this.#newSegments = [];
     this.#newEvents = [];
-    this.#newTransitions = [];
     // Keep recent history for pages that open later.
     for (let i = 0; i < segments.length; i++) this.#segments.push(segments[i]);
     if (this.#segments.length > keptSegments * 5 * 2) this.#segments.splice(0, this.#segments.length - keptSegments * 5);
@@ -258,7 +287,7 @@ export class DashboardFeed {
       prefixes,
       segments,
       events: [...events, ...transitions].sort((a, b) => a.seq - b.seq),
-      topics: Object.fromEntries(this.#topics),
+      topics: this.#topicCounts(),
       finished: this.#finished,
     }]);
     this.#sentWorkers = this.#workers.length;
@@ -271,4 +300,9 @@ export class DashboardFeed {
       }
     }
   }
+}
+
+/** A row without its bookkeeping. */
+function sendable(row: PrefixRow): PrefixRow {
+  return { name: row.name, total: row.total, waiting: row.waiting, processing: row.processing, done: row.done, erred: row.erred, order: row.order };
 }
