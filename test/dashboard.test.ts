@@ -192,6 +192,9 @@ describe("dashboard served by every runtime", () => {
         expect(await (await fetch(`${scheduler.url}/dashboard/app.js`)).text()).toBe(appJs);
         expect((await fetch(`${scheduler.url}/api/v1/info`, { headers: { cookie } })).status).toBe(200);
         expect((await fetch(`${scheduler.url}/api/v1/info`, { headers: { cookie: "cluster_session=forged" } })).status).toBe(401);
+        expect((await fetch(`${scheduler.url}/dashboard/feed`)).status).toBe(401);
+        const foreign = await fetch(`${scheduler.url}/dashboard/feed`, { headers: { cookie, origin: "http://evil.example" } });
+        expect(foreign.status).toBe(403);
       } finally {
         await scheduler.stop();
       }

@@ -89,6 +89,15 @@ function login(c: Context, given: string, deps: DashboardDeps): Response {
   return loginPage(c, "That token is not valid for this scheduler.", 401);
 }
 
+/** The host of an `Origin` header (`null` and garbage give ""). */
+function originHost(origin: string): string {
+  try {
+    return new URL(origin).host;
+  } catch {
+    return "";
+  }
+}
+
 function signedIn(c: Context, token: string | undefined): boolean {
   return !token || hasSession(c.req.header("cookie"), token);
 }
@@ -135,6 +144,11 @@ export function dashboardApp(deps: DashboardDeps): Hono {
     const bearer = c.req.header("authorization");
     const ok = signedIn(c, token) || (bearer?.startsWith("Bearer ") && timingSafeEqual(bearer.slice(7), token!));
     if (!ok) return c.json({ error: "Unauthorized: log in to the dashboard first" }, 401);
+    // Another site's page cannot open the feed in the user's name (browsers send Origin here).
+    const origin = c.req.header("origin");
+    if (origin && originHost(origin) !== c.req.header("host")) {
+      return c.json({ error: `Forbidden: origin "${origin}" is not this scheduler` }, 403);
+    }
     await next();
   }, runtime.upgradeWebSocket(() => {
     let detach: (() => void) | null = null;
