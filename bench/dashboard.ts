@@ -81,7 +81,15 @@ const { chromium } = await import("playwright-core");
 const browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
 const client = await Client.connect(cluster.url);
 const without: Array<{ rate: number; cpuMs: number }> = [];
-const withDash: Array<{ rate: number; cpuMs: number; maxGapMs: number; maxLongTaskMs: number; maxWorkMs: number; frames: number }> = [];
+const withDash: Array<{
+  rate: number;
+  cpuMs: number;
+  maxGapMs: number;
+  maxLongTaskMs: number;
+  maxWorkMs: number;
+  frames: number;
+  slowest: Record<string, number>;
+}> = [];
 const errors: string[] = [];
 try {
   console.log(`map of ${tasks.toLocaleString("en")} tasks, ${runs} run(s) each way, scheduler at ${cluster.url}`);
@@ -101,25 +109,30 @@ try {
     await page.waitForTimeout(1500);
     await page.evaluate(installFrameProbe);
     // The page's own longest frame is counted from here, not from its start-up replay.
-    await page.evaluate(() => ((globalThis as unknown as { __dashboardStats: { maxFrameMs: number } }).__dashboardStats.maxFrameMs = 0));
+    await page.evaluate(() => {
+      const stats = (globalThis as unknown as { __dashboardStats: { maxFrameMs: number; slowest: Record<string, number> } }).__dashboardStats;
+      stats.maxFrameMs = 0;
+      stats.slowest = {};
+    });
     const open = await mapRun(client, cluster.url, cluster.scheduler.pid);
     // Let the page fold what is still queued before reading its frames.
     await page.waitForTimeout(1000);
     const probe = await page.evaluate(() => {
       const g = globalThis as unknown as {
         __probe: { maxGap: number; maxLongTask: number; frames: number; stop: boolean };
-        __dashboardStats: { maxFrameMs: number };
+        __dashboardStats: { maxFrameMs: number; slowest: Record<string, number> };
       };
       g.__probe.stop = true;
-      return { ...g.__probe, maxWorkMs: g.__dashboardStats.maxFrameMs };
+      return { ...g.__probe, maxWorkMs: g.__dashboardStats.maxFrameMs, slowest: g.__dashboardStats.slowest };
     });
     await context.close();
-    withDash.push({ ...open, maxGapMs: probe.maxGap, maxLongTaskMs: probe.maxLongTask, maxWorkMs: probe.maxWorkMs, frames: probe.frames });
+    withDash.push({ ...open, maxGapMs: probe.maxGap, maxLongTaskMs: probe.maxLongTask, maxWorkMs: probe.maxWorkMs, frames: probe.frames, slowest: probe.slowest });
     console.log(
       `  run ${run} with dashboard:    ${Math.round(open.rate).toLocaleString("en")} tasks/s, scheduler CPU ${open.cpuMs} ms, ` +
         `longest frame ${probe.maxGap.toFixed(1)} ms, longest task ${probe.maxLongTask.toFixed(1)} ms, ` +
         `longest frame of the page's own work ${probe.maxWorkMs.toFixed(1)} ms, ${probe.frames} frames`,
     );
+    console.log(`    slowest part per frame: ${Object.entries(probe.slowest).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(", ")}`);
   }
 } finally {
   await client.close().catch(() => {});

@@ -21,7 +21,7 @@ import { type WorkerInfo, WorkersPanel } from "./workers.ts";
  * backlog builds, so the page catches up with a fast graph and still draws every few frames.
  */
 const foldBudgetMs = 8;
-const catchUpBudgetMs = 16;
+const catchUpBudgetMs = 12;
 
 const model = { progress: new Progress(), stream: new TaskStream(), rate: new Rate(120), log: new EventRing(500) };
 /** Received frames, decoded and applied as animation frames have time for them. */
@@ -169,7 +169,15 @@ let lastProgressRender = 0;
 let framePending = false;
 
 /** The page's own work per frame, for bench/dashboard.ts (read as `__dashboardStats`). */
-const stats = { maxFrameMs: 0, frames: 0 };
+const stats = { maxFrameMs: 0, frames: 0, slowest: {} as Record<string, number> };
+/** Times one part of a frame; keeps each part's longest, so a slow frame says where it went. */
+function timed<T>(part: string, fn: () => T): T {
+  const t0 = performance.now();
+  const out = fn();
+  const ms = performance.now() - t0;
+  if (ms > (stats.slowest[part] ?? 0)) stats.slowest[part] = ms;
+  return out;
+}
 (globalThis as unknown as { __dashboardStats: typeof stats }).__dashboardStats = stats;
 
 /** Asks for a frame unless one is coming: the page draws only when there is something new. */
@@ -182,20 +190,22 @@ function wake(): void {
 function frame(): void {
   framePending = false;
   const start = performance.now();
-  fold(start + (queue.length - queueHead > 4 ? catchUpBudgetMs : foldBudgetMs));
+  timed("feed", () => fold(start + (queue.length - queueHead > 4 ? catchUpBudgetMs : foldBudgetMs)));
   if (infoDirty) {
     infoDirty = false;
-    renderSummary();
-    workersPanel.update((info?.workers ?? []) as WorkerInfo[], statusByPlace(plugins));
-    pluginsPanel.update(plugins);
+    timed("workers", () => {
+      renderSummary();
+      workersPanel.update((info?.workers ?? []) as WorkerInfo[], statusByPlace(plugins));
+      pluginsPanel.update(plugins);
+    });
   }
   if (start - lastProgressRender > 100) {
     lastProgressRender = start;
-    progressPanel.render(model.progress);
+    timed("progress", () => progressPanel.render(model.progress));
   }
   const now = schedulerNow();
-  const streaming = streamPanel.render(model.stream, now);
-  logPanel.render(model.log);
+  const streaming = timed("stream", () => streamPanel.render(model.stream, now));
+  timed("log", () => logPanel.render(model.log));
   if (start - lastInfoRender > 500) {
     lastInfoRender = start;
     const series = model.rate.series(now);
