@@ -161,6 +161,7 @@ function renderSummary(): void {
   setText($("sum-threads"), count(threads));
   for (const state of ["waiting", "queued", "processing", "memory", "erred"]) setText($(`sum-${state}`), count(tasks[state] ?? 0));
   setText($("sum-bytes"), bytes(nbytes));
+  $("stat-erred").classList.toggle("bad", (tasks.erred ?? 0) > 0);
   for (const w of workers) if (w.nthreads) model.stream.setThreads(w.name, w.nthreads);
 }
 
