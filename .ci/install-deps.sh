@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs the Debian packages the tests use, each only if it is missing:
 # - rabbitmq-server, for the amqp plugin tests (.ci/install-rabbitmq.sh);
+# - chromium, for the dashboard's browser tests (.ci/install-chromium.sh);
 # - qemu-user-static and libc6-arm64-cross, so test/release.test.ts can run the linux-arm64
 #   release binary as a worker of an x64 scheduler (a mixed-architecture cluster).
 #
@@ -10,6 +11,7 @@
 cd "$(dirname "$0")/.." || exit 0
 
 bash .ci/install-rabbitmq.sh || echo "cluster: RabbitMQ could not be installed; the amqp tests will say so" >&2
+bash .ci/install-chromium.sh || echo "cluster: chromium could not be installed; the dashboard browser tests will say so" >&2
 
 # The cross tools matter only on x64 Linux, where the arm64 binary is emulated.
 [ "$(uname -s)-$(uname -m)" = "Linux-x86_64" ] || exit 0

@@ -26,7 +26,7 @@ import { dirname, join, resolve } from "node:path";
 import { commandInfo } from "../cmd/_commands.ts";
 import { envName } from "../cmd/_args.ts";
 import { renderCliDoc } from "../scripts/cli-docs.ts";
-import { root, runCli, startProcess, tempDir } from "./_cluster.ts";
+import { root, runCli, startProcess, tempDir } from "../testkit/mod.ts";
 
 const pages = ["README.md", ...readdirSync(join(root, "docs")).filter((n) => n.endsWith(".md")).map((n) => `docs/${n}`)];
 

@@ -12,7 +12,7 @@ import { createHash } from "node:crypto";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { binaryName, release, targets } from "../scripts/release.ts";
-import { root, runCli, startProcess, stopAll, tempDir } from "./_cluster.ts";
+import { root, runCli, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
 
 const releaseDir = join(root, "dist", "release");
 const version = JSON.parse(readFileSync(join(root, "package.json"), "utf8")).version as string;
