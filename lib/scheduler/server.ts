@@ -17,7 +17,8 @@ import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import type { PluginRole, SchedulerApi, SchedulerPlugin, TaskStateView, TransitionInfo } from "../plugins/types.ts";
-import { clusterToken, version } from "../protocol.ts";
+import { version } from "../protocol.ts";
+import { envTokens, type TokenSet } from "../auth/tokens.ts";
 import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { authMiddleware } from "./auth.ts";
@@ -61,6 +62,8 @@ export interface SchedulerOptions {
   heartbeatTimeoutMs?: number;
   /** Serve https/wss with this certificate (`--tls-cert`, `--tls-key`). */
   tls?: ServerTls;
+  /** The tokens accepted (null: `--no-auth`) and more names to answer to (`--allow-host`). @default tokens from the environment (envTokens()) */
+  auth?: { tokens: TokenSet | null; allowHosts?: readonly string[] };
 }
 
 /**
@@ -213,7 +216,16 @@ export class Scheduler {
       return c.json(errorBody(err), status);
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
-    app.use("*", authMiddleware({ token: clusterToken() }));
+    const auth = this.#options.auth;
+    app.use("*", authMiddleware({
+      tokens: auth ? auth.tokens : envTokens(),
+      allowHosts: auth?.allowHosts,
+      listener: () => {
+        const server = this.#server;
+        if (server === null || this.address === "") return null;
+        return { protocol: server.protocol, hostname: server.hostname, port: server.port, announced: new URL(this.address).hostname };
+      },
+    }));
     app.get("/metrics", (c) => c.text(this.metrics(), 200, { "content-type": "text/plain; version=0.0.4" }));
     app.get("/api/v1/events", upgrade((c) => eventStreamSocket(c, this.events)));
     app.get("/api/v1/worker", upgrade(() => this.workers.socket()));
