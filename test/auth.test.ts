@@ -311,6 +311,23 @@ describe("cross-site and rebinding", () => {
   });
 });
 
+describe("a name the scheduler does not know", () => {
+  test("a worker given it says the Host was refused and how to allow it, not that its token was", async () => {
+    const s = await startProcess(["scheduler", "--port", "0", "--host", "0.0.0.0"], { env: { XDG_STATE_HOME: tempDir() } });
+    try {
+      // 127.0.0.2 reaches a wildcard bind over loopback, but is no name of the scheduler.
+      const other = `http://127.0.0.2:${new URL(s.url).port}`;
+      const worker = await runCli(["worker", other, "--connect-timeout", "2"], { timeoutMs: 20_000 });
+      expect(worker.code).toBe(1);
+      expect(worker.stderr).toContain('Host "127.0.0.2:');
+      expect(worker.stderr).toContain("--allow-host");
+      expect(worker.stderr).not.toContain("the token was refused");
+    } finally {
+      await s.stop();
+    }
+  }, 30_000);
+});
+
 describe("the rules as functions", () => {
   test("every route has one scope in the table, unknown routes need admin, and client ops follow the same rules", async () => {
     const { needFor, scopeForOp, scopeForLink } = await import("../lib/scheduler/auth.ts");

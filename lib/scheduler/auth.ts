@@ -113,6 +113,14 @@ export function presentedToken(c: Context): string | undefined {
   return getCookie(c, tokenCookie);
 }
 
+/** What the middleware sets on the context, for routes, operations and the links. */
+export interface AuthVariables {
+  /** The caller's scope; null on a WebSocket link before its in-band handshake. */
+  scope: Scope | null;
+  /** The scope of a token (null: none), for the dashboard's login; always admin with auth off. */
+  scopeOfToken: (token: string) => Scope | null;
+}
+
 /** Options of `authMiddleware`. */
 export interface AuthOptions {
   /** The tokens accepted; null turns auth off (`--no-auth`): everyone is admin. */
@@ -134,7 +142,7 @@ export interface AuthOptions {
  * app.use("*", authMiddleware({ tokens: { admin: token }, listener: () => server }));
  * ```
  */
-export function authMiddleware(options: AuthOptions): MiddlewareHandler {
+export function authMiddleware(options: AuthOptions): MiddlewareHandler<{ Variables: AuthVariables }> {
   const tokens = options.tokens;
   let allowed: Set<string> | null = null;
   const scopeOfToken = (token: string): Scope | null => tokens === null ? "admin" : scopeOf(tokens, token);

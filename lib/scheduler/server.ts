@@ -11,7 +11,7 @@ import { Hono } from "hono";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { errorMessage } from "../errors.ts";
+import { ConfigError, errorMessage } from "../errors.ts";
 import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
@@ -19,6 +19,7 @@ import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import type { PluginRole, SchedulerApi, SchedulerPlugin, TaskStateView, TransitionInfo } from "../plugins/types.ts";
 import { version } from "../protocol.ts";
 import { envTokens, type TokenSet } from "../auth/tokens.ts";
+import { isLoopback } from "../auth/token-file.ts";
 import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { authMiddleware } from "./auth.ts";
@@ -189,6 +190,10 @@ export class Scheduler {
 
   async #start(): Promise<void> {
     const options = this.#options;
+    if (options.auth === undefined && envTokens() === null && !isLoopback(options.host ?? "127.0.0.1")) {
+      // Embedded with no token: open on loopback only, as `--no-auth`.
+      throw new ConfigError(`A scheduler on "${options.host}" needs a token (CLUSTER_TOKEN or the auth option)`);
+    }
     this.#moduleDir = await mkdtemp(join(tmpdir(), "cluster-scheduler-"));
     this.#server = await runtime.serve(this.#app(), { hostname: options.host ?? "127.0.0.1", port: options.port ?? 8786, tls: options.tls });
     // A wildcard bind is no address to connect to: show a connectable one (see lib/address.ts).
