@@ -350,7 +350,9 @@ describe("the rules as functions", () => {
   test("Host, Origin and body type checks name what they refuse", async () => {
     const { allowedHosts, bodyTypeProblem, hostProblem, originProblem } = await import("../lib/auth/cross-site.ts");
     const listener = { protocol: "http", hostname: "127.0.0.1", port: 8786, announced: "127.0.0.1" };
-    const hosts = allowedHosts(listener, ["Cluster.LAN"]);
+    const hosts = allowedHosts(listener, ["Cluster.LAN", "proxy.lan:443", "[fd00::1]"]);
+    expect(hostProblem("proxy.lan", hosts)).toBeNull();
+    expect(hostProblem("[fd00::1]:8786", hosts)).toBeNull();
     expect(hostProblem("127.0.0.1:8786", hosts)).toBeNull();
     expect(hostProblem("[::1]:8786", hosts)).toBeNull();
     expect(hostProblem("cluster.lan.", hosts)).toBeNull();

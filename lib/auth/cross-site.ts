@@ -38,7 +38,9 @@ export function normalHost(host: string): string {
  * ```
  */
 export function allowedHosts(listener: Listener, extra: readonly string[] = []): Set<string> {
-  const hosts = new Set(["localhost", "127.0.0.1", "::1", listener.hostname, listener.announced, ...extra].map(normalHost));
+  // `--allow-host name:port` means the name: the port is the listener's anyway.
+  const named = extra.map((h) => hostOfHeader(h) ?? normalHost(h));
+  const hosts = new Set([...["localhost", "127.0.0.1", "::1", listener.hostname, listener.announced].map(normalHost), ...named]);
   if (isWildcard(listener.hostname)) {
     for (const list of Object.values(networkInterfaces())) {
       for (const a of list ?? []) hosts.add(normalHost(a.address.replace(/%.*$/, "")));
