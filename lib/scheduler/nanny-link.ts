@@ -159,6 +159,7 @@ export class NannyLinks {
         const failed = Array.isArray(msg.failed) ? msg.failed.filter((f) => typeof f?.plugin === "string") : [];
         const remote = ctx.remotePlugins();
         remote.ready("nanny", nanny.name, nanny.welcomed, failed);
+        for (const f of failed) ctx.plugins.reportError(`${nanny.name}/${f.plugin}`, "setup", f.error);
         nanny.settlePluginsReady();
         remote.refreshQuarantine();
         break;

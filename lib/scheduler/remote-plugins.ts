@@ -211,8 +211,8 @@ export class RemotePlugins {
   }
 
   /**
-   * A worker or nanny set up its welcome's plugins: `failed` ones are logged with the plugin's
-   * name and message; the others are `ok`.
+   * A worker or nanny set up its welcome's plugins: `failed` ones are `failed: MESSAGE` (the
+   * link logs and counts them), the others `ok`.
    */
   ready(role: Role, who: string, names: readonly string[], failed: readonly PluginFailure[]): void {
     const byName = new Map(failed.map((f) => [f.plugin, f.error]));
@@ -225,7 +225,6 @@ export class RemotePlugins {
         statuses.set(who, "ok");
       } else {
         statuses.set(who, `failed: ${error}`);
-        this.#ctx.log.error(`Plugin "${plugin}" (${role}) failed to set up on ${role} "${who}": ${error}`);
       }
     }
   }

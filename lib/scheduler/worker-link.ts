@@ -292,6 +292,8 @@ export class WorkerLinks {
     const remote = ctx.remotePlugins();
     remote.ready("worker", ws.name, conn.welcomed, failed);
     conn.settlePluginsReady();
+    // Logged with the plugin's name and message, counted, published.
+    for (const f of failed) ctx.plugins.reportError(`${ws.name}/${f.plugin}`, "setup", f.error);
     if (ctx.plugins.has("addWorker")) await ctx.plugins.callAsync("addWorker", ctx.api, ws.name);
     if (this.conns.get(ws.name) !== conn) return;
     const quarantine = remote.quarantineReason(ws);
