@@ -247,6 +247,33 @@ describe("status and quarantine", () => {
     }
   }, 60_000);
 
+  test("a quarantined worker returns to work when an idempotent plugin registered again sets up on it this time", async () => {
+    const dir = tempDir();
+    const marker = join(dir, "ready");
+    const source = `import { existsSync } from "node:fs";
+export default { name: "flaky", idempotent: true, setup(worker) {
+  if (worker.name.startsWith("q3-") && !existsSync(${JSON.stringify(marker)})) throw new Error("not yet on " + worker.name);
+} };`;
+    const cluster = await startCluster({ workers: 1 });
+    const name = `q3-${suffix}`;
+    try {
+      expect((await register(cluster.url, { role: "worker", use: "./flaky.ts", source })).status).toBe(201);
+      const w = await startNamedWorker(cluster.url, name);
+      try {
+        await until("the quarantined worker", async () => (await infoWorker(cluster.url, name))?.status === "quarantined", 10_000);
+        writeFileSync(marker, "");
+        const again = await register(cluster.url, { role: "worker", use: "./flaky.ts", source });
+        expect(again.body.result).toBe("kept");
+        expect((await infoWorker(cluster.url, name)).status).toBe("running");
+        expect((await pluginStatus(cluster.url, "worker", "flaky"))?.[name]).toBe("ok");
+      } finally {
+        await w.stop();
+      }
+    } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+
   test("a nanny whose plugin fails to set up has its worker quarantined, the status listed per nanny, until the plugin is removed", async () => {
     const out = join(tempDir(), "n.jsonl");
     const cluster = await startCluster({ workers: 0 });

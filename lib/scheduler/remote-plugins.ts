@@ -97,7 +97,11 @@ export class RemotePlugins {
     return await this.#exclusive(async () => {
       const list = this[role];
       const existing = list.findIndex((s) => s.name === name);
-      if (existing >= 0 && probe.plugin.idempotent) return { name, result: "kept" as const, warnings: [] };
+      if (existing >= 0 && probe.plugin.idempotent) {
+        // Kept as it is; but where it had failed to set up, it is set up again.
+        await this.#retryFailed(role, list[existing]);
+        return { name, result: "kept" as const, warnings: [] };
+      }
       // The epoch starts: from here on a joiner gets the plugin in its welcome.
       if (existing >= 0) list.splice(existing, 1, full);
       else list.push(full);
@@ -154,6 +158,28 @@ export class RemotePlugins {
       ctx.log.info(`Plugin "${name}" (${role}) ${result}`);
       return { name, result, warnings };
     });
+  }
+
+  /** Sets a kept plugin up again where it had failed; those where it now works leave quarantine. */
+  async #retryFailed(role: Role, spec: WirePluginSpec): Promise<void> {
+    const ctx = this.#ctx;
+    const statuses = this.#status[role].get(spec.name!);
+    if (!statuses) return;
+    const failed = [...statuses].filter(([, status]) => status.startsWith("failed: ")).map(([who]) => who);
+    const targets = failed.map((who) => role === "worker" ? ctx.workers.conns.get(who) : ctx.nannies.conns.get(who)).filter((t) => t !== undefined);
+    if (targets.length === 0) return;
+    await Promise.all(targets.map(async (t) => {
+      const who = whoOf(t);
+      try {
+        if (role === "worker") await ctx.workers.addPlugin(t as WorkerConn, spec);
+        else await ctx.nannies.addPlugin(t as NannyConn, spec);
+        statuses.set(who, "ok");
+        ctx.log.info(`Plugin "${spec.name}" (${role}) set up on ${role} "${who}" on a second try`);
+      } catch (err) {
+        if (this.#connected(role, t)) statuses.set(who, `failed: ${errorMessage(err)}`);
+      }
+    }));
+    this.refreshQuarantine();
   }
 
   /** Waits for the workers or nannies that joined during the registration of `name` to be ready. */
