@@ -10,6 +10,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { validateGraph } from "../lib/scheduler/graph.ts";
+import { type Effects, SchedulerState } from "../lib/scheduler/state.ts";
 import { api, freePort, type Proc, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
 import { compute, lines, register, sleep, startNamedWorker, until, workerRecorder } from "./_conformance.ts";
 
@@ -57,6 +59,36 @@ async function infoWorker(url: string, name: string): Promise<any> {
 async function pluginStatus(url: string, role: "worker" | "nanny", plugin: string): Promise<Record<string, string> | undefined> {
   return (await api(url, "/api/v1/plugins")).body[role].find((p: any) => p.name === plugin)?.status;
 }
+
+describe("quarantine in the state machine", () => {
+  test("a quarantined worker gets no task, keeps what it runs, and takes the waiting tasks once let back", () => {
+    const state = new SchedulerState();
+    const client = state.addClient("c");
+    const computes: string[] = [];
+    const drain = (fx: Effects) => {
+      for (let i = 0; i < fx.messageCount; i++) {
+        const msg = fx.messages[i];
+        if (msg.op === "compute") computes.push(`${fx.recipients[i].name}:${msg.key}`);
+      }
+      fx.clear();
+    };
+    const ws = state.addWorker({ name: "a", address: "http://a", nthreads: 1, nanny: false, modules: [], pid: 1 }, 0);
+    drain(state.quarantineWorker(ws, "worker plugin \"p\" failed to set up: no"));
+    expect(ws.status).toBe("quarantined");
+    drain(state.updateGraph(client, validateGraph({ tasks: [{ key: "x", fn: "builtin.inc", args: [1] }], keys: ["x"] }, { existing: () => false, knownModules: null }), "g"));
+    expect(computes).toEqual([]);
+    expect(state.tasks.get("x")?.state).toBe("no-worker");
+    drain(state.workerReady(ws, "back"));
+    expect(ws.status).toBe("running");
+    expect(ws.quarantine).toBeNull();
+    expect(computes).toEqual(["a:x"]);
+    // Quarantined while running: what it runs stays; nothing new comes.
+    drain(state.quarantineWorker(ws, "again"));
+    expect(state.tasks.get("x")?.state).toBe("processing");
+    drain(state.updateGraph(client, validateGraph({ tasks: [{ key: "y", fn: "builtin.inc", args: [2] }], keys: ["y"] }, { existing: (k) => state.tasks.has(k), knownModules: null }), "g2"));
+    expect(computes).toEqual(["a:x"]);
+  });
+});
 
 describe("a registration is an epoch", () => {
   test("workers that join at every point of a slow (3 s) registration get the plugin before any task, and the 201 waits for them", async () => {

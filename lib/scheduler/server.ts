@@ -104,7 +104,7 @@ export class Scheduler {
   /** Modules any worker ever reported, for checking `fn` prefixes. */
   #knownModules = new Set<string>();
   /** Settles once the plugins of plugins.toml and --preload started: requests wait for it. */
-  #pluginsStarted: Promise<void>;
+  #pluginsStarted: Promise<void> | null;
   #settlePluginsStarted!: () => void;
 
   private constructor(options: SchedulerOptions) {
@@ -208,6 +208,7 @@ export class Scheduler {
       throw err;
     } finally {
       this.#settlePluginsStarted();
+      this.#pluginsStarted = null;
     }
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
     this.#heartbeatTimer = setInterval(() => this.workers.checkHeartbeats(timeout, Date.now()), Math.min(1000, timeout / 2));
@@ -224,7 +225,7 @@ export class Scheduler {
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
     app.use("*", async (_c, next) => {
-      await this.#pluginsStarted;
+      if (this.#pluginsStarted !== null) await this.#pluginsStarted;
       await next();
     });
     app.use("*", authMiddleware({ token: clusterToken() }));
