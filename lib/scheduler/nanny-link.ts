@@ -18,7 +18,7 @@ import { checkMessage } from "../messages/validate.ts";
 import { Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
-import type { RemotePlugins } from "./remote-plugins.ts";
+import type { PluginRollout } from "./rollout.ts";
 
 /** How long the scheduler waits for a nanny's answer. */
 export const nannyTimeouts = {
@@ -33,7 +33,7 @@ export interface NannyLinkContext {
   readonly plugins: PluginManager<SchedulerPlugin>;
   readonly log: ComponentLogger;
   /** The nanny plugin specs a nanny gets in its welcome, and their statuses. */
-  remotePlugins(): RemotePlugins;
+  remotePlugins(): PluginRollout;
 }
 
 /** One connected nanny. */

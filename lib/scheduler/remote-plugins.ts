@@ -18,6 +18,7 @@ import type { PluginFailure } from "../messages/worker.ts";
 import type { AddResult } from "../plugins/manager.ts";
 import { instantiatePlugin, type WirePluginSpec, withSource } from "../plugins/load.ts";
 import type { EventLog } from "./events.ts";
+import type { PluginRollout } from "./rollout.ts";
 import type { NannyConn, NannyLinks } from "./nanny-link.ts";
 import type { SchedulerState, WorkerState } from "./state.ts";
 import type { WorkerConn, WorkerLinks } from "./worker-link.ts";
@@ -56,7 +57,7 @@ export interface RemotePluginListing {
 type Role = "worker" | "nanny";
 
 /** Worker and nanny plugin specs, in registration order, and where each is set up. */
-export class RemotePlugins {
+export class RemotePlugins implements PluginRollout {
   readonly worker: WirePluginSpec[] = [];
   readonly nanny: WirePluginSpec[] = [];
   #ctx: RemotePluginsContext;

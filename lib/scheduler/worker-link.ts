@@ -18,7 +18,7 @@ import { checkMessage } from "../messages/validate.ts";
 import { type ReplyMessage, Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
-import type { RemotePlugins } from "./remote-plugins.ts";
+import type { PluginRollout } from "./rollout.ts";
 import type { SchedulerState, WorkerState } from "./state.ts";
 
 /** How long the scheduler waits for a worker's answer. */
@@ -39,7 +39,7 @@ export interface WorkerLinkContext {
   /** Modules any worker ever reported, for checking `fn` prefixes. */
   readonly knownModules: Set<string>;
   /** The worker plugin specs a worker gets in its welcome, and their statuses. */
-  remotePlugins(): RemotePlugins;
+  remotePlugins(): PluginRollout;
   /** Applies the state machine's pending effects. */
   apply(): void;
   /** Called after every frame a worker sent. */
