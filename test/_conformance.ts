@@ -1,7 +1,6 @@
 /**
- * Helpers shared by the Dask conformance tests (test/dask-conformance.test.ts and the tests kept
- * aside in test/dask-conformance-pending.ts): fixture paths, reading a recorder's JSON lines,
- * polling, and starting named workers and nannies with the real binary.
+ * Helpers of the Dask conformance tests (test/dask-conformance.test.ts): fixture paths, reading
+ * a recorder's JSON lines, polling, and starting named workers and nannies with the real binary.
  *
  * @module
  */

@@ -139,8 +139,8 @@ describe("scheduler plugins from plugins.toml", () => {
       "[[scheduler.plugins]]", `use = "${recorder}"`, `name = "thrower"`, `out = "${out}"`,
       `throwIn = ["transition", "addWorker", "logEvent", "updateGraph"]`,
       "[[worker.plugins]]", `use = "${workerRecorder}"`, `name = "wthrower"`, `throwIn = ["transition", "teardown"]`,
-      "[[worker.plugins]]", `use = "${workerRecorder}"`, `name = "wsetup"`, `throwIn = ["setup"]`,
     ].join("\n") + "\n");
+    // A worker plugin whose setup throws quarantines its worker (no task): test/rollout.test.ts.
     const cluster = await startCluster({ workers: 1, schedulerArgs: ["--plugins", toml] });
     try {
       const client = await Client.connect(cluster.url);
@@ -156,7 +156,6 @@ describe("scheduler plugins from plugins.toml", () => {
       for (const hook of ["transition", "addWorker", "logEvent", "updateGraph"]) {
         expect(stderr).toContain(`Plugin "thrower" failed in ${hook}: recorder throws in ${hook}`);
       }
-      expect(stderr).toMatch(/Plugin ".*wsetup" failed in setup/);
       expect(stderr).toMatch(/Plugin ".*wthrower" failed in transition/);
       const metrics = await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
       const total = Number(/cluster_plugin_errors_total (\d+)/.exec(metrics)![1]);
@@ -260,7 +259,7 @@ describe("registration over the API", () => {
       expect((await wreg("w3", true)).body.result).toBe("kept");
       const wevents = (await replay(cluster.url, "wplugin")).filter((e) => e.hook !== "transition").map((e) => `${e.hook}:${e.tag}`);
       expect(wevents).toEqual(["setup:w1", "teardown:w1", "setup:w2"]);
-      expect((await api(cluster.url, "/api/v1/plugins")).body.worker).toEqual([{ name: "wrecorder", use: workerRecorder }]);
+      expect((await api(cluster.url, "/api/v1/plugins")).body.worker).toMatchObject([{ name: "wrecorder", use: workerRecorder }]);
       expect((await api(cluster.url, "/api/v1/info")).body.plugins).toEqual({ scheduler: ["recorder"], worker: ["wrecorder"], nanny: [] });
       expect((await api(cluster.url, "/api/v1/plugins/worker/wrecorder", { method: "DELETE" })).status).toBe(204);
       await sleep(200);

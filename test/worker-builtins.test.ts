@@ -63,7 +63,7 @@ describe("upload-file", () => {
         expect(body.value).toBe(3 * (i + 1));
       }
       const plugins = await api(cluster.url, "/api/v1/plugins");
-      expect(plugins.body.worker).toEqual([{ name: "upload-file-wb-tasks.ts", use: "upload-file" }]);
+      expect(plugins.body.worker).toMatchObject([{ name: "upload-file-wb-tasks.ts", use: "upload-file", status: Object.fromEntries(names.map((n) => [n, "ok"])) }]);
     } finally {
       await cluster.stop();
     }

@@ -194,6 +194,8 @@ export class Client {
   }
 
   #sendBatch(): void {
+    // A flush or result() sent the batch already: the queued microtask has nothing to send.
+    if (this.#batch.length === 0) return;
     const tasks = this.#batch;
     const keys = this.#batchKeys;
     this.#batch = [];

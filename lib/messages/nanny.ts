@@ -5,10 +5,13 @@
  */
 import type { ReplyMessage } from "../rpc.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
+import type { PluginFailure } from "./worker.ts";
 
 /** Nanny → scheduler. */
 export type NannyToScheduler =
   | { op: "register"; name: string; address: string; pid: number }
+  /** After the welcome's plugins were set up; `failed` names those whose setup threw. */
+  | { op: "ready"; failed?: PluginFailure[] }
   | { op: "worker"; worker: string | null; restarts: number; pid?: number }
   | { op: "plugin-error"; plugin: string; hook: string; error: string }
   | { op: "event"; topic: string; msg: Record<string, unknown> }

@@ -48,6 +48,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
   },
   nanny: {
     register: { name: "string", address: "string?", pid: "number?" },
+    ready: {},
     worker: { worker: "string|null?", restarts: "number?", pid: "number?" },
     "plugin-error": pluginError,
     event: { topic: "string" },

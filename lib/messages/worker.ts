@@ -17,10 +17,17 @@ export interface DepInfo {
   who?: string[];
 }
 
+/** A plugin whose setup threw, with the message. */
+export interface PluginFailure {
+  plugin: string;
+  error: string;
+}
+
 /** Worker → scheduler. */
 export type WorkerToScheduler =
   | { op: "register"; name: string; nthreads: number; address: string; nanny: boolean; pid: number; modules: string[]; restarts: number; version: string }
-  | { op: "ready" }
+  /** After the welcome's plugins were set up; `failed` names those whose setup threw. */
+  | { op: "ready"; failed?: PluginFailure[] }
   | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string }
   | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string }
   | { op: "missing-data"; key: string; dep: string }

@@ -13,8 +13,9 @@ import { hostname, tmpdir } from "node:os";
 import { delimiter, join, resolve } from "node:path";
 import { Hono } from "hono";
 import { unreachableExitCode } from "../connect-error.ts";
-import { errorMessage } from "../errors.ts";
+import { errorMessage, PluginError } from "../errors.ts";
 import type { NannyToScheduler, SchedulerToNanny } from "../messages/nanny.ts";
+import type { PluginFailure } from "../messages/worker.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
@@ -103,6 +104,10 @@ export class Nanny {
   #supervising = false;
   #memoryTimer: ReturnType<typeof setInterval> | null = null;
   #restartChain: Promise<void> = Promise.resolve();
+  /** The first worker's start (with its retries): a restart asked meanwhile waits for it. */
+  #firstStart: Promise<void> | null = null;
+  /** Plugin set-ups and teardowns run one after the other, in the order the scheduler sent them. */
+  #pluginChain: Promise<unknown> = Promise.resolve();
 
   private constructor(options: NannyOptions) {
     this.#options = options;
@@ -152,15 +157,22 @@ export class Nanny {
     this.#workerHost = opts.host || data.listen;
     this.#server = await runtime.serve(app, { hostname: data.listen, port: 0, tls: opts.tls });
     this.address = `${this.#server.protocol}://${data.announce}:${this.#server.port}`;
+    const failures: string[] = [];
     for (const spec of opts.nannyPlugins) {
-      const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd(), false);
+      const { error } = await this.#addPlugin(spec, opts.baseDir ?? process.cwd(), false);
       if (error) {
-        await this.#server.stop();
-        throw new Error(error);
+        log.error(`Plugin "${spec.name ?? spec.use}" failed to set up: ${error}`);
+        failures.push(error);
       }
     }
+    if (failures.length > 0) {
+      await this.plugins.closeAll((p) => p.teardown?.(this.api));
+      await this.#server.stop();
+      throw new PluginError(opts.nannyPlugins[0].name ?? opts.nannyPlugins[0].use, failures.join("; "));
+    }
     await this.#session.connect(Math.max(1, connectDeadline - Date.now()));
-    await this.#startFirstWorker();
+    this.#firstStart = this.#startFirstWorker();
+    await this.#firstStart;
     if (opts.memoryLimit) this.#memoryTimer = setInterval(() => this.#checkMemory(), 250);
   }
 
@@ -203,11 +215,21 @@ export class Nanny {
   }
 
   async #welcome(msg: { plugins?: WirePluginSpec[] }): Promise<void> {
-    // Nanny plugins first, so the first worker starts with their environment and files.
-    for (const spec of msg.plugins ?? []) {
-      const error = await this.#addPlugin(spec, this.localDirectory, false);
-      if (error) log.error(error);
-    }
+    // Nanny plugins first, so the first worker starts with their environment and files. Those
+    // that fail are named in `ready`: the scheduler then gives this nanny's worker no task.
+    const failed = await this.#serially(async () => {
+      const out: PluginFailure[] = [];
+      for (const spec of msg.plugins ?? []) {
+        const { error } = await this.#addPlugin(spec, this.localDirectory, false);
+        if (error) {
+          const plugin = spec.name ?? spec.use;
+          log.error(`Plugin "${plugin}" failed to set up: ${error}`);
+          out.push({ plugin, error });
+        }
+      }
+      return out;
+    });
+    this.#send(failed.length > 0 ? { op: "ready", failed } : { op: "ready" });
     if (this.#child) this.#send({ op: "worker", worker: this.name, restarts: this.restarts });
   }
 
@@ -222,12 +244,13 @@ export class Nanny {
   #handle(msg: SchedulerToNanny): void {
     switch (msg.op) {
       case "plugin-add":
-        this.#addPlugin(msg.spec, this.localDirectory, true).then((error) => {
-          this.#send(error ? { op: "reply", id: msg.id, error } : { op: "reply", id: msg.id });
+        this.#serially(() => this.#addPlugin(msg.spec, this.localDirectory, true)).then(({ error, warning }) => {
+          if (error) log.error(`Plugin "${msg.spec.name ?? msg.spec.use}" failed to set up: ${error}`);
+          this.#send(error ? { op: "reply", id: msg.id, error } : warning ? { op: "reply", id: msg.id, warning } : { op: "reply", id: msg.id });
         });
         break;
       case "plugin-remove":
-        this.plugins.remove(msg.name, (p) => p.teardown?.(this.api)).then(() => {
+        this.#serially(() => this.plugins.remove(msg.name, (p) => p.teardown?.(this.api))).then(() => {
           this.#send({ op: "reply", id: msg.id });
         });
         break;
@@ -242,10 +265,22 @@ export class Nanny {
     }
   }
 
-  /** Adds a plugin; returns an error message or null. Restarts the worker if the plugin asks. */
-  async #addPlugin(spec: WirePluginSpec, baseDir: string, mayRestart: boolean): Promise<string | null> {
+  /** Runs a plugin set-up or teardown after those before it. */
+  #serially<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.#pluginChain.then(run, run);
+    this.#pluginChain = next.catch(() => {});
+    return next;
+  }
+
+  /**
+   * Adds a plugin; returns the setup's error, if any. Restarts the worker if the plugin asks:
+   * a restart that fails (the worker keeps dying) is a `warning`, not a failed setup — the
+   * plugin is set up, and Dask keeps it.
+   */
+  async #addPlugin(spec: WirePluginSpec, baseDir: string, mayRestart: boolean): Promise<{ error?: string; warning?: string }> {
+    let loaded;
     try {
-      const loaded = await instantiatePlugin<NannyPlugin>(spec, {
+      loaded = await instantiatePlugin<NannyPlugin>(spec, {
         baseDir,
         moduleDir: join(this.localDirectory, "plugins"),
         log: log.child(`plugin:${spec.name ?? spec.use}`),
@@ -254,12 +289,19 @@ export class Nanny {
         start: (p) => p.setup?.(this.api),
         teardown: (p) => p.teardown?.(this.api),
       });
-      if (result !== "kept" && mayRestart && loaded.plugin.restart && this.#child) {
-        await this.restartWorker(`plugin "${loaded.name}" asks for a restart`);
-      }
-      return null;
+      if (result === "kept" || !mayRestart || !loaded.plugin.restart) return {};
     } catch (err) {
-      return errorMessage(err);
+      return { error: errorMessage(err) };
+    }
+    // A worker that is still starting is restarted once it registered (restartWorker waits).
+    if (!this.#child && !this.#firstStart) return {};
+    try {
+      await this.restartWorker(`plugin "${loaded.name}" asks for a restart`);
+      return {};
+    } catch (err) {
+      const warning = `the worker restart that plugin "${loaded.name}" asked for failed: ${errorMessage(err)}`;
+      log.warn(warning);
+      return { warning };
     }
   }
 
@@ -381,6 +423,9 @@ export class Nanny {
   /** Restarts the worker process; resolves when the new one has registered. */
   restartWorker(reason: string): Promise<void> {
     const run = async () => {
+      // A first worker still starting is restarted only once it registered: two workers must
+      // never race for one name.
+      if (this.#firstStart && !this.#supervising) await this.#firstStart.catch(() => {});
       if (this.#closing) return;
       log.info(`Restarting the worker: ${reason}`);
       await this.#stopWorker(5_000);

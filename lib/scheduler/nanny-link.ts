@@ -18,6 +18,7 @@ import { checkMessage } from "../messages/validate.ts";
 import { Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
+import type { PluginRollout } from "./rollout.ts";
 
 /** How long the scheduler waits for a nanny's answer. */
 export const nannyTimeouts = {
@@ -31,8 +32,8 @@ export interface NannyLinkContext {
   readonly events: EventLog;
   readonly plugins: PluginManager<SchedulerPlugin>;
   readonly log: ComponentLogger;
-  /** The nanny plugin specs a nanny gets in its welcome. */
-  nannyPlugins(): WirePluginSpec[];
+  /** The nanny plugin specs a nanny gets in its welcome, and their statuses. */
+  remotePlugins(): PluginRollout;
 }
 
 /** One connected nanny. */
@@ -45,6 +46,11 @@ export interface NannyConn {
   workerName: string | null;
   restarts: number;
   readonly requests: Requests;
+  /** The nanny plugins its welcome carried. */
+  welcomed: string[];
+  /** Settles once the nanny said `ready` (its welcome's plugins set up) or left. */
+  pluginsReady: Promise<void>;
+  settlePluginsReady: () => void;
 }
 
 /** The connected nannies and their protocol. */
@@ -61,9 +67,10 @@ export class NannyLinks {
     return nanny.requests.send((id) => nanny.ws.send(encodeFrame([make(id)])), { timeoutMs });
   }
 
-  /** Sets a plugin up on a nanny; rejects with the nanny's error. */
-  async addPlugin(nanny: NannyConn, spec: WirePluginSpec): Promise<void> {
-    await this.#request(nanny, (id) => ({ op: "plugin-add", id, spec }), nannyTimeouts.pluginAdd);
+  /** Sets a plugin up on a nanny; rejects with the nanny's error, resolves with its warning if any. */
+  async addPlugin(nanny: NannyConn, spec: WirePluginSpec): Promise<string | undefined> {
+    const reply = await this.#request(nanny, (id) => ({ op: "plugin-add", id, spec }), nannyTimeouts.pluginAdd);
+    return typeof reply.warning === "string" ? reply.warning : undefined;
   }
 
   /** Tears a plugin down on a nanny. */
@@ -107,6 +114,7 @@ export class NannyLinks {
         if (nanny && this.conns.get(nanny.name) === nanny) {
           this.conns.delete(nanny.name);
           nanny.requests.rejectAll("nanny left", { final: true });
+          nanny.settlePluginsReady();
         }
       },
     };
@@ -117,6 +125,10 @@ export class NannyLinks {
       ws.close(4002, "Expected a register message first");
       return null;
     }
+    let settlePluginsReady = () => {};
+    const pluginsReady = new Promise<void>((r) => (settlePluginsReady = r));
+    const remote = this.#ctx.remotePlugins();
+    const plugins = [...remote.nanny];
     const conn: NannyConn = {
       ws,
       name: msg.name,
@@ -125,9 +137,14 @@ export class NannyLinks {
       workerName: null,
       restarts: 0,
       requests: new Requests({ peer: `nanny "${msg.name}"` }),
+      welcomed: plugins.map((s) => s.name!),
+      pluginsReady,
+      settlePluginsReady,
     };
     this.conns.set(conn.name, conn);
-    const welcome: SchedulerToNanny = { op: "welcome", plugins: this.#ctx.nannyPlugins(), version };
+    // A registration in progress waits for this nanny's `ready` (see remote-plugins.ts).
+    remote.welcomed("nanny", conn.name, conn.welcomed);
+    const welcome: SchedulerToNanny = { op: "welcome", plugins, version };
     ws.send(encodeFrame([welcome]));
     return conn;
   }
@@ -138,9 +155,19 @@ export class NannyLinks {
       case "reply":
         nanny.requests.settle(msg);
         break;
+      case "ready": {
+        const failed = Array.isArray(msg.failed) ? msg.failed.filter((f) => typeof f?.plugin === "string") : [];
+        const remote = ctx.remotePlugins();
+        remote.ready("nanny", nanny.name, nanny.welcomed, failed);
+        for (const f of failed) ctx.plugins.reportError(`${nanny.name}/${f.plugin}`, "setup", f.error);
+        nanny.settlePluginsReady();
+        remote.refreshQuarantine();
+        break;
+      }
       case "worker":
         nanny.workerName = msg.worker ?? null;
         nanny.restarts = Number(msg.restarts ?? nanny.restarts);
+        ctx.remotePlugins().refreshQuarantine();
         break;
       case "event":
         try {

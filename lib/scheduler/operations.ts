@@ -19,6 +19,13 @@ import type { GatherResult, Results } from "./results.ts";
 import type { ClientState, SchedulerState } from "./state.ts";
 import type { WorkerLinks } from "./worker-link.ts";
 
+/** One plugin in `GET /api/v1/plugins`; worker and nanny plugins with their status on each. */
+export interface PluginListing {
+  name: string;
+  use: string;
+  status?: Record<string, string>;
+}
+
 /** What the operations need of the scheduler. */
 export interface OperationsContext {
   readonly state: SchedulerState;
@@ -37,8 +44,10 @@ export interface OperationsContext {
   apply(): void;
   registerPlugin(spec: WirePluginSpec): Promise<Registration>;
   unregisterPlugin(role: PluginRole, name: string): Promise<boolean>;
-  listPlugins(): Record<PluginRole, Array<{ name: string; use: string }>>;
-  restart(): Promise<{ workers: string[]; restarted: number }>;
+  listPlugins(): Record<PluginRole, PluginListing[]>;
+  /** Why a nanny's worker is held out (a failed nanny plugin), or null. */
+  nannyQuarantine(name: string): string | null;
+  restart(): Promise<{ workers: string[]; restarted: number; missing: string[] }>;
 }
 
 /** The operations, each as callable from HTTP and from the client socket. */
@@ -155,12 +164,15 @@ export class Operations {
   }
 
   /** The registered plugins of every role. */
-  listPlugins(): Record<PluginRole, Array<{ name: string; use: string }>> {
+  listPlugins(): Record<PluginRole, PluginListing[]> {
     return this.#ctx.listPlugins();
   }
 
-  /** Dask's `client.restart()`. */
-  restart(): Promise<{ workers: string[]; restarted: number }> {
+  /**
+   * Dask's `client.restart()`: answers once every nanny's worker is back; a RequestError
+   * (`E_TIMEOUT`, 504) naming the workers that are not.
+   */
+  restart(): Promise<{ workers: string[]; restarted: number; missing: string[] }> {
     return this.#ctx.restart();
   }
 
@@ -179,6 +191,7 @@ export class Operations {
         address: w.address,
         nthreads: w.nthreads,
         status: w.status,
+        ...(w.quarantine ? { quarantine: w.quarantine } : {}),
         nanny: w.nanny,
         processing: w.processingTasks.size,
         memory: w.heldTasks.size,
@@ -187,7 +200,10 @@ export class Operations {
         rss: workers.conns.get(w.name)?.rss ?? 0,
         restarts: nannyByWorker.get(w.name)?.restarts ?? workers.conns.get(w.name)?.restarts ?? 0,
       })),
-      nannies: [...nannies.conns.values()].map((n) => ({ name: n.name, address: n.address, pid: n.pid, worker: n.workerName, restarts: n.restarts })),
+      nannies: [...nannies.conns.values()].map((n) => {
+        const quarantine = this.#ctx.nannyQuarantine(n.name);
+        return { name: n.name, address: n.address, pid: n.pid, worker: n.workerName, restarts: n.restarts, ...(quarantine ? { quarantine } : {}) };
+      }),
       tasks,
       plugins: {
         scheduler: plugins.scheduler.map((p) => p.name),

@@ -12,6 +12,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
+import { RequestError } from "../rpc.ts";
 import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
@@ -30,7 +31,7 @@ import { eventStreamSocket } from "./event-stream.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { metricsText } from "./metrics.ts";
 import { NannyLinks } from "./nanny-link.ts";
-import { Operations } from "./operations.ts";
+import { Operations, type PluginListing } from "./operations.ts";
 import { type Registration, RemotePlugins } from "./remote-plugins.ts";
 import { Results } from "./results.ts";
 import { apiRoutes } from "./routes.ts";
@@ -107,6 +108,9 @@ export class Scheduler {
   #gcTimer: ReturnType<typeof setTimeout> | null = null;
   /** Modules any worker ever reported, for checking `fn` prefixes. */
   #knownModules = new Set<string>();
+  /** Settles once the plugins of plugins.toml and --preload started: requests wait for it. */
+  #pluginsStarted: Promise<void> | null;
+  #settlePluginsStarted!: () => void;
 
   private constructor(options: SchedulerOptions) {
     this.#options = options;
@@ -119,6 +123,7 @@ export class Scheduler {
       }
     });
     this.#httpClient = this.state.addClient("http");
+    this.#pluginsStarted = new Promise((r) => (this.#settlePluginsStarted = r));
     this.events.onEvent = (event) => {
       const hooks = this.#logEventHooks;
       for (let i = 0; i < hooks.length; i++) {
@@ -152,12 +157,12 @@ export class Scheduler {
     this.workers = new WorkerLinks({
       state, events, plugins, api, log, apply,
       knownModules: this.#knownModules,
-      workerPlugins: () => this.remotePlugins.worker,
+      remotePlugins: () => this.remotePlugins,
       afterFrame: () => this.#maybeCollectGarbage(),
     });
-    this.nannies = new NannyLinks({ events, plugins, log, nannyPlugins: () => this.remotePlugins.nanny });
+    this.nannies = new NannyLinks({ events, plugins, log, remotePlugins: () => this.remotePlugins });
     this.remotePlugins = new RemotePlugins({
-      state, events, log,
+      state, events, log, apply,
       workers: this.workers,
       nannies: this.nannies,
       moduleDir: () => this.#moduleDir,
@@ -178,6 +183,7 @@ export class Scheduler {
       registerPlugin: (spec) => this.registerPlugin(spec),
       unregisterPlugin: (role, name) => this.unregisterPlugin(role, name),
       listPlugins: () => this.listPlugins(),
+      nannyQuarantine: (name) => this.remotePlugins.nannyQuarantine(name),
       restart: () => this.restart(),
     });
   }
@@ -200,6 +206,8 @@ export class Scheduler {
     // A wildcard bind is no address to connect to: show a connectable one (see lib/address.ts).
     this.address = `${this.#server.protocol}://${connectableHost(this.#server.hostname)}:${this.#server.port}`;
     if (isWildcard(this.#server.hostname)) log.info(`Bound to ${this.#server.hostname} port ${this.#server.port} (every interface); announcing ${this.address}`);
+    // Listening already (plugins may read `scheduler.address`), but every request except
+    // /health waits until the configured plugins started: no worker, graph or client before.
     try {
       for (const spec of options.plugins ?? []) await this.registerPlugin(spec);
       for (const path of options.preload ?? []) await this.#preload(path);
@@ -207,6 +215,9 @@ export class Scheduler {
       await this.#server.stop();
       await rm(this.#moduleDir, { recursive: true, force: true }).catch(() => {});
       throw err;
+    } finally {
+      this.#settlePluginsStarted();
+      this.#pluginsStarted = null;
     }
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
     this.#heartbeatTimer = setInterval(() => this.workers.checkHeartbeats(timeout, Date.now()), Math.min(1000, timeout / 2));
@@ -222,6 +233,11 @@ export class Scheduler {
       return c.json(errorBody(err), status);
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
+    // Every request but /health waits until the configured plugins have started.
+    app.use("*", async (_c, next) => {
+      if (this.#pluginsStarted !== null) await this.#pluginsStarted;
+      await next();
+    });
     const auth = this.#options.auth;
     const tokens = auth ? auth.tokens : envTokens();
     app.use("*", authMiddleware({
@@ -395,45 +411,57 @@ export class Scheduler {
     return await this.remotePlugins.unregister(role, name);
   }
 
-  /** What `GET /api/v1/plugins` answers. */
-  listPlugins(): Record<PluginRole, Array<{ name: string; use: string }>> {
+  /** What `GET /api/v1/plugins` answers: worker and nanny plugins with their status on each. */
+  listPlugins(): Record<PluginRole, PluginListing[]> {
     return {
       scheduler: this.plugins.entries.map((e) => ({ name: e.name, use: e.use })),
-      worker: this.remotePlugins.worker.map((s) => ({ name: s.name!, use: s.use })),
-      nanny: this.remotePlugins.nanny.map((s) => ({ name: s.name!, use: s.use })),
+      worker: this.remotePlugins.listing("worker"),
+      nanny: this.remotePlugins.listing("nanny"),
     };
   }
 
   // ---- restart, info, metrics, close ---------------------------------------------------------
 
-  /** Dask's `client.restart()`: forget all tasks, call plugins' restart, restart every worker. */
-  async restart(timeoutMs = 60_000): Promise<{ workers: string[]; restarted: number }> {
+  /**
+   * Dask's `client.restart()`: forget all tasks, call plugins' restart, restart every worker
+   * through its nanny, and wait (up to `timeoutMs`) until each is back: registered and ready
+   * (running, or quarantined by a failed plugin). A worker not back by then, or whose nanny
+   * failed or left, is named in the error (504).
+   */
+  async restart(timeoutMs = 60_000): Promise<{ workers: string[]; restarted: number; missing: string[] }> {
     if (this.#restarting) throw new Error("A restart is already in progress");
     this.#restarting = true;
     try {
+      const deadline = Date.now() + timeoutMs;
       this.state.forgetAll(this.state.stimulusId("restart"));
       this.#apply();
       await this.plugins.callAsync("restart", this.api);
       // Each nanny answers once its new worker has registered.
       const nannies = [...this.nannies.conns.values()];
-      const outcomes = await Promise.allSettled(
-        nannies.map((n) => this.nannies.restartWorker(n, "restart requested", timeoutMs)),
-      );
-      const failed = outcomes.filter((o): o is PromiseRejectedResult => o.status === "rejected").map((o) => o.reason);
-      if (failed.some((err) => (err as { code?: string }).code === "E_TIMEOUT")) {
-        throw new Error(`Workers did not come back within ${timeoutMs / 1000} s`);
-      }
-      if (failed.length > 0) throw new Error(`Restart failed: ${failed.map(errorMessage).join("; ")}`);
-      // The scheduler may still be confirming the new workers' plugins.
-      const deadline = Date.now() + 10_000;
-      while (Date.now() < deadline) {
-        const back = [...this.state.workers.values()].filter((w) => w.nanny && w.status === "running").length;
-        if (back >= nannies.length) break;
-        await new Promise((r) => setTimeout(r, 20));
+      const failures = new Map<string, string>();
+      await Promise.all(nannies.map(async (n) => {
+        try {
+          await this.nannies.restartWorker(n, "restart requested", Math.max(1, deadline - Date.now()));
+        } catch (err) {
+          failures.set(n.workerName ?? n.name, errorMessage(err));
+        }
+      }));
+      // Registered is not yet back: the scheduler may still be confirming its plugins.
+      const expected = nannies.map((n) => n.workerName ?? n.name).filter((name) => !failures.has(name));
+      const notBack = () => expected.filter((name) => {
+        const ws = this.state.workers.get(name);
+        return !ws || (ws.status !== "running" && ws.status !== "quarantined");
+      });
+      while (notBack().length > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      const missing = [...failures.keys(), ...notBack()];
+      this.events.append("log", { message: "restart", workers: [...this.state.workers.keys()], missing });
+      if (missing.length > 0) {
+        const why = missing.map((name) => failures.has(name) ? `${name} (${failures.get(name)})` : name);
+        log.warn(`Restart: workers not back within ${timeoutMs / 1000} s: ${why.join(", ")}`);
+        throw new RequestError(`Workers not back within ${timeoutMs / 1000} s: ${why.join(", ")}`, { code: "E_TIMEOUT" });
       }
       // Workers without a nanny cannot be restarted; they keep running with their data freed.
-      this.events.append("log", { message: "restart", workers: [...this.state.workers.keys()] });
-      return { workers: [...this.state.workers.keys()], restarted: nannies.length };
+      return { workers: [...this.state.workers.keys()], restarted: nannies.length, missing };
     } finally {
       this.#restarting = false;
     }

@@ -195,15 +195,30 @@ export class SchedulerState {
     return ws;
   }
 
-  /** The worker confirmed its plugins: it may now be given tasks. */
+  /** The worker confirmed its plugins (or left quarantine): it may now be given tasks. */
   workerReady(ws: WorkerState, stimulusId: string): Effects {
-    if (ws.status !== "init") return this.effects;
+    if (ws.status !== "init" && ws.status !== "quarantined") return this.effects;
     ws.status = "running";
+    ws.quarantine = null;
     this.placement.running.push(ws);
     const engine = this.#engine;
     for (const ts of this.placement.noWorker) engine.recommend(ts, "processing");
     engine.fillWorkers();
     engine.run(stimulusId);
+    return this.effects;
+  }
+
+  /**
+   * Holds a worker out of placement (a plugin failed to set up on it): it gets no new task; what
+   * it runs or holds stays. `workerReady` lets it back.
+   */
+  quarantineWorker(ws: WorkerState, reason: string): Effects {
+    ws.quarantine = reason;
+    if (ws.status === "closing" || ws.status === "quarantined") return this.effects;
+    ws.status = "quarantined";
+    const running = this.placement.running;
+    const idx = running.indexOf(ws);
+    if (idx >= 0) running.splice(idx, 1);
     return this.effects;
   }
 

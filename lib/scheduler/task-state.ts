@@ -76,7 +76,10 @@ export class TaskState implements TaskStateView {
 
 /** A worker at the scheduler. */
 export class WorkerState implements WorkerView {
-  status: "init" | "running" | "closing" = "init";
+  /** `quarantined`: a plugin failed to set up on it (or its nanny); it gets no task until that is fixed. */
+  status: "init" | "running" | "quarantined" | "closing" = "init";
+  /** Why the worker is quarantined (the plugin and its message), else null. */
+  quarantine: string | null = null;
   readonly processingTasks = new Set<TaskState>();
   readonly heldTasks = new Set<TaskState>();
   nbytes = 0;

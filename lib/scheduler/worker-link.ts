@@ -9,7 +9,7 @@
 import type { WSContext } from "hono/ws";
 import { errorMessage } from "../errors.ts";
 import type { ComponentLogger } from "../log.ts";
-import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
+import type { PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import type { PluginManager } from "../plugins/manager.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
@@ -18,6 +18,7 @@ import { checkMessage } from "../messages/validate.ts";
 import { type ReplyMessage, Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
+import type { PluginRollout } from "./rollout.ts";
 import type { SchedulerState, WorkerState } from "./state.ts";
 
 /** How long the scheduler waits for a worker's answer. */
@@ -37,8 +38,8 @@ export interface WorkerLinkContext {
   readonly log: ComponentLogger;
   /** Modules any worker ever reported, for checking `fn` prefixes. */
   readonly knownModules: Set<string>;
-  /** The worker plugin specs a worker gets in its welcome. */
-  workerPlugins(): WirePluginSpec[];
+  /** The worker plugin specs a worker gets in its welcome, and their statuses. */
+  remotePlugins(): PluginRollout;
   /** Applies the state machine's pending effects. */
   apply(): void;
   /** Called after every frame a worker sent. */
@@ -55,6 +56,11 @@ export interface WorkerConn {
   restarts: number;
   /** The worker said it is closing: its leaving does not count as a death. */
   graceful: boolean;
+  /** The worker plugins its welcome carried. */
+  welcomed: string[];
+  /** Settles once the worker said `ready` (its welcome's plugins set up) or left. */
+  pluginsReady: Promise<void>;
+  settlePluginsReady: () => void;
 }
 
 
@@ -125,11 +131,12 @@ export class WorkerLinks {
     return (reply.data ?? {}) as Record<string, unknown>;
   }
 
-  /** Sets a plugin up on a worker; rejects with the worker's error. */
-  async addPlugin(conn: WorkerConn, spec: WirePluginSpec): Promise<void> {
-    await conn.requests.send((id) => this.send(conn.state, { op: "plugin-add", id, spec }), {
+  /** Sets a plugin up on a worker; rejects with the worker's error, resolves with its warning if any. */
+  async addPlugin(conn: WorkerConn, spec: WirePluginSpec): Promise<string | undefined> {
+    const reply = await conn.requests.send((id) => this.send(conn.state, { op: "plugin-add", id, spec }), {
       timeoutMs: workerTimeouts.pluginAdd,
     });
+    return typeof reply.warning === "string" ? reply.warning : undefined;
   }
 
   /** Tears a plugin down on a worker. */
@@ -201,7 +208,7 @@ export class WorkerLinks {
         conn.graceful = true;
         break;
       case "ready":
-        this.#ready(conn);
+        this.#ready(conn, Array.isArray(msg.failed) ? msg.failed.filter((f) => typeof f?.plugin === "string") : []);
         break;
       case "reply":
         conn.requests.settle(msg);
@@ -252,6 +259,10 @@ export class WorkerLinks {
       modules,
       pid: Number(msg.pid ?? 0),
     }, Date.now());
+    let settlePluginsReady = () => {};
+    const pluginsReady = new Promise<void>((r) => (settlePluginsReady = r));
+    const remote = ctx.remotePlugins();
+    const plugins = [...remote.worker];
     const conn: WorkerConn = {
       ws,
       state,
@@ -260,21 +271,40 @@ export class WorkerLinks {
       rss: 0,
       restarts: Number(msg.restarts ?? 0),
       graceful: false,
+      welcomed: plugins.map((s) => s.name!),
+      pluginsReady,
+      settlePluginsReady,
     };
     this.conns.set(name, conn);
     // Plugins first: the worker confirms them with "ready" before it gets any task.
-    this.send(state, { op: "welcome", plugins: ctx.workerPlugins(), version });
+    remote.welcomed("worker", name, conn.welcomed);
+    this.send(state, { op: "welcome", plugins, version });
     return conn;
   }
 
-  async #ready(conn: WorkerConn): Promise<void> {
+  /**
+   * The worker set up its welcome's plugins: their statuses are recorded (a registration in
+   * progress waits for this), then it gets tasks — or none, quarantined, when a plugin failed.
+   */
+  async #ready(conn: WorkerConn, failed: PluginFailure[]): Promise<void> {
     const ctx = this.#ctx;
     const ws = conn.state;
+    const remote = ctx.remotePlugins();
+    remote.ready("worker", ws.name, conn.welcomed, failed);
+    conn.settlePluginsReady();
+    // Logged with the plugin's name and message, counted, published.
+    for (const f of failed) ctx.plugins.reportError(`${ws.name}/${f.plugin}`, "setup", f.error);
     if (ctx.plugins.has("addWorker")) await ctx.plugins.callAsync("addWorker", ctx.api, ws.name);
     if (this.conns.get(ws.name) !== conn) return;
-    ctx.state.workerReady(ws, ctx.state.stimulusId("worker-ready"));
-    ctx.apply();
-    ctx.events.append("worker", { action: "add", worker: ws.name, address: ws.address, nthreads: ws.nthreads, nanny: ws.nanny });
+    const quarantine = remote.quarantineReason(ws);
+    if (quarantine) {
+      ctx.state.quarantineWorker(ws, quarantine);
+      ctx.log.warn(`Worker "${ws.name}" quarantined (it gets no task): ${quarantine}`);
+    } else {
+      ctx.state.workerReady(ws, ctx.state.stimulusId("worker-ready"));
+      ctx.apply();
+    }
+    ctx.events.append("worker", { action: "add", worker: ws.name, address: ws.address, nthreads: ws.nthreads, nanny: ws.nanny, status: ws.status });
     ctx.log.info(`Worker "${ws.name}" joined (${ws.nthreads} threads${ws.nanny ? ", nanny" : ""})`);
   }
 
@@ -286,7 +316,8 @@ export class WorkerLinks {
     this.conns.delete(name);
     this.#dirty.delete(conn);
     conn.requests.rejectAll(`worker "${name}" left`, { final: true });
-    const wasRunning = conn.state.status === "running";
+    conn.settlePluginsReady();
+    const wasRunning = conn.state.status === "running" || conn.state.status === "quarantined";
     const stimulusId = ctx.state.stimulusId("remove-worker");
     ctx.state.removeWorker(name, stimulusId, { graceful: conn.graceful });
     ctx.apply();

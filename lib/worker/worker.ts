@@ -13,12 +13,12 @@ import { hostname, tmpdir } from "node:os";
 import { basename, delimiter, dirname, extname, join, resolve } from "node:path";
 import { setImmediate } from "node:timers";
 import { pathToFileURL } from "node:url";
-import { errorMessage } from "../errors.ts";
+import { errorMessage, PluginError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
-import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
+import type { PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
 import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
@@ -104,6 +104,12 @@ export class Worker {
   #requests = new Requests({ peer: "the scheduler", timeoutMs: 30_000 });
   #token = clusterToken();
   #pendingLocal: WirePluginSpec[] = [];
+  /**
+   * Plugin set-ups and teardowns run one after the other, in the order the scheduler sent them:
+   * a removal that arrives while the welcome's set-ups run waits for them, so nothing it
+   * removes is set up after it.
+   */
+  #pluginChain: Promise<unknown> = Promise.resolve();
   #onClosed: Array<() => void> = [];
   #resolveClosed!: () => void;
   /** Resolves when the worker has closed (signal, or the scheduler asked). */
@@ -174,13 +180,20 @@ export class Worker {
     }
     this.#pendingLocal = [...(opts.plugins ?? [])];
     for (const path of opts.preload ?? []) this.#pendingLocal.push({ role: "worker", use: resolve(path), options: {} });
-    // Local plugins are set up once, before the first registration; a failing one stops the start.
+    // Local plugins are set up once, before the first registration; failing ones stop the
+    // start, every failure logged and named (Dask's test_plugin_multiple_exceptions).
+    const failures: string[] = [];
     for (const spec of this.#pendingLocal) {
       const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd());
       if (error) {
-        await this.#server.stop();
-        throw new Error(error);
+        log.error(`Plugin "${spec.name ?? spec.use}" failed to set up: ${error}`);
+        failures.push(error);
       }
+    }
+    if (failures.length > 0) {
+      await this.plugins.closeAll((p) => p.teardown?.(this.api));
+      await this.#server.stop();
+      throw new PluginError(this.#pendingLocal[0].name ?? this.#pendingLocal[0].use, failures.join("; "));
     }
     await this.#session.connect(Math.max(1, connectDeadline - Date.now()));
     this.#heartbeat = setInterval(() => {
@@ -234,19 +247,24 @@ export class Worker {
   }
 
   async #welcome(msg: Message): Promise<void> {
-    // Plugins registered at the scheduler: set up before this worker accepts any task.
-    // A plugin that fails here is reported and left out; the worker still joins.
-    for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
-      const error = await this.#addPlugin(spec, this.localDirectory);
-      if (error) {
-        log.error(error);
-        this.#send({ op: "plugin-error", plugin: spec.name ?? spec.use, hook: "setup", error });
+    // Plugins registered at the scheduler: set up before this worker accepts any task. A plugin
+    // that fails here is reported in `ready`: the scheduler quarantines the worker (no task).
+    const failed = await this.#serially(async () => {
+      const out: PluginFailure[] = [];
+      for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
+        const error = await this.#addPlugin(spec, this.localDirectory);
+        if (error) {
+          const plugin = spec.name ?? spec.use;
+          log.error(`Plugin "${plugin}" failed to set up: ${error}`);
+          out.push({ plugin, error });
+        }
       }
-    }
+      return out;
+    });
     this.#registered = true;
     // Task modules that welcome-time plugins (upload-file) loaded were not announced yet.
     this.#send({ op: "modules", modules: [...this.#modules.keys()] });
-    this.#send({ op: "ready" });
+    this.#send(failed.length > 0 ? { op: "ready", failed } : { op: "ready" });
     this.#flush();
     log.info(`Registered with the scheduler at ${this.#options.scheduler} as "${this.name}"`);
   }
@@ -302,12 +320,13 @@ export class Worker {
         this.#requests.settle(msg);
         break;
       case "plugin-add":
-        this.#addPlugin(msg.spec, this.localDirectory).then((error) => {
+        this.#serially(() => this.#addPlugin(msg.spec, this.localDirectory)).then((error) => {
+          if (error) log.error(`Plugin "${msg.spec.name ?? msg.spec.use}" failed to set up: ${error}`);
           this.#send(error ? { op: "reply", id: msg.id, error } : { op: "reply", id: msg.id });
         });
         break;
       case "plugin-remove":
-        this.plugins.remove(msg.name, (p) => p.teardown?.(this.api)).then(() => {
+        this.#serially(() => this.plugins.remove(msg.name, (p) => p.teardown?.(this.api))).then(() => {
           this.state.recordTransitions = this.plugins.has("transition");
           this.#send({ op: "reply", id: msg.id });
         });
@@ -319,6 +338,13 @@ export class Worker {
       default:
         log.warn(`Unknown message "${(msg as Message).op}" from the scheduler`);
     }
+  }
+
+  /** Runs a plugin set-up or teardown after those before it. */
+  #serially<T>(run: () => Promise<T>): Promise<T> {
+    const next = this.#pluginChain.then(run, run);
+    this.#pluginChain = next.catch(() => {});
+    return next;
   }
 
   /** Adds a plugin; returns an error message or null. Same name replaces (teardown first). */
