@@ -26,6 +26,7 @@ import { errorBody, httpStatus } from "./errors.ts";
 import { eventStreamSocket } from "./event-stream.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { metricsText } from "./metrics.ts";
+import { LogStore, logTopicEvent } from "./logs.ts";
 import { NannyLinks } from "./nanny-link.ts";
 import { Operations } from "./operations.ts";
 import { type Registration, RemotePlugins } from "./remote-plugins.ts";
@@ -75,6 +76,8 @@ export interface SchedulerOptions {
  */
 export class Scheduler {
   readonly state = new SchedulerState();
+  /** Log records forwarded by workers and nannies (`GET /api/v1/logs`). */
+  readonly logs = new LogStore();
   readonly events: EventLog;
   readonly limits: Limits;
   readonly plugins: PluginManager<SchedulerPlugin>;
@@ -115,6 +118,8 @@ export class Scheduler {
     });
     this.#httpClient = this.state.addClient("http");
     this.events.onEvent = (event) => {
+      // A plugin's or a task's `logEvent("log", …)` shows in the scheduler's own log too.
+      if (event.topic === "log") logTopicEvent(log, event);
       const hooks = this.#logEventHooks;
       for (let i = 0; i < hooks.length; i++) {
         try {
@@ -146,11 +151,12 @@ export class Scheduler {
     const apply = () => this.#apply();
     this.workers = new WorkerLinks({
       state, events, plugins, api, log, apply,
+      logs: this.logs,
       knownModules: this.#knownModules,
       workerPlugins: () => this.remotePlugins.worker,
       afterFrame: () => this.#maybeCollectGarbage(),
     });
-    this.nannies = new NannyLinks({ events, plugins, log, nannyPlugins: () => this.remotePlugins.nanny });
+    this.nannies = new NannyLinks({ events, plugins, log, logs: this.logs, nannyPlugins: () => this.remotePlugins.nanny });
     this.remotePlugins = new RemotePlugins({
       state, events, log,
       workers: this.workers,
@@ -161,6 +167,7 @@ export class Scheduler {
     const self = this as Scheduler;
     this.operations = new Operations({
       state, events, plugins, api, apply,
+      logs: this.logs,
       limits: this.limits,
       results: this.results,
       workers: this.workers,
@@ -423,7 +430,7 @@ export class Scheduler {
 
   /** Prometheus text for `GET /metrics`. */
   metrics(): string {
-    return metricsText({ state: this.state, plugins: this.plugins, events: this.events, relayedTotal: this.workers.relayedTotal });
+    return metricsText({ state: this.state, plugins: this.plugins, events: this.events, relayedTotal: this.workers.relayedTotal, workerMetrics: this.workers.metrics });
   }
 
   /** Closes gracefully: plugins' beforeClose and close run once, workers are told to close. */
