@@ -12,6 +12,7 @@ import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from ".
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { clientFetch, clientWebSocket } from "../lib/runtime/client.ts";
 import { classifyError, ConnectError, diagnose } from "../lib/connect-error.ts";
+import { followProgress } from "../lib/progress.ts";
 
 const submitArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
@@ -57,6 +58,11 @@ export const submitCommand = defineCommand({
         process.exit(1);
       }, timeout * 1000)
       : undefined;
+    // A progress bar on a terminal only: piped output stays clean (lib/progress.ts).
+    const tasks = Array.isArray(graph?.tasks) ? graph.tasks as Array<{ key?: unknown }> : [];
+    const stopProgress = process.stderr.isTTY && tasks.length > 0
+      ? await followProgress(client, tasks.map((t) => String(t.key)), process.stderr).catch(() => null)
+      : null;
     try {
       let futures;
       try {
@@ -66,6 +72,7 @@ export const submitCommand = defineCommand({
       }
       const keys = Object.keys(futures);
       const { values, errors } = await client.results(keys);
+      stopProgress?.(); // cleared before anything else is printed
       const out: Record<string, unknown> = {};
       for (const key of keys) out[key] = key in values ? values[key] : null;
       console.log(JSON.stringify(out));
@@ -74,6 +81,7 @@ export const submitCommand = defineCommand({
         process.exitCode = 1;
       }
     } finally {
+      stopProgress?.();
       if (timer) clearTimeout(timer);
       await client.close();
     }
