@@ -10,8 +10,9 @@ import { ConfigError, errorMessage } from "../lib/errors.ts";
 import { socketUrl } from "../lib/protocol.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
-import { clientFetch, clientWebSocket } from "../lib/runtime/client.ts";
-import { classifyError, ConnectError, diagnose } from "../lib/connect-error.ts";
+import { clientWebSocket } from "../lib/runtime/client.ts";
+import { ConnectError, diagnose } from "../lib/connect-error.ts";
+import { reachScheduler } from "./_connect.ts";
 import { followProgress } from "../lib/progress.ts";
 
 const submitArgs = {
@@ -50,6 +51,7 @@ export const submitCommand = defineCommand({
     applyTlsArgs(a);
     const url = schedulerUrl(a.scheduler);
     const graph = await readGraph(String(a.graph)) as { tasks: never[]; keys?: string[] };
+    await reachScheduler(url);
     const client = await Client.connect(url);
     const timeout = Number(a.timeout);
     const timer = timeout > 0
@@ -104,7 +106,9 @@ export const eventsCommand = defineCommand({
     checkFlags(rawArgs, eventsArgs);
     applyTokenFile(a["token-file"]);
     applyTlsArgs(a);
-    const url = socketUrl(schedulerUrl(a.scheduler), "/api/v1/events");
+    const base = schedulerUrl(a.scheduler);
+    await reachScheduler(base);
+    const url = socketUrl(base, "/api/v1/events");
     for (const t of collect(rawArgs, "topic")) url.searchParams.append("topic", t);
     if (a.since !== undefined) url.searchParams.set("since", String(a.since));
     url.searchParams.set("batch", "1");
@@ -121,7 +125,7 @@ export const eventsCommand = defineCommand({
         // The socket says little (1006): one HTTP request finds out why, worded as everywhere.
         if (!opened) {
           if (event.reason) reject(new ConnectError(url.origin, "unreachable", event.reason));
-          else diagnose(schedulerUrl(a.scheduler), { token: process.env.CLUSTER_TOKEN, fallback: `connection closed (code ${event.code})` }).then(reject);
+          else diagnose(base, { token: process.env.CLUSTER_TOKEN, fallback: `connection closed (code ${event.code})` }).then(reject);
         }
         else if (event.code !== 1000) reject(new Error(`Event stream closed: ${event.reason || `code ${event.code}`}`));
         else resolve();
@@ -148,17 +152,7 @@ export const infoCommand = defineCommand({
     applyTokenFile(a["token-file"]);
     applyTlsArgs(a);
     const url = schedulerUrl(a.scheduler);
-    const headers: Record<string, string> = {};
-    if (process.env.CLUSTER_TOKEN) headers.authorization = `Bearer ${process.env.CLUSTER_TOKEN}`;
-    let res: Response;
-    try {
-      res = await clientFetch(`${url}/api/v1/info`, { headers, signal: AbortSignal.timeout(10_000) });
-    } catch (err) {
-      const { kind, detail } = classifyError(err);
-      throw new ConnectError(url, kind, detail);
-    }
-    if (res.status === 401 || res.status === 403) throw new ConnectError(url, "unauthorized");
-    if (!res.ok) throw new Error(`Scheduler at "${url}" answered ${res.status}: ${await res.text()}`);
+    const res = await reachScheduler(url);
     const info = await res.json() as {
       workers: Array<{ name: string; address: string; nthreads: number; status: string; nanny: boolean; processing: number; memory: number }>;
       tasks: Record<string, number>;

@@ -6,12 +6,14 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { defineCommand } from "citty";
-import { dirname, resolve } from "node:path";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { Client } from "../lib/client/mod.ts";
 import { createLogger } from "../lib/log.ts";
 import { runtime } from "../lib/runtime/mod.ts";
 import { Scheduler } from "../lib/scheduler/server.ts";
-import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown } from "./_args.ts";
+import { applyTokenFile, checkFlags, collect, commonArgs, envName, intFlag, onShutdown } from "./_args.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
 
 const log = createLogger("local");
@@ -27,10 +29,23 @@ const args = {
   ...commonArgs,
 } as const;
 
+/**
+ * The environment for the workers: without the `CLUSTER_…` variables of `local`'s own flags,
+ * which were meant for it (`CLUSTER_PORT` is the scheduler's port, not every worker's).
+ */
+function workerEnv(): Record<string, string> {
+  const env = { ...process.env } as Record<string, string>;
+  for (const flag of Object.keys(args)) {
+    const variable = envName(flag);
+    if (variable) delete env[variable];
+  }
+  return env;
+}
+
 /** Starts a child `cluster worker` and resolves on its ready line. */
 function startWorker(url: string, name: string, extra: string[]): Promise<ChildProcess> {
   const [command, ...lead] = runtime.selfCommand();
-  const child = spawn(command, [...lead, "worker", url, "--name", name, ...extra], { stdio: ["ignore", "pipe", "inherit"] });
+  const child = spawn(command, [...lead, "worker", url, "--name", name, ...extra], { stdio: ["ignore", "pipe", "inherit"], env: workerEnv() });
   return new Promise((resolveReady, reject) => {
     let buffer = "";
     child.stdout!.setEncoding("utf8");
@@ -88,15 +103,25 @@ export const localCommand = defineCommand({
     if (!a["no-nanny"]) extra.push("--nanny");
     for (const t of collect(rawArgs, "tasks")) extra.push("--tasks", resolve(t));
     if (a.debug) extra.push("--debug");
+    // One directory for every worker's and nanny's files, removed at shutdown: nothing is left
+    // behind in the temp directory.
+    const localDirectory = mkdtempSync(join(tmpdir(), "cluster-local-"));
     const children: ChildProcess[] = [];
     const shutdown = async () => {
       for (const child of children) child.kill("SIGTERM");
-      await Promise.all(children.map((c) => c.exitCode !== null ? null : new Promise((r) => c.once("exit", r))));
-      await scheduler.close();
+      await Promise.all(children.map((c) => c.exitCode !== null || c.signalCode !== null ? null : new Promise((r) => c.once("exit", r))));
+      try {
+        await scheduler.close();
+      } finally {
+        rmSync(localDirectory, { recursive: true, force: true });
+      }
     };
     onShutdown(shutdown);
     try {
-      for (let i = 0; i < count; i++) children.push(await startWorker(scheduler.address, `local-${i}`, extra));
+      for (let i = 0; i < count; i++) {
+        const name = `local-${i}`;
+        children.push(await startWorker(scheduler.address, name, [...extra, "--local-directory", join(localDirectory, name)]));
+      }
     } catch (err) {
       await shutdown();
       throw err;

@@ -36,7 +36,7 @@ export function connectErrorMessage(url: string, kind: ConnectFailure, detail?: 
   const what = kind === "refused"
     ? "connection refused"
     : kind === "unauthorized"
-    ? "the token was refused"
+    ? detail ?? "the token was refused"
     : kind === "timeout"
     ? `timed out${detail ? ` (${detail})` : ""}`
     : kind === "tls"

@@ -15,7 +15,7 @@ export const maxFrameBytes = 64 * 1024 * 1024;
 export const inlineLimitBytes = 64 * 1024;
 
 /** The version of this program, reported by /health and --version. */
-export const version = "0.1.0";
+export const version = "0.2.0";
 
 const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false });
 

@@ -3,17 +3,24 @@
  * submit/info/events, and graceful shutdown on signals.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { api, runCli, sleep, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
+import { api, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
 describe("usage errors", () => {
-  test("--version and --help print and exit 0", async () => {
-    const v = await runCli(["--version"]);
-    expect(v.code).toBe(0);
-    expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+$/);
+  test("--version, -V and version print the version, the commit and the target, and --help exits 0", async () => {
+    for (const args of [["--version"], ["-V"], ["version"]]) {
+      const v = await runCli(args);
+      expect(v.code).toBe(0);
+      expect(v.stdout.trim()).toMatch(/^\d+\.\d+\.\d+ \(([0-9a-f]{7,}|dev)\) (linux|darwin|windows)-(x64|arm64)$/);
+    }
+    const fromSource = await runCli(["--version"], { flavor: "bun" });
+    const commit = spawnSync("git", ["rev-parse", "--short=7", "HEAD"], { cwd: root, encoding: "utf8" }).stdout.trim();
+    expect(fromSource.stdout.trim()).toBe(`0.2.0 (${commit || "dev"}) ${process.platform}-${process.arch}`);
     const h = await runCli(["--help"]);
     expect(h.code).toBe(0);
     expect(h.stdout).toContain("scheduler");
@@ -41,6 +48,54 @@ describe("usage errors", () => {
       const r = await runCli(args, { input: '{"tasks":[]}' });
       expect(r.code).toBe(1);
       expect(r.stderr).toContain("127.0.0.1:9");
+    }
+  });
+
+  test("help COMMAND shows that command's help, not the top-level one", async () => {
+    const r = await runCli(["help", "worker"]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain("--nthreads");
+    expect(r.stdout).toContain("cluster worker");
+    const unknown = await runCli(["help", "frobnicate"]);
+    expect(unknown.code).toBe(2);
+  });
+
+  test("no colour codes reach a pipe, and none with NO_COLOR", async () => {
+    for (const env of [{}, { NO_COLOR: "1" }, { NO_COLOR: "yes" }]) {
+      for (const args of [["--help"], ["help", "scheduler"], ["scheduler", "--help"], ["scheduler", "--bogus"]]) {
+        const r = await runCli(args, { env });
+        expect(r.stdout + r.stderr).not.toContain("\x1b[");
+      }
+    }
+  });
+
+  test("--port 99999 is a one-line usage error naming the flag and the range, exit 2", async () => {
+    for (const command of [["scheduler"], ["local"], ["worker", "http://127.0.0.1:9"]]) {
+      const r = await runCli([...command, "--port", "99999"]);
+      expect(r.code).toBe(2);
+      expect(r.stderr.trim().split("\n")).toEqual([`cluster: Invalid value for "--port": "99999" (expected an integer from 0 to 65535)`]);
+    }
+  });
+
+  test("submit, info and events word an unreachable scheduler and a refused token the same way", async () => {
+    const lines = new Set<string>();
+    for (const args of [["submit", "http://127.0.0.1:9", "-"], ["info", "http://127.0.0.1:9"], ["events", "http://127.0.0.1:9"]]) {
+      const r = await runCli(args, { input: '{"tasks":[]}' });
+      expect(r.code).toBe(1);
+      lines.add(r.stderr.trim());
+    }
+    expect([...lines]).toEqual(['cluster: Cannot reach the scheduler at http://127.0.0.1:9: connection refused']);
+    const cluster = await startCluster({ workers: 0, env: { CLUSTER_TOKEN: "right" } });
+    try {
+      const refused = new Set<string>();
+      for (const args of [["submit", cluster.url, "-"], ["info", cluster.url], ["events", cluster.url]]) {
+        const r = await runCli(args, { input: '{"tasks":[]}', env: { CLUSTER_TOKEN: "wrong" } });
+        expect(r.code).toBe(1);
+        refused.add(r.stderr.trim());
+      }
+      expect([...refused]).toEqual([`cluster: Cannot reach the scheduler at ${cluster.url}: the token was refused`]);
+    } finally {
+      await cluster.stop();
     }
   });
 
@@ -136,6 +191,78 @@ describe("token", () => {
       await cluster.stop();
     }
   });
+});
+
+describe("flags from the environment", () => {
+  test("every flag can come from a CLUSTER_ variable, and the command line wins", async () => {
+    // CLUSTER_PORT=0 instead of the default 8786: the scheduler takes a free port.
+    const fromEnv = await startProcess(["scheduler"], { env: { CLUSTER_PORT: "0", CLUSTER_WORKER_TTL: "30", CLUSTER_HOST: "127.0.0.1" } });
+    expect(fromEnv.url).not.toContain(":8786");
+    // The positional SCHEDULER_URL comes from CLUSTER_SCHEDULER, repeatable flags from a list.
+    const info = await runCli(["info", "--json"], { env: { CLUSTER_SCHEDULER: fromEnv.url } });
+    expect(info.code).toBe(0);
+    expect(JSON.parse(info.stdout).workers).toEqual([]);
+    await fromEnv.stop();
+    const flagWins = await startProcess(["scheduler", "--port", "0"], { env: { CLUSTER_PORT: "99999" } });
+    await flagWins.stop();
+    const bad = await runCli(["scheduler"], { env: { CLUSTER_PORT: "99999" } });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain("CLUSTER_PORT");
+    const badBool = await runCli(["local"], { env: { CLUSTER_DEMO: "maybe" } });
+    expect(badBool.code).toBe(2);
+    expect(badBool.stderr).toContain("CLUSTER_DEMO");
+  });
+});
+
+describe("completion", () => {
+  test("the bash completion script is valid bash and completes subcommands and flags", () => {
+    const script = spawnSync(join(root, "dist", "cluster"), ["completion", "bash"], { encoding: "utf8" });
+    expect(script.status).toBe(0);
+    const dir = tempDir();
+    writeFileSync(join(dir, "cluster.bash"), script.stdout);
+    expect(spawnSync("bash", ["-n", join(dir, "cluster.bash")]).status).toBe(0);
+    const complete = (words: string[]) => {
+      const line = `source ${join(dir, "cluster.bash")}; COMP_WORDS=(${words.map((w) => `'${w}'`).join(" ")}); COMP_CWORD=${words.length - 1}; _cluster; echo "\${COMPREPLY[*]}"`;
+      return spawnSync("bash", ["-c", line], { encoding: "utf8" }).stdout.trim().split(" ");
+    };
+    expect(complete(["cluster", "wor"])).toEqual(["worker"]);
+    expect(complete(["cluster", ""])).toEqual(expect.arrayContaining(["scheduler", "worker", "nanny", "local", "submit", "events", "info", "completion"]));
+    expect(complete(["cluster", "scheduler", "--worker-"])).toEqual(["--worker-ttl"]);
+    expect(complete(["cluster", "help", "sch"])).toEqual(["scheduler"]);
+    expect(complete(["cluster", "completion", "f"])).toEqual(["fish"]);
+  });
+
+  test("zsh and fish scripts are printed, and an unknown shell is a usage error", () => {
+    const bin = join(root, "dist", "cluster");
+    for (const shell of ["zsh", "fish"]) {
+      const r = spawnSync(bin, ["completion", shell], { encoding: "utf8" });
+      expect(r.status).toBe(0);
+      expect(r.stdout).toContain("worker");
+      // Checked for syntax where the shell is installed.
+      const which = spawnSync("sh", ["-c", `command -v ${shell}`]);
+      if (which.status === 0) {
+        const file = join(tempDir(), `cluster.${shell}`);
+        writeFileSync(file, r.stdout);
+        expect(spawnSync(shell, ["-n", file]).status).toBe(0);
+      }
+    }
+    const bad = spawnSync(bin, ["completion", "tcsh"], { encoding: "utf8" });
+    expect(bad.status).toBe(2);
+  });
+});
+
+describe("demo", () => {
+  test("npm run demo prints the results and leaves nothing in the temp directory", () => {
+    const tmp = mkdtempSync(join(tmpdir(), "cluster-demo-test-"));
+    try {
+      const r = spawnSync("npm", ["run", "--silent", "demo"], { cwd: root, encoding: "utf8", env: { ...process.env, TMPDIR: tmp }, timeout: 90_000 });
+      expect(r.status).toBe(0);
+      expect(JSON.parse(r.stdout.trim().split("\n").pop()!)).toMatchObject({ total: 5050 });
+      expect(readdirSync(tmp).filter((n) => n.startsWith("cluster-"))).toEqual([]);
+    } finally {
+      rmSync(tmp, { recursive: true, force: true });
+    }
+  }, 100_000);
 });
 
 describe("signals", () => {

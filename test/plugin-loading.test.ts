@@ -16,7 +16,7 @@ import { instantiatePlugin } from "../lib/plugins/load.ts";
 import { preparePluginFiles } from "../lib/plugins/prepare.ts";
 import { builtins, findBuiltin, setBuiltins } from "../lib/plugins/registry.ts";
 import { builtinPlugins } from "../plugins/mod.ts";
-import { api, runCli, startCluster, stopAll, tempDir, type TestCluster } from "./_cluster.ts";
+import { api, runCli, startCluster, stopAll, tempDir, type TestCluster } from "../testkit/mod.ts";
 
 const log = { info: () => {}, warn: () => {}, error: () => {} };
 

@@ -10,8 +10,8 @@ import { root } from "../testkit/mod.ts";
 
 test("deno check passes on the CLI, the client, the built-in plugins and the examples", () => {
   const deno = join(root, "node_modules", ".bin", "deno");
-  const files = ["cmd/cluster.ts", "lib/client/mod.ts", "examples/amqp-consumer.ts"];
-  for (const dir of ["plugins", "examples/plugins"]) {
+  const files = ["cmd/cluster.ts", "lib/client/mod.ts", "examples/amqp-consumer.ts", "examples/tasks.ts"];
+  for (const dir of ["plugins", "examples/plugins", "scripts"]) {
     for (const name of readdirSync(join(root, dir))) if (name.endsWith(".ts")) files.push(`${dir}/${name}`);
   }
   const result = spawnSync(deno, ["check", ...files], { cwd: root, encoding: "utf8", timeout: 180_000 });
@@ -23,7 +23,7 @@ test("deno check passes on the CLI, the client, the built-in plugins and the exa
 
 test("deno lint finds nothing", () => {
   const deno = join(root, "node_modules", ".bin", "deno");
-  const result = spawnSync(deno, ["lint", "lib", "cmd", "plugins", "examples", "test", "bench", "testkit"], { cwd: root, encoding: "utf8", timeout: 120_000 });
+  const result = spawnSync(deno, ["lint", "lib", "cmd", "plugins", "examples", "test", "bench", "testkit", "scripts"], { cwd: root, encoding: "utf8", timeout: 120_000 });
   expect(`${result.stdout}${result.stderr}`).toContain("Checked");
   expect(result.status).toBe(0);
 }, 150_000);

@@ -100,7 +100,7 @@ export async function clientFetch(url: string | URL, init: RequestInit = {}, opt
 export function clientWebSocket(url: string | URL, options: ClientTlsOptions = {}): WebSocket {
   const init = tlsInit(url, options);
   if (!("client" in init) && !("tls" in init)) return new WebSocket(url);
-  return new WebSocket(url, init as WebSocketInit);
+  return new WebSocket(url, init as unknown as WebSocketInit);
 }
 
 /** The non-standard second argument both runtimes accept. */

@@ -21,6 +21,7 @@ import { clusterToken, version } from "../protocol.ts";
 import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { authMiddleware } from "./auth.ts";
+import { dashboardApp } from "../dashboard/mod.ts";
 import { clientSocket } from "./client-link.ts";
 import { errorBody, httpStatus } from "./errors.ts";
 import { eventStreamSocket } from "./event-stream.ts";
@@ -220,6 +221,8 @@ export class Scheduler {
       return c.json(errorBody(err), status);
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
+    // The dashboard's page and login are open (it has its own login); its data feed checks the cookie.
+    app.route("/", dashboardApp({ token: () => clusterToken(), events: this.events }));
     app.use("*", authMiddleware({ token: clusterToken() }));
     app.get("/metrics", (c) => c.text(this.metrics(), 200, { "content-type": "text/plain; version=0.0.4" }));
     app.get("/api/v1/events", upgrade((c) => eventStreamSocket(c, this.events)));

@@ -1,0 +1,308 @@
+/**
+ * The dashboard's feed: the scheduler's event log folded in-process into what the page draws
+ * (counts per task prefix, one segment per finished task, the non-transition events), sent to
+ * every open page as one CBOR frame every `intervalMs`.
+ *
+ * Why not the raw event stream: a 100,000-task map makes about 600,000 transition events, and
+ * encoding and sending them cost the scheduler about a quarter of its CPU (and the browser as
+ * much again to decode them), where folding them here costs a few percent and the page gets a
+ * few kilobytes a frame. The feed subscribes to the event log only while a page is open.
+ *
+ * @module
+ */
+import type { ClusterEvent, Subscriber } from "../scheduler/events.ts";
+import { encodeFrame } from "../protocol.ts";
+import { keyPrefix } from "./ui/model.ts";
+
+/** What the feed needs of the event log. */
+export interface FeedSource {
+  subscribe(sub: Subscriber, since?: number): () => void;
+}
+
+/** Counts of one prefix as the page receives them. */
+export interface PrefixRow {
+  name: string;
+  /** Changed since the last frame (not sent: removed when the row is). */
+  dirty?: boolean;
+  total: number;
+  waiting: number;
+  processing: number;
+  done: number;
+  erred: number;
+  order: number;
+}
+
+/** Waiting for dependencies, a worker or a slot: one bar segment. */
+function isWaiting(state: string): boolean {
+  return state === "waiting" || state === "queued" || state === "no-worker";
+}
+
+/** Prefixes kept apart; past this many (keys without a shared prefix), the rest are lumped. */
+const maxPrefixes = 5_000;
+/** Segments kept for a page that opens later. */
+const keptSegments = 50_000;
+/** Events kept for a page that opens later, transitions and others apart. */
+const keptEvents = 300;
+/** Transitions sent per frame at most: the log shows the newest, and they are a flood. */
+const transitionsPerFrame = 100;
+
+/**
+ * Folds events into dashboard state and fans frames out to pages.
+ *
+ * @example
+ * ```ts
+ * const feed = new DashboardFeed(scheduler.events);
+ * const detach = feed.attach((frame) => socket.send(frame));
+ * ```
+ */
+export class DashboardFeed {
+  #source: FeedSource;
+  #intervalMs: number;
+  #pages = new Set<(frame: Uint8Array) => void>();
+  #unsubscribe: (() => void) | null = null;
+  #timer: ReturnType<typeof setInterval> | null = null;
+
+  #prefixes = new Map<string, PrefixRow>();
+  #changed: PrefixRow[] = [];
+  #running = new Map<string, { time: number; worker: string }>();
+  #workers: string[] = [];
+  #workerIndex = new Map<string, number>();
+  #prefixNames: string[] = [];
+  #prefixIndex = new Map<string, number>();
+  /** Segments as flat `[worker, prefix, start, stop, erred]` quintuples. */
+  #segments: number[] = [];
+  #newSegments: number[] = [];
+  #events: ClusterEvent[] = [];
+  #transitions: ClusterEvent[] = [];
+  #newEvents: ClusterEvent[] = [];
+  /** The newest transitions, a ring of `transitionsPerFrame`: the log shows only the newest. */
+  #newTransitions: ClusterEvent[] = [];
+  #transitionCount = 0;
+  #transitionsAtFlush = 0;
+  #finished = 0;
+  #topics = new Map<string, number>();
+  /** Names already sent to the open pages: deltas carry only new ones. */
+  #sentWorkers = 0;
+  #sentPrefixNames = 0;
+
+  constructor(source: FeedSource, options: { intervalMs?: number } = {}) {
+    this.#source = source;
+    this.#intervalMs = options.intervalMs ?? 200;
+  }
+
+  /** Adds a page; it gets a snapshot now and a delta every interval. Returns the detach. */
+  attach(send: (frame: Uint8Array) => void): () => void {
+    if (this.#pages.size === 0) this.#start();
+    this.#flush();
+    this.#pages.add(send);
+    send(encodeFrame([this.#snapshot()]));
+    this.#sentWorkers = this.#workers.length;
+    this.#sentPrefixNames = this.#prefixNames.length;
+    return () => {
+      this.#pages.delete(send);
+      if (this.#pages.size === 0) this.#stop();
+    };
+  }
+
+  /** How many pages are attached. */
+  get pages(): number {
+    return this.#pages.size;
+  }
+
+  #start(): void {
+    this.#reset();
+    // Replays what the log kept, so a page opened mid-graph sees that graph.
+    this.#unsubscribe = this.#source.subscribe({ topics: null, deliver: (events) => this.fold(events) }, 0);
+    this.#timer = setInterval(() => this.#flush(), this.#intervalMs);
+  }
+
+  #stop(): void {
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
+    if (this.#timer) clearInterval(this.#timer);
+    this.#timer = null;
+    this.#reset();
+  }
+
+  #reset(): void {
+    this.#prefixes.clear();
+    this.#changed = [];
+    this.#running.clear();
+    this.#workers = [];
+    this.#workerIndex.clear();
+    this.#prefixNames = [];
+    this.#prefixIndex.clear();
+    this.#segments = [];
+    this.#newSegments = [];
+    this.#events = [];
+    this.#transitions = [];
+    this.#newEvents = [];
+    this.#newTransitions = [];
+    this.#transitionCount = 0;
+    this.#transitionsAtFlush = 0;
+    this.#finished = 0;
+    this.#topics.clear();
+    this.#sentWorkers = 0;
+    this.#sentPrefixNames = 0;
+  }
+
+  /** Folds events in (the event log calls this once per tick). Public for tests. */
+  fold(events: ClusterEvent[]): void {
+    for (let i = 0; i < events.length; i++) {
+      const e = events[i];
+      if (e.topic === "transition") {
+        this.#transition(e);
+        this.#newTransitions[this.#transitionCount++ % transitionsPerFrame] = e;
+      } else {
+        this.#topics.set(e.topic, (this.#topics.get(e.topic) ?? 0) + 1);
+        this.#newEvents.push(e);
+      }
+    }
+  }
+
+  /** Events per topic so far. */
+  #topicCounts(): Record<string, number> {
+    const out = Object.fromEntries(this.#topics);
+    if (this.#transitionCount > 0) out.transition = this.#transitionCount;
+    return out;
+  }
+
+  /** The transitions since the last frame, at most the newest `transitionsPerFrame`, oldest first. */
+  #takeTransitions(): ClusterEvent[] {
+    const n = Math.min(this.#transitionCount - this.#transitionsAtFlush, transitionsPerFrame);
+    const out: ClusterEvent[] = [];
+    for (let k = this.#transitionCount - n; k < this.#transitionCount; k++) out.push(this.#newTransitions[k % transitionsPerFrame]);
+    this.#transitionsAtFlush = this.#transitionCount;
+    return out;
+  }
+
+  #prefix(key: string): PrefixRow {
+    let name = keyPrefix(key);
+    let row = this.#prefixes.get(name);
+    if (!row) {
+      if (this.#prefixes.size >= maxPrefixes) name = "(other)";
+      row = this.#prefixes.get(name);
+      if (!row) {
+        row = { name, dirty: false, total: 0, waiting: 0, processing: 0, done: 0, erred: 0, order: this.#prefixes.size };
+        this.#prefixes.set(name, row);
+      }
+    }
+    return row;
+  }
+
+  /**
+   * One transition, counted from its start and finish alone (no state per key): a key that
+   * reaches memory stays done when it is released or forgotten, as in Dask's progress; an
+   * unfinished key that is released leaves the total until it comes back.
+   */
+  #transition(e: ClusterEvent): void {
+    const key = e.key as string;
+    const start = e.start as string;
+    const finish = e.finish as string;
+    const row = this.#prefix(key);
+    if (!row.dirty) {
+      row.dirty = true;
+      this.#changed.push(row);
+    }
+    const fromWaiting = isWaiting(start);
+    if (fromWaiting) row.waiting--;
+    else if (start === "processing") row.processing--;
+    if (start === "released" && finish !== "forgotten") row.total++;
+    if ((fromWaiting || start === "processing") && finish === "released") row.total--;
+    if (isWaiting(finish)) row.waiting++;
+    else if (finish === "processing") {
+      row.processing++;
+      if (typeof e.worker === "string") this.#running.set(key, { time: e.time, worker: e.worker });
+    } else if (finish === "memory") row.done++;
+    else if (finish === "erred") row.erred++;
+    // Erred, like done, stays counted when the key is released or forgotten.
+
+    if (start !== "processing") return;
+    const run = this.#running.get(key);
+    this.#running.delete(key);
+    if (finish !== "memory" && finish !== "erred") return;
+    const worker = typeof e.worker === "string" ? e.worker : run?.worker;
+    if (worker === undefined) return;
+    let begin = run?.time ?? e.time;
+    let end = e.time;
+    if (Array.isArray(e.startstops)) {
+      for (const s of e.startstops as Array<{ action?: string; start?: number; stop?: number }>) {
+        if (s?.action === "compute" && typeof s.start === "number" && typeof s.stop === "number") {
+          begin = s.start;
+          end = s.stop;
+        }
+      }
+    }
+    this.#finished++;
+    this.#newSegments.push(this.#index(worker, this.#workers, this.#workerIndex), this.#index(row.name, this.#prefixNames, this.#prefixIndex), begin, end, finish === "erred" ? 1 : 0);
+  }
+
+  #index(name: string, list: string[], index: Map<string, number>): number {
+    let i = index.get(name);
+    if (i === undefined) {
+      i = list.length;
+      list.push(name);
+      index.set(name, i);
+    }
+    return i;
+  }
+
+  #snapshot(): Record<string, unknown> {
+    return {
+      op: "snapshot",
+      time: Date.now() / 1000,
+      workers: this.#workers,
+      prefixNames: this.#prefixNames,
+      prefixes: [...this.#prefixes.values()].map(sendable),
+      segments: this.#segments,
+      events: [...this.#events, ...this.#transitions].sort((a, b) => a.seq - b.seq),
+      topics: this.#topicCounts(),
+    };
+  }
+
+  /** Sends what changed since the last frame to every page, as one frame made once. */
+  #flush(): void {
+    const segments = this.#newSegments;
+    const events = this.#newEvents;
+    if (this.#changed.length === 0 && segments.length === 0 && events.length === 0 && this.#transitionCount === this.#transitionsAtFlush) return;
+    const transitions = this.#takeTransitions();
+    const prefixes = this.#changed.map(sendable);
+    for (const row of this.#changed) row.dirty = false;
+    this.#changed = [];
+    this.#newSegments = [];
+    this.#newEvents = [];
+    // Keep recent history for pages that open later.
+    for (let i = 0; i < segments.length; i++) this.#segments.push(segments[i]);
+    if (this.#segments.length > keptSegments * 5 * 2) this.#segments.splice(0, this.#segments.length - keptSegments * 5);
+    this.#events.push(...events);
+    if (this.#events.length > keptEvents) this.#events.splice(0, this.#events.length - keptEvents);
+    this.#transitions.push(...transitions);
+    if (this.#transitions.length > keptEvents) this.#transitions.splice(0, this.#transitions.length - keptEvents);
+    if (this.#pages.size === 0) return;
+    const frame = encodeFrame([{
+      op: "delta",
+      time: Date.now() / 1000,
+      workers: this.#workers.slice(this.#sentWorkers),
+      prefixNames: this.#prefixNames.slice(this.#sentPrefixNames),
+      prefixes,
+      segments,
+      events: [...events, ...transitions].sort((a, b) => a.seq - b.seq),
+      topics: this.#topicCounts(),
+      finished: this.#finished,
+    }]);
+    this.#sentWorkers = this.#workers.length;
+    this.#sentPrefixNames = this.#prefixNames.length;
+    for (const send of this.#pages) {
+      try {
+        send(frame);
+      } catch {
+        // that page left; its close detaches it
+      }
+    }
+  }
+}
+
+/** A row without its bookkeeping. */
+function sendable(row: PrefixRow): PrefixRow {
+  return { name: row.name, total: row.total, waiting: row.waiting, processing: row.processing, done: row.done, erred: row.erred, order: row.order };
+}
