@@ -93,7 +93,7 @@ export const submitCommand = defineCommand({
 const eventsArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
   topic: { type: "string", description: "Only this topic; repeatable" },
-  since: { type: "string", description: "Replay kept events after this seq first" },
+  since: { type: "string", description: "Replay the kept events after this seq first, then follow (--since 0: every kept event)" },
   ...commonArgs,
   ...tlsArgs,
 } as const;

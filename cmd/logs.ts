@@ -7,6 +7,7 @@
  */
 import { defineCommand } from "citty";
 import { classifyError, ConnectError } from "../lib/connect-error.ts";
+import { authHeaders } from "./_connect.ts";
 import type { LogRecord } from "../lib/logs/record.ts";
 import { parseLevel } from "../lib/logs/record.ts";
 import { clientFetch } from "../lib/runtime/client.ts";
@@ -42,16 +43,17 @@ export function formatRecord(r: LogRecord): string {
 }
 
 async function fetchLogs(url: string, query: URLSearchParams): Promise<LogRecord[]> {
-  const headers: Record<string, string> = {};
-  if (process.env.CLUSTER_TOKEN) headers.authorization = `Bearer ${process.env.CLUSTER_TOKEN}`;
   let res: Response;
   try {
-    res = await clientFetch(`${url}/api/v1/logs?${query}`, { headers, signal: AbortSignal.timeout(10_000) });
+    res = await clientFetch(`${url}/api/v1/logs?${query}`, { headers: authHeaders(), signal: AbortSignal.timeout(10_000) });
   } catch (err) {
     const { kind, detail } = classifyError(err);
     throw new ConnectError(url, kind, detail);
   }
-  if (res.status === 401 || res.status === 403) throw new ConnectError(url, "unauthorized");
+  if (res.status === 401) {
+    await res.body?.cancel();
+    throw new ConnectError(url, "unauthorized", process.env.CLUSTER_TOKEN ? undefined : "it needs a token: set CLUSTER_TOKEN or --token-file");
+  }
   if (!res.ok) throw new Error(`Scheduler at "${url}" answered ${res.status}: ${await res.text()}`);
   return await res.json() as LogRecord[];
 }
