@@ -15,6 +15,11 @@ export interface ForwarderOptions {
   maxQueued?: number;
   /** Characters of one message kept at most. @default 4000 */
   maxMessageChars?: number;
+  /**
+   * The process's own component, dropped from the front of sources: the record says its role
+   * already, so a worker's `worker:plugin:timer` travels as `plugin:timer`.
+   */
+  role?: string;
 }
 
 /**
@@ -34,10 +39,12 @@ export class LogForwarder {
   #max: number;
   #maxChars: number;
   #detach: (() => void) | null = null;
+  #role: string | undefined;
 
   constructor(options: ForwarderOptions = {}) {
     this.#max = Math.max(1, options.maxQueued ?? 1000);
     this.#maxChars = options.maxMessageChars ?? 4000;
+    this.#role = options.role;
   }
 
   /** Records dropped since the start because the queue was full. */
@@ -45,7 +52,7 @@ export class LogForwarder {
 
   /** Forwards every record this process logs from now on (until `detach`). */
   attach(): void {
-    this.#detach ??= addLogSink((entry) => this.push(fromEntry(entry)));
+    this.#detach ??= addLogSink((entry) => this.push(fromEntry(entry, this.#role)));
   }
 
   /** Stops forwarding this process's records. */
@@ -75,22 +82,26 @@ export class LogForwarder {
     return this.#queue.length - this.#head;
   }
 
-  /** Takes the queued records (oldest first), with one saying how many were dropped, if any. */
+  /**
+   * Takes the queued records (oldest first), then, if some were dropped, one that says how many:
+   * last, so that a receiver keeping only the newest records keeps that one too.
+   */
   take(): WireLogRecord[] {
     const out = this.#head === 0 ? this.#queue : this.#queue.slice(this.#head);
     this.#queue = [];
     this.#head = 0;
     if (this.#dropped > 0) {
-      const first = out[0]?.time ?? Date.now() / 1000;
-      out.unshift({ time: first, level: "warn", source: "logs", message: `${this.#dropped} log records dropped (forwarding queue full)` });
+      out.push({ time: Date.now() / 1000, level: "warn", source: "logs", message: `${this.#dropped} earlier log records dropped (forwarding queue full)` });
       this.#dropped = 0;
     }
     return out;
   }
 }
 
-function fromEntry(entry: LogEntry): WireLogRecord {
-  const record: WireLogRecord = { time: entry.time, level: entry.level, source: entry.component, message: entry.message };
+function fromEntry(entry: LogEntry, role: string | undefined): WireLogRecord {
+  const own = role !== undefined && entry.component.startsWith(`${role}:`);
+  const source = own ? entry.component.slice(role!.length + 1) : entry.component;
+  const record: WireLogRecord = { time: entry.time, level: entry.level, source, message: entry.message };
   if (entry.fields?.key !== undefined) record.key = entry.fields.key;
   return record;
 }

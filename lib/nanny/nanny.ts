@@ -105,7 +105,7 @@ export class Nanny {
   #memoryTimer: ReturnType<typeof setInterval> | null = null;
   #restartChain: Promise<void> = Promise.resolve();
   /** Log records on their way to the scheduler, sent once a second (CLUSTER_FORWARD_LOGS=0 turns it off). */
-  #logs = new LogForwarder();
+  #logs = new LogForwarder({ role: "nanny" });
   #logTimer: ReturnType<typeof setInterval> | null = null;
   /** Welcomed once: from then on the link takes more than its handshake. */
   #welcomed = false;

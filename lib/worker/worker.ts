@@ -102,7 +102,7 @@ export class Worker {
   #executors = new Map<string, Executor>();
   #heartbeat: ReturnType<typeof setInterval> | null = null;
   /** Log records on their way to the scheduler (CLUSTER_FORWARD_LOGS=0 turns it off). */
-  #logs = new LogForwarder();
+  #logs = new LogForwarder({ role: "worker" });
   #cpu = cpuMeter();
   #closing: Promise<void> | null = null;
   #registered = false;
