@@ -105,15 +105,16 @@ export function renderProgress(progress: Progress, options: { elapsedMs: number;
     rows = [...rows.slice(0, maxLines - 1), sum];
   }
   const nameWidth = Math.min(24, Math.max(...rows.map((r) => r.prefix.length), 4));
-  const countWidth = Math.max(...rows.map((r) => `${r.total}`.length));
-  const lines = rows.map((r) => {
-    const counts = `${String(r.done + r.erred).padStart(countWidth)}/${r.total}${r.erred > 0 ? ` (${r.erred} erred)` : ""}`;
-    const barWidth = Math.max(10, Math.min(40, width - nameWidth - counts.length - 6));
+  const doneWidth = Math.max(...rows.map((r) => `${r.total}`.length));
+  const counts = rows.map((r) => `${String(r.done + r.erred).padStart(doneWidth)}/${r.total}${r.erred > 0 ? ` (${r.erred} erred)` : ""}`);
+  // One bar width for every row, so that the bars line up.
+  const barWidth = Math.max(10, Math.min(40, width - nameWidth - Math.max(...counts.map((c) => c.length)) - 4));
+  const lines = rows.map((r, i) => {
     const filled = r.total === 0 ? barWidth : Math.floor(((r.done + r.erred) / r.total) * barWidth);
     const erred = r.total === 0 ? 0 : Math.min(filled, Math.ceil((r.erred / r.total) * barWidth));
     const bar = "#".repeat(filled - erred) + "x".repeat(erred) + "-".repeat(barWidth - filled);
     const name = r.prefix.length > nameWidth ? `${r.prefix.slice(0, nameWidth - 1)}…` : r.prefix.padEnd(nameWidth);
-    return `${name} [${bar}] ${counts}`.slice(0, width);
+    return `${name} [${bar}] ${counts[i]}`.slice(0, width);
   });
   const seconds = options.elapsedMs / 1000;
   const { finished, total } = progress.counts;
