@@ -36,8 +36,8 @@ describe("the progress model and its drawing", () => {
     for (let i = 0; i < 40; i++) p.finished(`inc-${i}`, "memory");
     p.finished("inc-99", "erred");
     const lines = renderProgress(p, { elapsedMs: 2000, width: 80 });
-    expect(lines[0]).toMatch(/^inc +\[#+x+-+\]  41\/100 \(1 erred\)$/);
-    expect(lines[1]).toMatch(/^sum +\[-+\]   0\/1$/);
+    expect(lines[0]).toMatch(/^inc +\[#+x+-+\] {2}41\/100 \(1 erred\)$/);
+    expect(lines[1]).toMatch(/^sum +\[-+\] {3}0\/1$/);
     expect(lines[2]).toBe("41/101 tasks  elapsed 2.0 s  20.5 tasks/s");
     for (const line of lines) expect(line.length).toBeLessThanOrEqual(80);
   });
@@ -46,7 +46,7 @@ describe("the progress model and its drawing", () => {
     const p = new Progress(Array.from({ length: 30 }, (_, i) => `p${i}-1`));
     const lines = renderProgress(p, { elapsedMs: 0 });
     expect(lines.length).toBe(13);
-    expect(lines[11]).toMatch(/^\(19 more\) +\[-+\]  0\/19$/);
+    expect(lines[11]).toMatch(/^\(19 more\) +\[-+\] {2}0\/19$/);
   });
 
   test("the display redraws in place only when something changed and erases itself at the end", () => {
@@ -93,7 +93,7 @@ describe("cluster submit on a terminal and on a pipe", () => {
       expect({ code: out.code, end: out.code === 0 ? "" : out.text.slice(-500) }).toEqual({ code: 0, end: "" });
       expect(out.text).toMatch(/nap +\[[-#]+\] +\d\/8/);
       expect(out.text).toMatch(/add-one +\[[-#]+\] +\d\/5/);
-      expect(out.text).toMatch(/\d+\/13 tasks  elapsed \d+\.\d s/);
+      expect(out.text).toMatch(/\d+\/13 tasks {2}elapsed \d+\.\d s/);
       // Erased (cursor up, clear to the end) before the result is printed.
       const erased = out.text.lastIndexOf("\x1b[J");
       const result = out.text.indexOf('{"add-one-0":1');

@@ -6,7 +6,7 @@
  * type only:
  *
  * ```ts
- * import type { TaskContext } from "cluster/lib/worker/task-context.ts";
+ * import type { TaskContext } from "../lib/worker/task-context.ts"; // the path to this file
  * export function work(this: TaskContext, n: number) {
  *   this.log.info(`working on ${n}`);
  *   this.logEvent("progress", { n });
