@@ -23,6 +23,8 @@ export const dashboardCommand = defineCommand({
     checkFlags(rawArgs, dashboardArgs);
     applyTokenFile(a["token-file"]);
     const url = schedulerUrl(a.scheduler ?? "http://127.0.0.1:8786");
+    // Once the scheduler keeps a default token file in its state directory, read that too
+    // (lib/auth/token-file.ts's findToken): the link should work with no flag on the same host.
     const token = process.env.CLUSTER_TOKEN?.trim() || undefined;
     if (!token) process.stderr.write("cluster: no token (CLUSTER_TOKEN or --token-file): printing the bare URL\n");
     console.log(dashboardLink(url, token));

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { createLogger } from "../lib/log.ts";
 import { LogForwarder } from "../lib/logs/forwarder.ts";
 import { parseLevel } from "../lib/logs/record.ts";
-import { LogStore } from "../lib/scheduler/logs.ts";
+import { LogStore, logTopicEvent } from "../lib/scheduler/logs.ts";
 import { api, binary, root, runCli, sleep, startCluster, stopAll, type TestCluster, waitFor } from "../testkit/mod.ts";
 
 afterAll(stopAll);
@@ -158,5 +158,25 @@ describe("logs from real workers and nannies", () => {
     expect(records.filter((r) => r.role === "worker").length).toBeLessThanOrEqual(1000);
     expect(records.some((r) => r.message === "flood 0")).toBe(false);
     await cluster.stop();
+  });
+});
+
+describe("log events in the scheduler's own log", () => {
+  test("a log event is one line at its level, naming who sent it, however its message is made", () => {
+    const lines: string[] = [];
+    const log = {
+      info: (m: string) => lines.push(`INFO ${m}`),
+      warn: (m: string) => lines.push(`WARN ${m}`),
+      error: (m: string) => lines.push(`ERROR ${m}`),
+      debug: (m: string) => lines.push(`DEBUG ${m}`),
+      child: () => log,
+    };
+    logTopicEvent(log, { seq: 1, topic: "log", time: 0, level: "warning", message: "disk\nfull", worker: "w1" });
+    logTopicEvent(log, { seq: 2, topic: "log", time: 0, note: "no message" });
+    logTopicEvent(log, { seq: 3, topic: "log", time: 0, level: "error", message: "x".repeat(5000) });
+    expect(lines[0]).toBe("WARN event: disk\\nfull (worker=w1)");
+    expect(lines[1]).toBe('INFO event: {"note":"no message"}');
+    expect(lines[2]).toStartWith("ERROR event: xxx");
+    expect(lines[2].length).toBeLessThan(2100);
   });
 });

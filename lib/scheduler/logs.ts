@@ -119,6 +119,9 @@ export function logTopicEvent(log: ComponentLogger, event: ClusterEvent): void {
   const from = ["worker", "nanny", "plugin", "key"].filter((k) => typeof rest[k] === "string").map((k) => `${k}=${rest[k]}`);
   let text = typeof message === "string" ? message : JSON.stringify(rest);
   if (from.length > 0) text = `${text} (${from.join(" ")})`;
+  // Anyone with the submit scope may post a `log` event: one line, of bounded length.
+  text = text.replace(/[\r\n]+/g, "\\n");
+  if (text.length > 2000) text = `${text.slice(0, 2000)}… (truncated)`;
   const rank = parseLevel(String(level ?? "info")) ?? "info";
   const write = rank === "error" ? log.error : rank === "warn" ? log.warn : rank === "debug" ? log.debug : log.info;
   write(`event: ${text}`);
