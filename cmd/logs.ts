@@ -74,7 +74,7 @@ export const logsCommand = defineCommand({
       if (!level) throw new UsageError(`Invalid value for "--level": "${a.level}" (expected debug, info, warn or error)`);
       query.set("level", level);
     }
-    let since = intFlag(a.since, "since", { fallback: 0 });
+    let since = intFlag(a.since, "since", { fallback: 0, max: Number.MAX_SAFE_INTEGER });
     const print = (records: LogRecord[]) => {
       if (records.length === 0) return;
       process.stdout.write(records.map((r) => a.json ? JSON.stringify(r) : formatRecord(r)).join("\n") + "\n");

@@ -58,6 +58,15 @@ describe("the forwarding queue and the scheduler's ring", () => {
     expect(store.query({ since: 8 }).map((r) => r.message)).toEqual(["nanny a", "b0"]);
     expect(store.query({ level: "warn" }).map((r) => r.message)).toEqual(["a3", "a5", "a7", "b0"]);
     expect(parseLevel("WARNING")).toBe("warn");
+  });
+
+  test("a ring is bounded in characters too, and a message past 8,000 characters is cut", () => {
+    const store = new LogStore();
+    store.add("worker", "big", Array.from({ length: 500 }, () => rec("x".repeat(8000))));
+    expect(store.query().length).toBe(Math.floor((1024 * 1024) / 8000));
+    store.add("worker", "huge", [rec("y".repeat(100_000))]);
+    expect(store.query({ worker: "huge" })[0].message).toEndWith("… (truncated)");
+    expect(store.query({ worker: "huge" })[0].message.length).toBeLessThan(8100);
     expect(parseLevel("loud")).toBeNull();
   });
 });

@@ -24,13 +24,18 @@ export interface LogQuery {
 
 /** Records kept per worker or nanny. */
 const defaultPerSource = 1000;
-/** Rings kept for workers and nannies that left, at most (the oldest ring goes first). */
-const maxSources = 1000;
+/** Characters of messages kept per worker or nanny: the ring is bounded in bytes too. */
+const charsPerSource = 1024 * 1024;
+/** Characters of one record's message kept at most. */
+const maxMessageChars = 8000;
+/** Senders kept, at most: past it, the one that wrote least recently goes (one that left, usually). */
+const maxSources = 128;
 
 interface Ring {
+  /** Kept from `head` on, oldest first. */
   records: LogRecord[];
-  /** The next slot to write once the ring is full. */
-  next: number;
+  head: number;
+  chars: number;
 }
 
 /**
@@ -61,10 +66,14 @@ export class LogStore {
   add(role: "worker" | "nanny", name: string, records: readonly WireLogRecord[]): void {
     const id = `${role}\u0000${name}`;
     let ring = this.#rings.get(id);
-    if (!ring) {
+    if (ring) {
+      // Most recently written last, so that the first is the one to evict.
+      this.#rings.delete(id);
+    } else {
       if (this.#rings.size >= maxSources) this.#rings.delete(this.#rings.keys().next().value!);
-      this.#rings.set(id, ring = { records: [], next: 0 });
+      ring = { records: [], head: 0, chars: 0 };
     }
+    this.#rings.set(id, ring);
     for (const r of records) {
       if (r === null || typeof r !== "object" || typeof r.message !== "string") continue;
       const record: LogRecord = {
@@ -74,15 +83,19 @@ export class LogStore {
         source: typeof r.source === "string" ? r.source : role,
         worker: name,
         role,
-        message: r.message,
+        // Our workers cut messages at 4,000 characters.
+        message: r.message.length > maxMessageChars ? `${r.message.slice(0, maxMessageChars)}… (truncated)` : r.message,
       };
       if (typeof r.key === "string") record.key = r.key;
-      if (ring.records.length < this.#perSource) {
-        ring.records.push(record);
-      } else {
-        ring.records[ring.next] = record;
-        ring.next = (ring.next + 1) % this.#perSource;
-      }
+      ring.records.push(record);
+      ring.chars += record.message.length;
+    }
+    while (ring.records.length - ring.head > this.#perSource || (ring.chars > charsPerSource && ring.records.length - ring.head > 1)) {
+      ring.chars -= ring.records[ring.head++].message.length;
+    }
+    if (ring.head > this.#perSource) {
+      ring.records = ring.records.slice(ring.head);
+      ring.head = 0;
     }
   }
 
@@ -93,9 +106,10 @@ export class LogStore {
     const out: LogRecord[] = [];
     for (const ring of this.#rings.values()) {
       const r = ring.records;
-      if (r.length === 0) continue;
-      if (q.worker !== undefined && r[0].worker !== q.worker) continue;
-      for (const record of r) {
+      if (r.length === ring.head) continue;
+      if (q.worker !== undefined && r[ring.head].worker !== q.worker) continue;
+      for (let i = ring.head; i < r.length; i++) {
+        const record = r[i];
         if (record.seq > since && levelRank(record.level) >= min) out.push(record);
       }
     }
