@@ -28,7 +28,7 @@ import { join } from "node:path";
 import { parseArgs } from "node:util";
 import amqp from "amqplib";
 import { Client } from "../lib/client/mod.ts";
-import { cleanUpOnSignal, graphs, type RabbitMQ, requireBinary, sleep, startCluster, startRabbitMQ, stopAll, type TestCluster, waitFor, waitIdle } from "../testkit/mod.ts";
+import { authHeaders, cleanUpOnSignal, graphs, type RabbitMQ, requireBinary, sleep, startCluster, startRabbitMQ, stopAll, type TestCluster, waitFor, waitIdle } from "../testkit/mod.ts";
 import { median, readCpuMs } from "./_lib.ts";
 
 const usage = `Usage: bun bench/amqp.ts [--runs N] [--size N] [--outage SECONDS] [--rate TASKS_PER_S] [--json FILE]
@@ -50,7 +50,7 @@ interface Options {
 
 /** The `cluster_plugin_stat{plugin="amqp",stat=…}` samples. */
 async function pluginStats(url: string): Promise<Record<string, number>> {
-  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  const text = await fetch(`${url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
   const stats: Record<string, number> = {};
   for (const m of text.matchAll(/^cluster_plugin_stat\{plugin="amqp",stat="(\w+)"\} (\S+)$/gm)) stats[m[1]] = Number(m[2]);
   if (!("buffered" in stats)) throw new Error(`The amqp plugin's stats are missing from ${url}/metrics`);

@@ -6,8 +6,7 @@
  * @module
  */
 import type { ArgsDef } from "citty";
-import { readFileSync } from "node:fs";
-import { ConfigError } from "../lib/errors.ts";
+import { findToken } from "../lib/auth/token-file.ts";
 
 /** A usage error: exit code 2. */
 export class UsageError extends Error {
@@ -18,7 +17,7 @@ export class UsageError extends Error {
 /** Flags every command accepts. */
 export const commonArgs = {
   debug: { type: "boolean", description: "Print stack traces and debug logs" },
-  "token-file": { type: "string", description: "Read the API token from this file (else CLUSTER_TOKEN)" },
+  "token-file": { type: "string", description: "Read the API token from this file (else CLUSTER_TOKEN, else the local scheduler's token file)" },
 } as const satisfies ArgsDef;
 
 const camel = (s: string) => s.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase());
@@ -208,14 +207,15 @@ export function schedulerUrl(value: unknown): string {
   return url.origin;
 }
 
-/** Applies `--token-file` to CLUSTER_TOKEN. */
+/**
+ * Puts the token this command uses in CLUSTER_TOKEN, where the links and the client read it:
+ * `--token-file`, else CLUSTER_TOKEN, else the token file a scheduler on this host wrote in the
+ * default state directory (see lib/auth/token-file.ts). An unreadable `--token-file` is a
+ * ConfigError naming it.
+ */
 export function applyTokenFile(path: unknown): void {
-  if (typeof path !== "string" || path === "") return;
-  try {
-    process.env.CLUSTER_TOKEN = readFileSync(path, "utf8").trim();
-  } catch (err) {
-    throw new ConfigError(`Cannot read token file "${path}": ${(err as Error).message}`);
-  }
+  const token = findToken({ tokenFile: typeof path === "string" && path !== "" ? path : undefined });
+  if (token !== undefined) process.env.CLUSTER_TOKEN = token;
 }
 
 /** Runs `close` once on SIGINT/SIGTERM, then exits with code 0 (1 when close throws). */

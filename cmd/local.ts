@@ -13,7 +13,8 @@ import { Client } from "../lib/client/mod.ts";
 import { createLogger } from "../lib/log.ts";
 import { runtime } from "../lib/runtime/mod.ts";
 import { Scheduler } from "../lib/scheduler/server.ts";
-import { applyTokenFile, checkFlags, collect, commonArgs, envName, intFlag, onShutdown } from "./_args.ts";
+import { checkFlags, collect, commonArgs, envName, intFlag, onShutdown } from "./_args.ts";
+import { authArgs, schedulerAuth } from "./_auth.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
 
 const log = createLogger("local");
@@ -27,6 +28,7 @@ const args = {
   "no-nanny": { type: "boolean", description: "Start workers without nannies" },
   demo: { type: "boolean", description: "Run a demo graph, print the results and exit" },
   ...commonArgs,
+  ...authArgs,
 } as const;
 
 /**
@@ -89,7 +91,9 @@ export const localCommand = defineCommand({
   args,
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, args);
-    applyTokenFile(a["token-file"]);
+    const auth = schedulerAuth(a, rawArgs, { host: "127.0.0.1", log });
+    // The workers (child processes) and the demo client use the scheduler's admin token.
+    if (auth.tokens !== null) process.env.CLUSTER_TOKEN = auth.tokens.admin;
     const count = intFlag(a.workers, "workers", { fallback: 2, min: 1 });
     const nthreads = intFlag(a.nthreads, "nthreads", { fallback: 1, min: 1 });
     const plugins = await pluginSpecsFromFile(a.plugins);
@@ -97,6 +101,7 @@ export const localCommand = defineCommand({
       port: intFlag(a.port, "port", { fallback: 0 }),
       plugins,
       baseDir: a.plugins ? dirname(resolve(a.plugins)) : process.cwd(),
+      auth,
     });
     console.log(`scheduler listening at ${scheduler.address}`);
     const extra = ["--nthreads", String(nthreads)];

@@ -6,7 +6,9 @@
 import { defineCommand } from "citty";
 import { dirname, resolve } from "node:path";
 import { Scheduler } from "../lib/scheduler/server.ts";
-import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown } from "./_args.ts";
+import { checkFlags, collect, commonArgs, intFlag, onShutdown } from "./_args.ts";
+import { authArgs, schedulerAuth } from "./_auth.ts";
+import { createLogger } from "../lib/log.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 
@@ -18,6 +20,7 @@ const args = {
   "events-kept": { type: "string", description: "Events kept for replay", default: "20000" },
   "worker-ttl": { type: "string", description: "Seconds without a heartbeat before a worker is removed (Dask's worker-ttl)", default: "15" },
   ...commonArgs,
+  ...authArgs,
   ...tlsArgs,
 } as const;
 
@@ -27,8 +30,8 @@ export const schedulerCommand = defineCommand({
   args,
   async run({ args: a, rawArgs }) {
     checkFlags(rawArgs, args);
-    applyTokenFile(a["token-file"]);
     const port = intFlag(a.port, "port", { fallback: 8786 });
+    const auth = schedulerAuth(a, rawArgs, { host: a.host, log: createLogger("scheduler") });
     const plugins = await pluginSpecsFromFile(a.plugins);
     const scheduler = await Scheduler.start({
       host: a.host,
@@ -39,6 +42,7 @@ export const schedulerCommand = defineCommand({
       eventsKept: intFlag(a["events-kept"], "events-kept", { fallback: 20_000, min: 10_000 }),
       heartbeatTimeoutMs: intFlag(a["worker-ttl"], "worker-ttl", { fallback: 15, min: 2 }) * 1000,
       tls: applyTlsArgs(a),
+      auth,
     });
     // Handlers first: a signal right after the ready line must still close gracefully.
     onShutdown(() => scheduler.close());

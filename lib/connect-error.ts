@@ -78,8 +78,14 @@ export async function diagnose(url: string, options: { token?: string; timeoutMs
   if (options.token) headers.authorization = `Bearer ${options.token}`;
   try {
     const res = await clientFetch(new URL("/api/v1/info", url), { headers, signal: AbortSignal.timeout(options.timeoutMs ?? 3000) });
+    if (res.status === 403) {
+      // A refused Host or Origin says why; a token of too narrow a scope for /info is no failure.
+      const error = String((await res.json().catch(() => ({})) as { error?: unknown }).error ?? "");
+      if (!error.includes("scope")) return new ConnectError(url, "unreachable", error || "HTTP 403");
+      return new ConnectError(url, "unreachable", options.fallback ?? "HTTP 403");
+    }
     await res.body?.cancel();
-    if (res.status === 401 || res.status === 403) return new ConnectError(url, "unauthorized");
+    if (res.status === 401) return new ConnectError(url, "unauthorized");
     return new ConnectError(url, "unreachable", options.fallback ?? `HTTP ${res.status}`);
   } catch (err) {
     const { kind, detail } = classifyError(err);

@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client } from "../lib/client/mod.ts";
 import { encodeCbor } from "../lib/protocol.ts";
-import { api, collectEvents, type Flavor, graphs, sleep, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
+import { api, authHeaders, collectEvents, type Flavor, graphs, sleep, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
 
 /** Registers the suite for a scheduler flavor and a worker flavor. */
 export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor: Flavor }): void {
@@ -188,9 +188,9 @@ export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor:
           expect(res.body.error).toContain(message);
         }
         for (const key of ["c1", "c2", "u1", "d1", "f1"]) expect((await api(cluster.url, `/api/v1/tasks/${key}`)).status).toBe(404);
-        const bad = await fetch(`${cluster.url}/api/v1/graph`, { method: "POST", body: "{not json", headers: { "content-type": "application/json" } });
+        const bad = await fetch(`${cluster.url}/api/v1/graph`, { method: "POST", body: "{not json", headers: { ...authHeaders(), "content-type": "application/json" } });
         expect(bad.status).toBe(400);
-        const badCbor = await fetch(`${cluster.url}/api/v1/graph`, { method: "POST", body: new Uint8Array([0xff, 0x00, 0x12]), headers: { "content-type": "application/cbor" } });
+        const badCbor = await fetch(`${cluster.url}/api/v1/graph`, { method: "POST", body: new Uint8Array([0xff, 0x00, 0x12]), headers: { ...authHeaders(), "content-type": "application/cbor" } });
         expect(badCbor.status).toBe(400);
         const ok = await client.compute({ tasks: [{ key: "after-bad", fn: "builtin.inc", args: [1] }] });
         expect(await ok["after-bad"].result()).toBe(2);
@@ -238,7 +238,7 @@ export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor:
         expect(info.body.workers[0]).toMatchObject({ nthreads: 1, status: "running", nanny: false });
         expect(typeof info.body.tasks.memory).toBe("number");
         expect(info.body.plugins).toEqual({ scheduler: [], worker: [], nanny: [] });
-        const metrics = await fetch(`${cluster.url}/metrics`).then((r) => r.text());
+        const metrics = await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
         expect(metrics).toContain("cluster_tasks{state=\"memory\"}");
         expect(metrics).toMatch(/cluster_transitions_total \d+/);
         expect(metrics).toContain("cluster_workers 2");

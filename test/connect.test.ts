@@ -8,7 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { spawn } from "node:child_process";
 import { createServer, type Server, type Socket } from "node:net";
 import { classifyError, ConnectError } from "../lib/connect-error.ts";
-import { command, runCli, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
+import { authHeaders, command, runCli, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
 
 afterAll(async () => {
   await stopAll();
@@ -174,7 +174,7 @@ describe("a nanny whose scheduler restarts", () => {
       const joined = Date.now() + 20_000;
       let names: string[] = [];
       while (Date.now() < joined) {
-        const info = await fetch(`${url}/api/v1/info`).then((r) => r.json()) as { workers: Array<{ name: string }> };
+        const info = await fetch(`${url}/api/v1/info`, { headers: authHeaders() }).then((r) => r.json()) as { workers: Array<{ name: string }> };
         names = info.workers.map((w) => w.name);
         if (names.includes(name)) break;
         await sleep(250);

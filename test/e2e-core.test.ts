@@ -6,7 +6,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { connect } from "node:net";
 import { Client } from "../lib/client/mod.ts";
-import { api, graphs, startCluster, stopAll, waitFor } from "../testkit/mod.ts";
+import { api, authHeaders, graphs, startCluster, stopAll, waitFor } from "../testkit/mod.ts";
 import { coreSuite } from "./_core-suite.ts";
 
 coreSuite("binary", { flavor: "binary", workerFlavor: "binary" });
@@ -82,7 +82,7 @@ describe("slow subscribers", () => {
       await new Promise<void>((resolve) => socket.once("data", () => resolve()));
       socket.pause();
       const subscribers = async () => {
-        const text = await fetch(`${cluster.url}/metrics`).then((r) => r.text());
+        const text = await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
         return Number(/cluster_event_subscribers (\d+)/.exec(text)![1]);
       };
       expect(await subscribers()).toBe(1);

@@ -13,7 +13,7 @@ import fc from "fast-check";
 import { encodeCbor, encodeFrame } from "../lib/protocol.ts";
 import { parsePluginsToml } from "../lib/plugins/config.ts";
 import { ConfigError } from "../lib/errors.ts";
-import { api, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
+import { api, authHeaders, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
@@ -69,7 +69,7 @@ function record(kind: string, status: number, input: () => string): void {
 
 async function post(path: string, body: BodyInit, contentType: string): Promise<number> {
   try {
-    const res = await fetch(cluster.url + path, { method: "POST", body, headers: { "content-type": contentType } });
+    const res = await fetch(cluster.url + path, { method: "POST", body, headers: { ...authHeaders(), "content-type": contentType } });
     await res.arrayBuffer();
     return res.status;
   } catch {

@@ -47,7 +47,7 @@ let url = "";
 
 /** GETs `url` from inside host `name` (the test itself runs outside every namespace). */
 async function getFrom(name: string, url: string): Promise<string> {
-  const script = "const r = await fetch(process.env.HOSTS_URL); if (!r.ok) process.exit(1); "
+  const script = "const r = await fetch(process.env.HOSTS_URL, { headers: { authorization: `Bearer ${process.env.CLUSTER_TOKEN}` } }); if (!r.ok) process.exit(1); "
     + "process.stdout.write(await r.text());";
   const command = net.command(name, [process.execPath, "-e", script]);
   const out = await runCli([], { command, env: { HOSTS_URL: url } });

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
-import { api, collectEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+import { api, authHeaders, collectEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 const fixtures = join(root, "test", "fixtures");
 const recorder = join(fixtures, "plugins-recorder.ts");
@@ -158,7 +158,7 @@ describe("scheduler plugins from plugins.toml", () => {
       }
       expect(stderr).toMatch(/Plugin ".*wsetup" failed in setup/);
       expect(stderr).toMatch(/Plugin ".*wthrower" failed in transition/);
-      const metrics = await fetch(`${cluster.url}/metrics`).then((r) => r.text());
+      const metrics = await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
       const total = Number(/cluster_plugin_errors_total (\d+)/.exec(metrics)![1]);
       expect(total).toBeGreaterThan(10);
       expect(metrics).toContain('cluster_plugin_errors{plugin="thrower"}');

@@ -4,16 +4,29 @@
  * stopped by PID (SIGTERM, then SIGKILL after a grace period). Every process started here is
  * remembered until it exits, so `stopAll()` in an `afterAll` (or on Ctrl-C) leaves none behind.
  *
+ * Auth is on by default, so loading the kit gives this process (and so every process it starts,
+ * and in-process schedulers and clients) a known admin token in `CLUSTER_TOKEN` (`testToken`),
+ * unless one is set already, and a temporary `XDG_STATE_HOME`: no test reads or writes the real
+ * state directory. A test that wants a variable unset passes it as `undefined` in `env`.
+ *
  * @module
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, mkdtempSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 /** The repository root. */
 export const root: string = resolve(dirname(fileURLToPath(import.meta.url)), "..");
+
+/** The admin token of every cluster the kit starts (`CLUSTER_TOKEN`, unless a test gives another). */
+export const testToken: string = process.env.CLUSTER_TOKEN ||= `test-${randomBytes(16).toString("hex")}`;
+
+/** The state directory's parent (`XDG_STATE_HOME`) of every process here and started here. */
+export const testStateHome: string = process.env.XDG_STATE_HOME = mkdtempSync(join(tmpdir(), "cluster-state-"));
+process.once("exit", () => rmSync(testStateHome, { recursive: true, force: true }));
 
 /** The built binary (`npm run build`). */
 export const binary: string = join(root, "dist", "cluster");
@@ -62,7 +75,8 @@ export interface SpawnOptions {
   flavor?: Flavor;
   /** The program and its leading arguments, instead of the CLI in `flavor`. */
   command?: string[];
-  env?: Record<string, string>;
+  /** Added to this process's environment; `undefined` removes a variable. */
+  env?: Record<string, string | undefined>;
   /** @default root */
   cwd?: string;
   /** @default 20_000 (startProcess), 30_000 (runCli) */
@@ -81,8 +95,10 @@ function signal(pid: number, sig: NodeJS.Signals): void {
 
 function spawnCli(args: string[], options: SpawnOptions): { child: ChildProcess; shown: string } {
   const [program, ...lead] = options.command ?? command(options.flavor ?? "binary");
+  const env: Record<string, string | undefined> = { ...process.env, ...options.env };
+  for (const name of Object.keys(env)) if (env[name] === undefined) delete env[name];
   const child = spawn(program, [...lead, ...args], {
-    env: { ...process.env, ...options.env },
+    env,
     stdio: ["pipe", "pipe", "pipe"],
     cwd: options.cwd ?? root,
   });
@@ -201,7 +217,7 @@ export function cleanUpOnSignal(message: string, cleanup: () => Promise<void>): 
 let workerCounter = 0;
 
 /** Starts `cluster worker URL --name UNIQUE ARGS…` and resolves once it has registered. */
-export function startWorker(url: string, options: { args?: string[]; flavor?: Flavor; env?: Record<string, string> } = {}): Promise<Proc> {
+export function startWorker(url: string, options: { args?: string[]; flavor?: Flavor; env?: Record<string, string | undefined> } = {}): Promise<Proc> {
   const name = `w${++workerCounter}-${process.pid}`;
   return startProcess(["worker", url, "--name", name, ...(options.args ?? [])], { flavor: options.flavor, env: options.env });
 }
@@ -235,7 +251,7 @@ export async function startCluster(options: {
   plugins?: string;
   schedulerArgs?: string[];
   workerArgs?: string[];
-  env?: Record<string, string>;
+  env?: Record<string, string | undefined>;
   nanny?: boolean;
 } = {}): Promise<TestCluster> {
   const schedulerArgs = [...(options.plugins ? ["--plugins", options.plugins] : []), ...(options.schedulerArgs ?? [])];

@@ -6,14 +6,21 @@
  */
 import { waitFor } from "./wait.ts";
 
-/** JSON over HTTP: the status and the parsed body (the text when it is not JSON). */
+/** The bearer header for `token` (default: this process's CLUSTER_TOKEN, the kit's `testToken`). */
+export function authHeaders(token: string | undefined = process.env.CLUSTER_TOKEN): Record<string, string> {
+  return token ? { authorization: `Bearer ${token}` } : {};
+}
+
+/**
+ * JSON over HTTP: the status and the parsed body (the text when it is not JSON). The bearer
+ * header carries `token`, by default this process's CLUSTER_TOKEN; `token: ""` sends none.
+ */
 export async function api(
   url: string,
   path: string,
   init: { method?: string; body?: unknown; token?: string; raw?: BodyInit; contentType?: string } = {},
 ): Promise<{ status: number; body: any }> {
-  const headers: Record<string, string> = {};
-  if (init.token) headers.authorization = `Bearer ${init.token}`;
+  const headers: Record<string, string> = authHeaders(init.token);
   let body: BodyInit | undefined = init.raw;
   if (init.body !== undefined) {
     body = JSON.stringify(init.body);
@@ -67,7 +74,7 @@ export function collectEvents(
 
 /** One unlabelled sample of the scheduler's Prometheus text (`GET /metrics`). */
 export async function readMetric(url: string, name: string): Promise<number> {
-  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  const text = await fetch(`${url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
   const m = new RegExp(`^${name} (\\S+)$`, "m").exec(text);
   if (!m) throw new Error(`Metric "${name}" is missing from ${url}/metrics`);
   return Number(m[1]);
@@ -75,7 +82,7 @@ export async function readMetric(url: string, name: string): Promise<number> {
 
 /** The scheduler's task counts by state (`GET /api/v1/info`). */
 export async function taskCounts(url: string): Promise<Record<string, number>> {
-  const info = await fetch(`${url}/api/v1/info`).then((r) => r.json()) as { tasks: Record<string, number> };
+  const info = await fetch(`${url}/api/v1/info`, { headers: authHeaders() }).then((r) => r.json()) as { tasks: Record<string, number> };
   return info.tasks;
 }
 

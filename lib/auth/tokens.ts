@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { createHash, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /** What a token allows. */
 export type Scope = "admin" | "submit" | "join";
@@ -63,4 +63,19 @@ export function tokensFor(tokens: TokenSet, need: Scope): Array<[Scope, string]>
     if (token !== undefined && allows(scope, need)) out.push([scope, token]);
   }
   return out;
+}
+
+/**
+ * The tokens in the environment: `CLUSTER_TOKEN` (admin), `CLUSTER_SUBMIT_TOKEN`,
+ * `CLUSTER_JOIN_TOKEN`; null when none is set (an embedded scheduler with no token is open; the
+ * CLI never starts one so, see token-file.ts). A submit or join token without an admin one gets
+ * an unknowable admin token, so auth stays on.
+ */
+export function envTokens(env: Record<string, string | undefined> = process.env): TokenSet | null {
+  const get = (name: string) => env[name]?.trim() || undefined;
+  const admin = get("CLUSTER_TOKEN");
+  const submit = get("CLUSTER_SUBMIT_TOKEN");
+  const join = get("CLUSTER_JOIN_TOKEN");
+  if (admin === undefined && submit === undefined && join === undefined) return null;
+  return { admin: admin ?? randomBytes(32).toString("base64url"), submit, join };
 }

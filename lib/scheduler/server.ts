@@ -11,13 +11,15 @@ import { Hono } from "hono";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { errorMessage } from "../errors.ts";
+import { ConfigError, errorMessage } from "../errors.ts";
 import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import type { PluginRole, SchedulerApi, SchedulerPlugin, TaskStateView, TransitionInfo } from "../plugins/types.ts";
-import { clusterToken, version } from "../protocol.ts";
+import { version } from "../protocol.ts";
+import { envTokens, type TokenSet } from "../auth/tokens.ts";
+import { isLoopback } from "../auth/token-file.ts";
 import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { authMiddleware } from "./auth.ts";
@@ -63,6 +65,8 @@ export interface SchedulerOptions {
   heartbeatTimeoutMs?: number;
   /** Serve https/wss with this certificate (`--tls-cert`, `--tls-key`). */
   tls?: ServerTls;
+  /** The tokens accepted (null: `--no-auth`) and more names to answer to (`--allow-host`). @default tokens from the environment (envTokens()) */
+  auth?: { tokens: TokenSet | null; allowHosts?: readonly string[] };
 }
 
 /**
@@ -194,6 +198,10 @@ export class Scheduler {
 
   async #start(): Promise<void> {
     const options = this.#options;
+    if (options.auth === undefined && envTokens() === null && !isLoopback(options.host ?? "127.0.0.1")) {
+      // Embedded with no token: open on loopback only, as `--no-auth`.
+      throw new ConfigError(`A scheduler on "${options.host}" needs a token (CLUSTER_TOKEN or the auth option)`);
+    }
     this.#moduleDir = await mkdtemp(join(tmpdir(), "cluster-scheduler-"));
     this.#server = await runtime.serve(this.#app(), { hostname: options.host ?? "127.0.0.1", port: options.port ?? 8786, tls: options.tls });
     // A wildcard bind is no address to connect to: show a connectable one (see lib/address.ts).
@@ -221,9 +229,20 @@ export class Scheduler {
       return c.json(errorBody(err), status);
     });
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
-    // The dashboard's page and login are open (it has its own login); its data feed checks the cookie.
-    app.route("/", dashboardApp({ token: () => clusterToken(), events: this.events }));
-    app.use("*", authMiddleware({ token: clusterToken() }));
+    const auth = this.#options.auth;
+    const tokens = auth ? auth.tokens : envTokens();
+    app.use("*", authMiddleware({
+      tokens,
+      allowHosts: auth?.allowHosts,
+      listener: () => {
+        const server = this.#server;
+        if (server === null || this.address === "") return null;
+        return { protocol: server.protocol, hostname: server.hostname, port: server.port, announced: new URL(this.address).hostname };
+      },
+    }));
+    // The dashboard's page, login and assets (their scopes are in auth.ts's table; the page's
+    // feed takes the session cookie the login sets, an HMAC of the admin token).
+    app.route("/", dashboardApp({ token: () => tokens?.admin, events: this.events }));
     app.get("/metrics", (c) => c.text(this.metrics(), 200, { "content-type": "text/plain; version=0.0.4" }));
     app.get("/api/v1/events", upgrade((c) => eventStreamSocket(c, this.events)));
     app.get("/api/v1/worker", upgrade(() => this.workers.socket()));
