@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { join } from "node:path";
 import { historyLength, WorkerMetrics } from "../lib/scheduler/worker-metrics.ts";
 import { cpuMeter } from "../lib/worker/cpu.ts";
-import { api, root, startCluster, stopAll, waitFor } from "../testkit/mod.ts";
+import { api, authHeaders, root, startCluster, stopAll, waitFor } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
@@ -66,7 +66,7 @@ describe("a real worker's metrics", () => {
       }, 10_000);
       expect(busy.memory).toBe(1);
       const name = busy.name;
-      const text = await fetch(`${cluster.url}/metrics`).then((r) => r.text());
+      const text = await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
       for (const metric of ["cluster_worker_cpu", "cluster_worker_memory_bytes", "cluster_worker_executing", "cluster_worker_held"]) {
         expect(text).toContain(`# TYPE ${metric} gauge`);
         expect(text).toMatch(new RegExp(`^${metric}\\{worker="${name}"\\} [0-9.e+]+$`, "m"));
