@@ -38,13 +38,15 @@ const maxTokenLength = 4096;
 
 const pageHeaders: Record<string, string> = {
   "content-type": "text/html; charset=utf-8",
-  // Only our own script, style and API; no inline script, no framing, no referrer with a URL.
+  // Only our own script, style and API; no inline script, no framing, no referrer to other sites.
+  // "same-origin", not "no-referrer": with no-referrer browsers send `Origin: null` on the login
+  // form's POST, which the scheduler's cross-site check must refuse.
   "content-security-policy":
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; " +
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   "x-content-type-options": "nosniff",
   "x-frame-options": "DENY",
-  "referrer-policy": "no-referrer",
+  "referrer-policy": "same-origin",
   "cache-control": "no-store",
 };
 
