@@ -12,6 +12,8 @@ import { schedulerCommand } from "./scheduler.ts";
 import { nannyCommand, workerCommand } from "./worker.ts";
 import { localCommand } from "./local.ts";
 import { eventsCommand, infoCommand, submitCommand } from "./client.ts";
+import { logsCommand } from "./logs.ts";
+import { dashboardCommand } from "./dashboard.ts";
 import { type CommandInfo, completionCommand } from "./completion.ts";
 import { tlsCommand } from "./tls.ts";
 
@@ -38,6 +40,8 @@ export const subCommands: Record<string, CommandDef<any>> = {
   submit: submitCommand,
   events: eventsCommand,
   info: infoCommand,
+  logs: logsCommand,
+  dashboard: dashboardCommand,
   tls: tlsCommand,
   version: versionCommand,
   help: helpCommand,

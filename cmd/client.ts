@@ -13,6 +13,7 @@ import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { clientWebSocket } from "../lib/runtime/client.ts";
 import { ConnectError, diagnose } from "../lib/connect-error.ts";
 import { reachScheduler } from "./_connect.ts";
+import { followProgress } from "../lib/progress.ts";
 
 const submitArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
@@ -59,6 +60,11 @@ export const submitCommand = defineCommand({
         process.exit(1);
       }, timeout * 1000)
       : undefined;
+    // A progress bar on a terminal only: piped output stays clean (lib/progress.ts).
+    const tasks = Array.isArray(graph?.tasks) ? graph.tasks as Array<{ key?: unknown }> : [];
+    const stopProgress = process.stderr.isTTY && tasks.length > 0
+      ? await followProgress(client, tasks.map((t) => String(t.key)), process.stderr).catch(() => null)
+      : null;
     try {
       let futures;
       try {
@@ -68,6 +74,7 @@ export const submitCommand = defineCommand({
       }
       const keys = Object.keys(futures);
       const { values, errors } = await client.results(keys);
+      stopProgress?.(); // cleared before anything else is printed
       const out: Record<string, unknown> = {};
       for (const key of keys) out[key] = key in values ? values[key] : null;
       console.log(JSON.stringify(out));
@@ -76,6 +83,7 @@ export const submitCommand = defineCommand({
         process.exitCode = 1;
       }
     } finally {
+      stopProgress?.();
       if (timer) clearTimeout(timer);
       await client.close();
     }
@@ -85,7 +93,7 @@ export const submitCommand = defineCommand({
 const eventsArgs = {
   scheduler: { type: "positional", description: "Scheduler URL", required: true },
   topic: { type: "string", description: "Only this topic; repeatable" },
-  since: { type: "string", description: "Replay kept events after this seq first" },
+  since: { type: "string", description: "Replay the kept events after this seq first, then follow (--since 0: every kept event)" },
   ...commonArgs,
   ...tlsArgs,
 } as const;

@@ -6,6 +6,7 @@
 import type { ReplyMessage } from "../rpc.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { PluginFailure } from "./worker.ts";
+import type { WireLogRecord } from "../logs/record.ts";
 
 /** Nanny → scheduler. */
 export type NannyToScheduler =
@@ -15,6 +16,7 @@ export type NannyToScheduler =
   | { op: "worker"; worker: string | null; restarts: number; pid?: number }
   | { op: "plugin-error"; plugin: string; hook: string; error: string }
   | { op: "event"; topic: string; msg: Record<string, unknown> }
+  | { op: "logs"; records: WireLogRecord[] }
   | ReplyMessage;
 
 /** Scheduler → nanny. Requests carry an `id` and are answered by one `reply`. */

@@ -36,7 +36,8 @@ const schemas: Record<Link, Record<string, Fields>> = {
     done: { key: "string", nbytes: "number?", duration: "number?", hasValue: "boolean?", stimulusId: "string?" },
     erred: { key: "string", exception: "string?", traceback: "string?", duration: "number?", stimulusId: "string?" },
     "missing-data": { key: "string", dep: "string" },
-    heartbeat: { rss: "number?", executing: "number?", ready: "number?" },
+    heartbeat: { rss: "number?", cpu: "number?", executing: "number?", ready: "number?" },
+    logs: {},
     relay: { id: "number", keys: "string[]" },
     "plugin-error": pluginError,
     modules: { modules: "string[]" },
@@ -52,6 +53,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
     worker: { worker: "string|null?", restarts: "number?", pid: "number?" },
     "plugin-error": pluginError,
     event: { topic: "string" },
+    logs: {},
     reply,
   },
   client: {

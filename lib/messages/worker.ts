@@ -7,6 +7,7 @@
  */
 import type { ReplyMessage } from "../rpc.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
+import type { WireLogRecord } from "../logs/record.ts";
 
 /** Where a dependency of a `compute` is: inline (`value`), at peers (`who`), or here (neither). */
 export interface DepInfo {
@@ -31,7 +32,8 @@ export type WorkerToScheduler =
   | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string }
   | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string }
   | { op: "missing-data"; key: string; dep: string }
-  | { op: "heartbeat"; rss: number; executing: number; ready: number }
+  | { op: "heartbeat"; rss: number; cpu?: number; executing: number; ready: number }
+  | { op: "logs"; records: WireLogRecord[] }
   | { op: "relay"; id: number; keys: string[] }
   | { op: "plugin-error"; plugin: string; hook: string; error: string }
   | { op: "modules"; modules: string[] }

@@ -27,6 +27,7 @@ import { tlsFlags } from "../tls/options.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
 import { formatBytes, processRss } from "./memory.ts";
+import { LogForwarder } from "../logs/forwarder.ts";
 
 /** Options of `cluster worker --nanny`. */
 export interface NannyOptions {
@@ -108,6 +109,11 @@ export class Nanny {
   #firstStart: Promise<void> | null = null;
   /** Plugin set-ups and teardowns run one after the other, in the order the scheduler sent them. */
   #pluginChain: Promise<unknown> = Promise.resolve();
+  /** Log records on their way to the scheduler, sent once a second (CLUSTER_FORWARD_LOGS=0 turns it off). */
+  #logs = new LogForwarder({ role: "nanny" });
+  #logTimer: ReturnType<typeof setInterval> | null = null;
+  /** Welcomed once: from then on the link takes more than its handshake. */
+  #welcomed = false;
 
   private constructor(options: NannyOptions) {
     this.#options = options;
@@ -147,6 +153,10 @@ export class Nanny {
 
   async #start(): Promise<void> {
     const opts = this.#options;
+    if (process.env.CLUSTER_FORWARD_LOGS !== "0") {
+      this.#logs.attach();
+      this.#logTimer = setInterval(() => this.#forwardLogs(), 1000);
+    }
     this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-nanny-${this.name.replace(/[^\w.-]/g, "_")}`));
     await mkdir(this.localDirectory, { recursive: true });
     const app = new Hono();
@@ -231,6 +241,13 @@ export class Nanny {
     });
     this.#send(failed.length > 0 ? { op: "ready", failed } : { op: "ready" });
     if (this.#child) this.#send({ op: "worker", worker: this.name, restarts: this.restarts });
+    this.#welcomed = true;
+  }
+
+  /** Sends the queued log records while registered; else they wait (bounded) in the queue. */
+  #forwardLogs(): void {
+    if (!this.#welcomed || !this.#session.isOpen || this.#logs.size === 0) return;
+    this.#send({ op: "logs", records: this.#logs.take() });
   }
 
   #send(msg: NannyToScheduler): void {
@@ -447,6 +464,9 @@ export class Nanny {
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
       await this.#stopWorker();
       await this.plugins.closeAll((p) => p.teardown?.(this.api));
+      if (this.#logTimer) clearInterval(this.#logTimer);
+      this.#forwardLogs();
+      this.#logs.detach();
       this.#session.close("nanny closing");
       await this.#server?.stop();
       log.info(`Nanny "${this.name}" closed`);

@@ -1,6 +1,7 @@
 /**
  * The scheduler's Prometheus text for `GET /metrics`: tasks by state, transitions, workers,
- * plugin errors, event subscribers, and the numeric `stats()` of plugins that have one.
+ * plugin errors, event subscribers, per-worker CPU, memory and tasks (from heartbeats), and the
+ * numeric `stats()` of plugins that have one.
  *
  * @module
  */
@@ -8,6 +9,7 @@ import type { PluginManager } from "../plugins/manager.ts";
 import type { SchedulerPlugin } from "../plugins/types.ts";
 import type { EventLog } from "./events.ts";
 import type { SchedulerState } from "./state.ts";
+import type { WorkerMetrics } from "./worker-metrics.ts";
 import { formatLabels } from "../prometheus.ts";
 
 /** What the metrics are read from. */
@@ -17,6 +19,8 @@ export interface MetricsSources {
   events: EventLog;
   /** Keys relayed through the scheduler between workers. */
   relayedTotal: number;
+  /** What workers' heartbeats report. */
+  workerMetrics?: WorkerMetrics;
 }
 
 /**
@@ -27,7 +31,7 @@ export interface MetricsSources {
  * app.get("/metrics", (c) => c.text(metricsText({ state, plugins, events })));
  * ```
  */
-export function metricsText({ state, plugins, events, relayedTotal }: MetricsSources): string {
+export function metricsText({ state, plugins, events, relayedTotal, workerMetrics }: MetricsSources): string {
   const lines: string[] = [];
   const metric = (name: string, help: string, type: string, samples: Array<[string, number]>) => {
     lines.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
@@ -43,6 +47,14 @@ export function metricsText({ state, plugins, events, relayedTotal }: MetricsSou
   if (byPlugin.length > 0) metric("cluster_plugin_errors", "Plugin hook errors by plugin", "counter", byPlugin);
   metric("cluster_event_subscribers", "Event-stream subscribers", "gauge", [["", events.subscriberCount]]);
   metric("cluster_events_total", "Events logged", "counter", [["", events.lastSeq]]);
+  if (state.workers.size > 0) {
+    const ws = [...state.workers.values()];
+    const latest = ws.map((w) => [formatLabels({ worker: w.name }), workerMetrics?.latest(w.name)] as const);
+    metric("cluster_worker_cpu", "Worker process CPU, % of one core, at its last heartbeat", "gauge", latest.map(([l, s]) => [l, s?.cpu ?? 0]));
+    metric("cluster_worker_memory_bytes", "Worker process resident memory (RSS) at its last heartbeat", "gauge", latest.map(([l, s]) => [l, s?.rss ?? 0]));
+    metric("cluster_worker_executing", "Tasks executing on a worker at its last heartbeat", "gauge", latest.map(([l, s]) => [l, s?.executing ?? 0]));
+    metric("cluster_worker_held", "Task results a worker holds", "gauge", ws.map((w) => [formatLabels({ worker: w.name }), w.heldTasks.size]));
+  }
   for (const entry of plugins.entries) {
     const stats = (entry.plugin as { stats?: () => Record<string, number | boolean> }).stats?.();
     if (!stats) continue;

@@ -19,6 +19,7 @@ import { Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
 import type { PluginRollout } from "./rollout.ts";
+import type { LogStore } from "./logs.ts";
 
 /** How long the scheduler waits for a nanny's answer. */
 export const nannyTimeouts = {
@@ -34,6 +35,8 @@ export interface NannyLinkContext {
   readonly log: ComponentLogger;
   /** The nanny plugin specs a nanny gets in its welcome, and their statuses. */
   remotePlugins(): PluginRollout;
+  /** Where forwarded log records are kept. */
+  readonly logs: LogStore;
 }
 
 /** One connected nanny. */
@@ -175,6 +178,9 @@ export class NannyLinks {
         } catch (err) {
           ctx.log.warn(`Dropped an event from nanny "${nanny.name}": ${errorMessage(err)}`);
         }
+        break;
+      case "logs":
+        if (Array.isArray(msg.records)) ctx.logs.add("nanny", nanny.name, msg.records);
         break;
       case "plugin-error":
         ctx.plugins.reportError(`${nanny.name}/${msg.plugin}`, String(msg.hook), msg.error);

@@ -11,6 +11,9 @@ import type { PluginRole, SchedulerApi, SchedulerPlugin } from "../plugins/types
 import { version } from "../protocol.ts";
 import { BadRequestError, httpStatus, NotFoundError, NotReadyError, TaskFailedError } from "./errors.ts";
 import type { EventLog } from "./events.ts";
+import type { LogQuery, LogStore } from "./logs.ts";
+import type { LogRecord } from "../logs/record.ts";
+import { parseLevel } from "../logs/record.ts";
 import { validateGraph } from "./graph.ts";
 import type { Limits } from "../limits.ts";
 import type { NannyLinks } from "./nanny-link.ts";
@@ -37,6 +40,7 @@ export interface OperationsContext {
   readonly nannies: NannyLinks;
   readonly knownModules: ReadonlySet<string>;
   readonly limits: Limits;
+  readonly logs: LogStore;
   readonly address: string;
   /** Directory that relative plugin paths resolve against. */
   baseDir(): string;
@@ -176,6 +180,23 @@ export class Operations {
     return this.#ctx.restart();
   }
 
+  /** Forwarded log records (`GET /api/v1/logs`): a bad `since` or `level` is a BadRequestError. */
+  logs(query: { worker?: string; since?: string; level?: string }): LogRecord[] {
+    const q: LogQuery = {};
+    if (query.worker) q.worker = query.worker;
+    if (query.since !== undefined && query.since !== "") {
+      const since = Number(query.since);
+      if (!Number.isFinite(since)) throw new BadRequestError(`Invalid since "${query.since}"`);
+      q.since = since;
+    }
+    if (query.level !== undefined && query.level !== "") {
+      const level = parseLevel(query.level);
+      if (!level) throw new BadRequestError(`Invalid level "${query.level}": expected debug, info, warn or error`);
+      q.level = level;
+    }
+    return this.#ctx.logs.query(q);
+  }
+
   /** What `GET /api/v1/info` answers. */
   info(): Record<string, unknown> {
     const { state, workers, nannies, events } = this.#ctx;
@@ -199,6 +220,8 @@ export class Operations {
         pid: w.pid,
         rss: workers.conns.get(w.name)?.rss ?? 0,
         restarts: nannyByWorker.get(w.name)?.restarts ?? workers.conns.get(w.name)?.restarts ?? 0,
+        held: w.heldTasks.size,
+        ...workers.metrics.infoFields(w.name),
       })),
       nannies: [...nannies.conns.values()].map((n) => {
         const quarantine = this.#ctx.nannyQuarantine(n.name);
@@ -212,6 +235,7 @@ export class Operations {
       },
       clients: state.clients.size,
       events: { lastSeq: events.lastSeq, subscribers: events.subscriberCount },
+      logs: { lastSeq: this.#ctx.logs.lastSeq },
     };
   }
 }

@@ -25,6 +25,7 @@ export function apiRoutes(ops: Operations, httpClient: ClientState, limits: Limi
   const readBody = (c: Context) => readBodyOf(c, limits.maxBodyBytes);
   const api = new Hono();
   api.get("/info", (c) => c.json(ops.info()));
+  api.get("/logs", (c) => c.json(ops.logs({ worker: c.req.query("worker"), since: c.req.query("since"), level: c.req.query("level") })));
   api.post("/graph", async (c) => c.json(await ops.submitGraph(httpClient, await readBody(c)), 202));
   api.get("/tasks/:key{.+}", (c) => c.json(ops.task(c.req.param("key"))));
   api.delete("/tasks/:key{.+}", (c) => {

@@ -30,6 +30,7 @@ import { errorBody, httpStatus } from "./errors.ts";
 import { eventStreamSocket } from "./event-stream.ts";
 import { type ClusterEvent, EventLog } from "./events.ts";
 import { metricsText } from "./metrics.ts";
+import { LogStore, logTopicEvent } from "./logs.ts";
 import { NannyLinks } from "./nanny-link.ts";
 import { Operations, type PluginListing } from "./operations.ts";
 import { type Registration, RemotePlugins } from "./remote-plugins.ts";
@@ -81,6 +82,8 @@ export interface SchedulerOptions {
  */
 export class Scheduler {
   readonly state = new SchedulerState();
+  /** Log records forwarded by workers and nannies (`GET /api/v1/logs`). */
+  readonly logs = new LogStore();
   readonly events: EventLog;
   readonly limits: Limits;
   readonly plugins: PluginManager<SchedulerPlugin>;
@@ -125,6 +128,8 @@ export class Scheduler {
     this.#httpClient = this.state.addClient("http");
     this.#pluginsStarted = new Promise((r) => (this.#settlePluginsStarted = r));
     this.events.onEvent = (event) => {
+      // A plugin's or a task's `logEvent("log", …)` shows in the scheduler's own log too.
+      if (event.topic === "log") logTopicEvent(log, event);
       const hooks = this.#logEventHooks;
       for (let i = 0; i < hooks.length; i++) {
         try {
@@ -156,11 +161,12 @@ export class Scheduler {
     const apply = () => this.#apply();
     this.workers = new WorkerLinks({
       state, events, plugins, api, log, apply,
+      logs: this.logs,
       knownModules: this.#knownModules,
       remotePlugins: () => this.remotePlugins,
       afterFrame: () => this.#maybeCollectGarbage(),
     });
-    this.nannies = new NannyLinks({ events, plugins, log, remotePlugins: () => this.remotePlugins });
+    this.nannies = new NannyLinks({ events, plugins, log, logs: this.logs, remotePlugins: () => this.remotePlugins });
     this.remotePlugins = new RemotePlugins({
       state, events, log, apply,
       workers: this.workers,
@@ -171,6 +177,7 @@ export class Scheduler {
     const self = this as Scheduler;
     this.operations = new Operations({
       state, events, plugins, api, apply,
+      logs: this.logs,
       limits: this.limits,
       results: this.results,
       workers: this.workers,
@@ -474,7 +481,7 @@ export class Scheduler {
 
   /** Prometheus text for `GET /metrics`. */
   metrics(): string {
-    return metricsText({ state: this.state, plugins: this.plugins, events: this.events, relayedTotal: this.workers.relayedTotal });
+    return metricsText({ state: this.state, plugins: this.plugins, events: this.events, relayedTotal: this.workers.relayedTotal, workerMetrics: this.workers.metrics });
   }
 
   /** Closes gracefully: plugins' beforeClose and close run once, workers are told to close. */

@@ -19,6 +19,8 @@ import { type ReplyMessage, Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
 import type { PluginRollout } from "./rollout.ts";
+import type { LogStore } from "./logs.ts";
+import { WorkerMetrics } from "./worker-metrics.ts";
 import type { SchedulerState, WorkerState } from "./state.ts";
 
 /** How long the scheduler waits for a worker's answer. */
@@ -44,6 +46,8 @@ export interface WorkerLinkContext {
   apply(): void;
   /** Called after every frame a worker sent. */
   afterFrame(): void;
+  /** Where forwarded log records are kept. */
+  readonly logs: LogStore;
 }
 
 /** One connected worker. */
@@ -70,6 +74,8 @@ export class WorkerLinks {
   readonly conns = new Map<string, WorkerConn>();
   /** Keys workers asked the scheduler to relay (peers they could not reach): `cluster_relayed_total`. */
   relayedTotal = 0;
+  /** What heartbeats report (CPU, memory, tasks), with a short history per worker. */
+  readonly metrics = new WorkerMetrics();
   #ctx: WorkerLinkContext;
   #dirty = new Set<WorkerConn>();
   #flushScheduled = false;
@@ -203,6 +209,16 @@ export class WorkerLinks {
         break;
       case "heartbeat":
         if (typeof msg.rss === "number") conn.rss = msg.rss;
+        this.metrics.record(ws.name, {
+          time: Date.now() / 1000,
+          cpu: msg.cpu ?? 0,
+          rss: conn.rss,
+          executing: msg.executing ?? 0,
+          held: ws.heldTasks.size,
+        });
+        break;
+      case "logs":
+        if (Array.isArray(msg.records)) ctx.logs.add("worker", ws.name, msg.records);
         break;
       case "closing":
         conn.graceful = true;
@@ -315,6 +331,7 @@ export class WorkerLinks {
     if (this.conns.get(name) !== conn) return;
     this.conns.delete(name);
     this.#dirty.delete(conn);
+    this.metrics.delete(name);
     conn.requests.rejectAll(`worker "${name}" left`, { final: true });
     conn.settlePluginsReady();
     const wasRunning = conn.state.status === "running" || conn.state.status === "quarantined";

@@ -26,6 +26,9 @@ import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
+import { cpuMeter } from "./cpu.ts";
+import { TaskContextImpl } from "./task-context.ts";
+import { LogForwarder } from "../logs/forwarder.ts";
 import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from "./state.ts";
 
 /** Options of `cluster worker`. */
@@ -98,6 +101,9 @@ export class Worker {
   #stimuli = 0;
   #executors = new Map<string, Executor>();
   #heartbeat: ReturnType<typeof setInterval> | null = null;
+  /** Log records on their way to the scheduler (CLUSTER_FORWARD_LOGS=0 turns it off). */
+  #logs = new LogForwarder({ role: "worker" });
+  #cpu = cpuMeter();
   #closing: Promise<void> | null = null;
   #registered = false;
   /** Our requests to the scheduler (relay). */
@@ -158,6 +164,7 @@ export class Worker {
 
   async #start(): Promise<void> {
     const opts = this.#options;
+    if (process.env.CLUSTER_FORWARD_LOGS !== "0") this.#logs.attach();
     this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
     await mkdir(this.localDirectory, { recursive: true });
     // Data address (see lib/address.ts): without --host, the address this host reaches the scheduler from.
@@ -196,9 +203,14 @@ export class Worker {
       throw new PluginError(this.#pendingLocal[0].name ?? this.#pendingLocal[0].use, failures.join("; "));
     }
     await this.#session.connect(Math.max(1, connectDeadline - Date.now()));
-    this.#heartbeat = setInterval(() => {
-      this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, executing: this.state.executing, ready: this.state.readyCount });
-    }, 1000);
+    this.#heartbeat = setInterval(() => this.#beat(), 1000);
+  }
+
+  /** A heartbeat with CPU and memory, then the log records of the last second. */
+  #beat(): void {
+    this.#send({ op: "heartbeat", rss: process.memoryUsage().rss, cpu: this.#cpu(), executing: this.state.executing, ready: this.state.readyCount });
+    const records = this.#registered ? this.#logs.take() : [];
+    if (records.length > 0) this.#send({ op: "logs", records });
   }
 
   /** Loads a module whose exports become the task functions `MODULE.EXPORT`; returns MODULE. */
@@ -438,7 +450,8 @@ export class Worker {
       } else {
         const fn = this.#functions.get(task.fn);
         if (!fn) throw new Error(`Unknown task function "${task.fn}" on worker "${this.name}"`);
-        result = (fn as (...a: unknown[]) => unknown)(...args);
+        // `this` is the task's context (lib/worker/task-context.ts): logEvent and log.
+        result = (fn as (...a: unknown[]) => unknown).call(new TaskContextImpl(task.key, this.api), ...args);
       }
     } catch (err) {
       this.#failed(task.key, err, start);
@@ -558,6 +571,9 @@ export class Worker {
     }
     this.#flush();
     await this.plugins.closeAll((p) => p.teardown?.(this.api));
+    const records = this.#logs.take();
+    if (records.length > 0) this.#send({ op: "logs", records });
+    this.#logs.detach();
     this.#flush();
     for (const ex of this.#executors.values()) await ex.close().catch(() => {});
     this.#session.close("worker closing");
