@@ -7,6 +7,7 @@
  */
 import type { ReplyMessage } from "../rpc.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
+import type { Startstop } from "../plugins/types.ts";
 
 /** Where a dependency of a `compute` is: inline (`value`), at peers (`who`), or here (neither). */
 export interface DepInfo {
@@ -21,8 +22,8 @@ export interface DepInfo {
 export type WorkerToScheduler =
   | { op: "register"; name: string; nthreads: number; address: string; nanny: boolean; pid: number; modules: string[]; restarts: number; version: string }
   | { op: "ready" }
-  | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string }
-  | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string }
+  | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string; startstops?: Startstop[] }
+  | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string; startstops?: Startstop[] }
   | { op: "missing-data"; key: string; dep: string }
   | { op: "heartbeat"; rss: number; executing: number; ready: number }
   | { op: "relay"; id: number; keys: string[] }

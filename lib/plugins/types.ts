@@ -32,6 +32,16 @@ export type WorkerTaskStateName =
   | "flight"
   | "forgotten";
 
+/**
+ * One measured span of a task's life (Dask's `startstops`): `compute` on the worker that ran it,
+ * `transfer` for fetching its dependencies from peers. Unix seconds.
+ */
+export interface Startstop {
+  action: "compute" | "transfer";
+  start: number;
+  stop: number;
+}
+
 /** What a `transition` hook receives besides key, start and finish. */
 export interface TransitionInfo {
   stimulusId: string;
@@ -43,6 +53,8 @@ export interface TransitionInfo {
   exception?: string;
   /** The stack of the error (→erred / →error). */
   traceback?: string;
+  /** Compute and transfer spans of the attempt that finished (→memory, →erred; worker: →memory, →error). */
+  startstops?: Startstop[];
 }
 
 /** The full state of one task at the scheduler ("Accessing Full Task State" in Dask). */
@@ -60,6 +72,18 @@ export interface TaskStateView {
   readonly annotations: Record<string, unknown>;
   readonly priority: number;
   readonly retries: number;
+  /** Dask's `key_split`: the key without its index and hashes (`inc-3` → `inc`). */
+  readonly prefix: string;
+  /** Dask's task group name: the key without its last `-N` index (`x-y-3` → `x-y`). */
+  readonly group: string;
+  /** Ids of the clients that want this result. */
+  readonly whoWants: ReadonlySet<string>;
+  /** Keys of the workers that hold the result. */
+  readonly whoHas: ReadonlySet<string>;
+  /** Compute and transfer spans of the last finished attempt (empty before one finished). */
+  readonly startstops: readonly Startstop[];
+  /** Worker deaths while it ran (Dask's `suspicious`). */
+  readonly suspicious: number;
 }
 
 /** One worker as the scheduler sees it. */

@@ -16,7 +16,7 @@ import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
-import type { PluginRole, SchedulerApi, SchedulerPlugin, TaskStateView, TransitionInfo } from "../plugins/types.ts";
+import type { PluginRole, SchedulerApi, SchedulerPlugin, TransitionInfo } from "../plugins/types.ts";
 import { clusterToken, version } from "../protocol.ts";
 import { connectableHost, isWildcard } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
@@ -33,8 +33,9 @@ import { type Registration, RemotePlugins } from "./remote-plugins.ts";
 import { Results } from "./results.ts";
 import { apiRoutes } from "./routes.ts";
 import { type Limits, resolveLimits } from "../limits.ts";
-import { type ClientState, SchedulerState, type TaskState } from "./state.ts";
+import { type ClientState, SchedulerState } from "./state.ts";
 import { WorkerLinks } from "./worker-link.ts";
+import { TasksView } from "./task-view.ts";
 
 const log = createLogger("scheduler");
 
@@ -275,7 +276,7 @@ export class Scheduler {
             }
           }
         }
-        events.appendTransition(key, start, finish, stimulusId, extra?.worker);
+        events.appendTransition(key, start, finish, stimulusId, extra?.worker, extra?.startstops);
       }
       if (fx.finishedCount > 0 && this.results.waiting) this.results.wake(fx.finished, fx.finishedCount);
       for (let i = 0; i < fx.messageCount; i++) this.workers.send(fx.recipients[i], fx.messages[i]);
@@ -446,45 +447,5 @@ export class Scheduler {
     await this.#server?.stop();
     // Shipped plugin modules were written here for probing; nothing else uses the folder.
     if (this.#moduleDir) await rm(this.#moduleDir, { recursive: true, force: true }).catch(() => {});
-  }
-}
-
-/**
- * `scheduler.tasks` as plugins see it: the task table, plus the task whose transition hooks run
- * now — a task forgotten by the stimulus is still there (state `forgotten`) for the hooks of its
- * own transitions, as when hooks ran inside the transition.
- */
-class TasksView implements ReadonlyMap<string, TaskStateView> {
-  /** The task whose transition is being applied. */
-  current: TaskState | null = null;
-  #tasks: ReadonlyMap<string, TaskState>;
-  constructor(tasks: ReadonlyMap<string, TaskState>) {
-    this.#tasks = tasks;
-  }
-  get(key: string): TaskStateView | undefined {
-    const ts = this.#tasks.get(key);
-    if (ts !== undefined) return ts;
-    return this.current !== null && this.current.key === key ? this.current : undefined;
-  }
-  has(key: string): boolean {
-    return this.get(key) !== undefined;
-  }
-  get size(): number {
-    return this.#tasks.size;
-  }
-  forEach(fn: (value: TaskStateView, key: string, map: ReadonlyMap<string, TaskStateView>) => void): void {
-    for (const [key, ts] of this.#tasks) fn(ts, key, this);
-  }
-  entries(): MapIterator<[string, TaskStateView]> {
-    return this.#tasks.entries();
-  }
-  keys(): MapIterator<string> {
-    return this.#tasks.keys();
-  }
-  values(): MapIterator<TaskStateView> {
-    return this.#tasks.values();
-  }
-  [Symbol.iterator](): MapIterator<[string, TaskStateView]> {
-    return this.#tasks.entries();
   }
 }

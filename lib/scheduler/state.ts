@@ -11,6 +11,7 @@ import { Effects } from "./effects.ts";
 import { ConflictError } from "./errors.ts";
 import type { ValidGraph } from "./graph.ts";
 import { Placement } from "./placement.ts";
+import type { Startstop } from "../plugins/types.ts";
 import { allowedFailures, ClientState, TaskState, WorkerState } from "./task-state.ts";
 import { Transitions } from "./transitions.ts";
 
@@ -249,7 +250,7 @@ export class SchedulerState {
   /** A worker finished a task. */
   taskFinished(
     ws: WorkerState,
-    msg: { key: string; nbytes: number; value?: unknown; hasValue?: boolean; duration?: number },
+    msg: { key: string; nbytes: number; value?: unknown; hasValue?: boolean; duration?: number; startstops?: Startstop[] },
     stimulusId: string,
   ): Effects {
     const ts = this.tasks.get(msg.key);
@@ -265,6 +266,7 @@ export class SchedulerState {
       return this.effects;
     }
     ts.nbytes = msg.nbytes;
+    if (msg.startstops !== undefined) ts.startstops = msg.startstops;
     if (msg.hasValue) {
       ts.value = msg.value;
       ts.hasValue = true;
@@ -280,11 +282,12 @@ export class SchedulerState {
   /** A task threw on a worker; `retries` are honoured. */
   taskErred(
     ws: WorkerState,
-    msg: { key: string; exception: string; traceback: string; duration?: number },
+    msg: { key: string; exception: string; traceback: string; duration?: number; startstops?: Startstop[] },
     stimulusId: string,
   ): Effects {
     const ts = this.tasks.get(msg.key);
     if (!ts || ts.state !== "processing" || ts.processingOn !== ws) return this.effects;
+    if (msg.startstops !== undefined) ts.startstops = msg.startstops;
     const engine = this.#engine;
     if (ts.retries > 0) {
       // Retry in place: the dependencies stay in memory for the next attempt.

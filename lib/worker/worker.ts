@@ -426,22 +426,31 @@ export class Worker {
   }
 
   #succeeded(key: string, value: unknown, start: number): void {
-    const duration = (performance.now() - start) / 1000;
+    const end = performance.now();
+    const duration = (end - start) / 1000;
     const nbytes = sizeOf(value ?? null);
-    this.#stimulus({ op: "execute-success", key, value, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}` });
+    this.#stimulus({
+      op: "execute-success", key, value, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}`,
+      start: unixSeconds(start), stop: unixSeconds(end),
+    });
   }
 
   #failed(key: string, err: unknown, start: number): void {
-    const duration = (performance.now() - start) / 1000;
+    const end = performance.now();
+    const duration = (end - start) / 1000;
     const exception = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const traceback = err instanceof Error ? err.stack ?? "" : "";
-    this.#stimulus({ op: "execute-failure", key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}` });
+    this.#stimulus({
+      op: "execute-failure", key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}`,
+      start: unixSeconds(start), stop: unixSeconds(end),
+    });
   }
 
   // ---- data transfer -------------------------------------------------------------------------
 
   /** Fetches keys from their holder; what it lacks comes through the scheduler (relay). */
   async #gatherDep(who: string, keys: string[]): Promise<void> {
+    const start = performance.now();
     let data: Record<string, unknown> = {};
     if (who) {
       try {
@@ -459,7 +468,9 @@ export class Worker {
       else failed.push(key);
     }
     const stimulusId = `gather-dep-${++this.#stimuli}`;
-    if (results.size > 0) this.#stimulus({ op: "gather-dep-success", data: results, stimulusId });
+    if (results.size > 0) {
+      this.#stimulus({ op: "gather-dep-success", data: results, stimulusId, start: unixSeconds(start), stop: unixSeconds(performance.now()) });
+    }
     if (failed.length > 0) this.#stimulus({ op: "gather-dep-failure", keys: failed, stimulusId });
   }
 
@@ -541,6 +552,11 @@ export class Worker {
     this.#resolveClosed();
   }
 
+}
+
+/** A `performance.now()` reading as unix seconds (Dask's startstops are wall-clock times). */
+function unixSeconds(ms: number): number {
+  return (performance.timeOrigin + ms) / 1000;
 }
 
 /** Replaces `{"$ref": KEY}` inside a value by the dependency's result. */
