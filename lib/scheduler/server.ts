@@ -16,6 +16,7 @@ import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { preloadSpec } from "../plugins/preload.ts";
 import type { PluginRole, SchedulerApi, SchedulerPlugin, TransitionInfo } from "../plugins/types.ts";
 import { clusterToken, version } from "../protocol.ts";
 import { connectableHost, isWildcard } from "../address.ts";
@@ -47,8 +48,10 @@ export interface SchedulerOptions {
   port?: number;
   /** Plugins from plugins.toml, all roles; worker and nanny ones are sent to every worker/nanny. */
   plugins?: WirePluginSpec[];
-  /** Modules with `clusterSetup(scheduler, options)`. */
+  /** Modules (paths or http(s) URLs) with `clusterSetup(scheduler, options)`. */
   preload?: string[];
+  /** The `options` every preload's `clusterSetup` gets (`--preload-options`). */
+  preloadOptions?: Record<string, unknown>;
   /** Directory that relative plugin paths resolve against. */
   baseDir?: string;
   /** Transition events kept for replay. @default 20000 */
@@ -236,12 +239,10 @@ export class Scheduler {
     return app;
   }
 
-  async #preload(path: string): Promise<void> {
-    const loaded = await instantiatePlugin<SchedulerPlugin>(
-      { role: "scheduler", use: path, options: {} },
-      { baseDir: process.cwd(), moduleDir: this.#moduleDir, log: log.child("preload") },
-    );
-    await this.#addSchedulerPlugin({ ...loaded, use: path });
+  async #preload(value: string): Promise<void> {
+    const spec = await preloadSpec(value, "scheduler", this.#options.preloadOptions);
+    const loaded = await instantiatePlugin<SchedulerPlugin>(spec, { baseDir: process.cwd(), moduleDir: this.#moduleDir, log: log.child("preload") });
+    await this.#addSchedulerPlugin({ ...loaded, use: value });
   }
 
   // ---- effects -------------------------------------------------------------------------------

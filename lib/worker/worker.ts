@@ -16,6 +16,7 @@ import { pathToFileURL } from "node:url";
 import { errorMessage } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { preloadSpecs } from "../plugins/preload.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
@@ -41,7 +42,10 @@ export interface WorkerOptions {
   port?: number;
   /** The worker's own plugins (plugins.toml `[worker]`). */
   plugins?: WirePluginSpec[];
+  /** Modules (paths or http(s) URLs) with `clusterSetup(worker, options)`. */
   preload?: string[];
+  /** The `options` every preload's `clusterSetup` gets (`--preload-options`). */
+  preloadOptions?: Record<string, unknown>;
   /** Task modules (`--tasks`). */
   tasks?: string[];
   localDirectory?: string;
@@ -152,6 +156,8 @@ export class Worker {
 
   async #start(): Promise<void> {
     const opts = this.#options;
+    // URL preloads are fetched once, before anything listens: a failed fetch stops the start.
+    const preloads = await preloadSpecs(opts.preload ?? [], "worker", opts.preloadOptions);
     this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
     await mkdir(this.localDirectory, { recursive: true });
     // Data address (see lib/address.ts): without --host, the address this host reaches the scheduler from.
@@ -173,7 +179,7 @@ export class Worker {
       process.stdin.resume();
     }
     this.#pendingLocal = [...(opts.plugins ?? [])];
-    for (const path of opts.preload ?? []) this.#pendingLocal.push({ role: "worker", use: resolve(path), options: {} });
+    this.#pendingLocal.push(...preloads);
     // Local plugins are set up once, before the first registration; a failing one stops the start.
     for (const spec of this.#pendingLocal) {
       const error = await this.#addPlugin(spec, opts.baseDir ?? process.cwd());
