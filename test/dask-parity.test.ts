@@ -5,11 +5,11 @@
  * (`startstops`), the task state scheduler plugins read, and `retire_workers`.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { api, collectEvents, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+import { api, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
@@ -81,6 +81,79 @@ describe("URL preloads", () => {
       const r = await runCli(["scheduler", "--port", "0", "--preload-options", bad]);
       expect(r.code).toBe(2);
       expect(r.stderr).toContain(`Invalid value for "--preload-options"`);
+    }
+  });
+});
+
+/** Reads every kept event of a topic (replay), waiting briefly for the stream. */
+function replay(url: string, topic: string): Promise<any[]> {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=${topic}&since=0&batch=1`);
+    const events: any[] = [];
+    ws.onmessage = (e) => events.push(...JSON.parse(String(e.data)));
+    ws.onerror = () => reject(new Error("event stream failed"));
+    ws.onopen = () => setTimeout(() => {
+      ws.close();
+      resolve(events);
+    }, 200);
+  });
+}
+
+describe("module plugins with their own files and packages", () => {
+  test("a two-file worker plugin registered over the API reaches a worker that joins after its files are gone", async () => {
+    const dir = tempDir();
+    mkdirSync(join(dir, "lib"));
+    writeFileSync(join(dir, "lib", "helper.ts"), `export const greeting: string = "hello from a helper";\n`);
+    writeFileSync(join(dir, "more.ts"), `export const more = 42;\n`);
+    writeFileSync(
+      join(dir, "two-file.ts"),
+      `import type { WorkerApi } from "./types-only.ts";\nimport { greeting } from "./lib/helper.ts";\n` +
+        `export default {\n  name: "two-file",\n  async setup(worker: WorkerApi) {\n` +
+        `    const { more } = await import("./more.ts");\n    worker.logEvent("two-file", { greeting, more, worker: worker.name });\n  },\n};\n`,
+    );
+    const cluster = await startCluster({ workers: 0 });
+    try {
+      const r = await api(cluster.url, "/api/v1/plugins", { body: { role: "worker", use: join(dir, "two-file.ts") } });
+      expect(r.body).toMatchObject({ name: "two-file" });
+      expect(r.status).toBe(201);
+      rmSync(dir, { recursive: true, force: true });
+      await cluster.addWorker();
+      const events = await waitFor("the plugin's setup event", async () => {
+        const e = await replay(cluster.url, "two-file");
+        return e.length > 0 ? e : null;
+      });
+      expect(events[0]).toMatchObject({ greeting: "hello from a helper", more: 42 });
+    } finally {
+      await cluster.stop();
+    }
+  });
+
+  test("a worker plugin imports a package that package-install put on the worker (an npm-packed folder)", async () => {
+    const dir = tempDir();
+    const pkg = join(dir, "tiny-shout");
+    mkdirSync(pkg);
+    writeFileSync(join(pkg, "package.json"), JSON.stringify({ name: "tiny-shout", version: "1.0.0", type: "module", main: "index.js" }));
+    writeFileSync(join(pkg, "index.js"), `export function shout(s) { return s.toUpperCase() + "!"; }\n`);
+    const packed = await runCli(["pack", "--pack-destination", dir], { command: ["npm"], cwd: pkg });
+    expect(packed.code).toBe(0);
+    const tarball = join(dir, packed.stdout.trim().split("\n").pop()!);
+    writeFileSync(
+      join(dir, "uses-pkg.ts"),
+      `import { shout } from "tiny-shout";\nexport default { name: "uses-pkg", setup(worker: { logEvent(t: string, m: object): void }) { worker.logEvent("uses-pkg", { value: shout("hi") }); } };\n`,
+    );
+    const cluster = await startCluster({ workers: 1 });
+    try {
+      const install = await api(cluster.url, "/api/v1/plugins", { body: { role: "worker", use: "package-install", packages: [tarball], installer: "npm" } });
+      expect(install.status).toBe(201);
+      const r = await api(cluster.url, "/api/v1/plugins", { body: { role: "worker", use: join(dir, "uses-pkg.ts") } });
+      expect(r.status).toBe(201);
+      const events = await waitFor("the plugin's setup event", async () => {
+        const e = await replay(cluster.url, "uses-pkg");
+        return e.length > 0 ? e : null;
+      });
+      expect(events[0].value).toBe("HI!");
+    } finally {
+      await cluster.stop();
     }
   });
 });

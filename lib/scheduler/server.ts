@@ -15,7 +15,7 @@ import { errorMessage } from "../errors.ts";
 import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
-import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { instantiatePlugin, type WirePluginSpec, withSource } from "../plugins/load.ts";
 import { preloadSpec } from "../plugins/preload.ts";
 import type { PluginRole, SchedulerApi, SchedulerPlugin, TransitionInfo } from "../plugins/types.ts";
 import { clusterToken, version } from "../protocol.ts";
@@ -360,7 +360,8 @@ export class Scheduler {
   async registerPlugin(spec: WirePluginSpec): Promise<Registration> {
     const baseDir = this.#options.baseDir ?? process.cwd();
     if (spec.role === "scheduler") {
-      const loaded = await instantiatePlugin<SchedulerPlugin>(spec, {
+      // With the files it imports beside it, when it came as source (imports.ts).
+      const loaded = await instantiatePlugin<SchedulerPlugin>(await withSource(spec, baseDir), {
         baseDir,
         moduleDir: this.#moduleDir,
         log: log.child(`plugin:${spec.name ?? spec.use}`),

@@ -332,7 +332,8 @@ export class Worker {
     try {
       const loaded = await instantiatePlugin<WorkerPlugin>(spec, {
         baseDir,
-        moduleDir: join(this.localDirectory, "plugins"),
+        // Under packages/ (where package-install puts node_modules): a shipped module's bare imports resolve there.
+        moduleDir: join(this.localDirectory, "packages", "plugins"),
         log: log.child(`plugin:${spec.name ?? spec.use}`),
       });
       await this.plugins.add({ ...loaded, spec }, {
