@@ -157,3 +157,63 @@ describe("module plugins with their own files and packages", () => {
     }
   });
 });
+
+describe("retiring workers", () => {
+  test("POST /api/v1/workers/retire asks validWorkersDownscaling, moves held data off, closes the worker and its nanny, and the results stay available", async () => {
+    const dir = tempDir();
+    const out = join(dir, "downscaling.jsonl");
+    writeFileSync(join(dir, "protect.ts"), `import { appendFileSync } from "node:fs";
+export function clusterSetup(scheduler: unknown, options: { protect: string; out: string }) {
+  (scheduler as { addPlugin(p: object): Promise<void> }).addPlugin({
+    name: "protect",
+    validWorkersDownscaling(_s: unknown, workers: string[]) {
+      appendFileSync(options.out, JSON.stringify(workers) + "\\n");
+      return workers.filter((w) => w !== options.protect);
+    },
+  });
+}
+`);
+    writeFileSync(join(dir, "big.ts"), `export function make(n: number, tag: string): string { return tag + "x".repeat(n); }\n`);
+    const cluster = await startCluster({
+      workers: 0,
+      nanny: true,
+      schedulerArgs: ["--preload", join(dir, "protect.ts"), "--preload-options", JSON.stringify({ protect: "protected", out })],
+      workerArgs: ["--tasks", join(dir, "big.ts")],
+    });
+    try {
+      const leaving = await cluster.addWorker();
+      await cluster.addWorker();
+      const kept = await startProcess(["worker", cluster.url, "--nanny", "--name", "protected", "--tasks", join(dir, "big.ts")]);
+      const names = (await api(cluster.url, "/api/v1/info")).body.workers.map((w: { name: string }) => w.name) as string[];
+      expect(names).toContain("protected");
+      const nannies = (await api(cluster.url, "/api/v1/info")).body.nannies as Array<{ name: string; pid: number }>;
+      const target = names.find((n) => nannies.some((x) => x.name === n && x.pid === leaving.pid))!;
+      expect(target).toBeTruthy();
+      // Results of 100 kB (over the inline limit: only the worker holds them) pinned to the one to retire.
+      const keys = ["big-0", "big-1", "big-2"];
+      const graph = { tasks: keys.map((k) => ({ key: k, fn: "big.make", args: [100_000, k], annotations: { workers: [target] } })), keys };
+      expect((await api(cluster.url, "/api/v1/graph", { body: graph })).status).toBe(202);
+      for (const k of keys) expect((await api(cluster.url, `/api/v1/results/${k}?timeout=20`)).status).toBe(200);
+      expect((await api(cluster.url, "/api/v1/tasks/big-0")).body.whoHas).toEqual([target]);
+
+      const r = await api(cluster.url, "/api/v1/workers/retire", { body: { workers: [target, "protected", "no-such-worker"] } });
+      expect(r.status).toBe(200);
+      expect(r.body).toEqual({ retired: [target] });
+      expect(lines(out)).toEqual([[target, "protected"]]);
+      // Its nanny exits instead of restarting it.
+      expect(await leaving.exited).toBe(0);
+      const after = (await api(cluster.url, "/api/v1/info")).body;
+      expect(after.workers.map((w: { name: string }) => w.name)).not.toContain(target);
+      expect(after.workers.map((w: { name: string }) => w.name)).toContain("protected");
+      for (const k of keys) {
+        const res = await api(cluster.url, `/api/v1/results/${k}?timeout=5`);
+        expect(res.status).toBe(200);
+        expect(res.body.value.length).toBe(100_000 + k.length);
+        expect((await api(cluster.url, `/api/v1/tasks/${k}`)).body.whoHas).not.toContain(target);
+      }
+      await kept.stop();
+    } finally {
+      await cluster.stop();
+    }
+  });
+});

@@ -49,6 +49,8 @@ export type SchedulerToWorker =
   }
   | { op: "free"; keys: string[]; stimulusId: string }
   | { op: "get-data"; id: number; keys: string[] }
+  /** Fetch these results from their holders and keep them (data moved off a retiring worker); reply `{keys}` got. */
+  | { op: "acquire-data"; id: number; deps: DepInfo[] }
   | { op: "plugin-add"; id: number; spec: WirePluginSpec }
   | { op: "plugin-remove"; id: number; name: string }
   | { op: "close"; reason: string }

@@ -240,6 +240,12 @@ export class Nanny {
           this.#send({ op: "reply", id: msg.id });
         });
         break;
+      case "close":
+        // Retired: answer, then stop the worker for good and leave (the process exits).
+        log.info(`The scheduler retires this nanny's worker: ${msg.reason}`);
+        this.#send({ op: "reply", id: msg.id });
+        setTimeout(() => this.close(), 50);
+        break;
       case "restart-worker":
         this.restartWorker(String(msg.reason ?? "restart requested")).then(
           () => this.#send({ op: "reply", id: msg.id, pid: this.#child?.pid }),

@@ -189,7 +189,11 @@ export interface SchedulerPlugin extends PluginBase {
   removeClient?(scheduler: SchedulerApi, client: string): void | Promise<void>;
   /** Called synchronously for every event on every topic. */
   logEvent?(topic: string, msg: Record<string, unknown>): void;
-  validWorkersDownscaling?(scheduler: SchedulerApi, workers: string[]): string[];
+  /**
+   * Which of `workers` (names) may be retired now (`POST /api/v1/workers/retire`): return the
+   * list, narrowed; a worker left out is not retired.
+   */
+  validWorkersDownscaling?(scheduler: SchedulerApi, workers: string[]): string[] | Promise<string[]>;
 }
 
 /** What `updateGraph` receives. */

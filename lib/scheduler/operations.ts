@@ -39,6 +39,8 @@ export interface OperationsContext {
   unregisterPlugin(role: PluginRole, name: string): Promise<boolean>;
   listPlugins(): Record<PluginRole, Array<{ name: string; use: string }>>;
   restart(): Promise<{ workers: string[]; restarted: number }>;
+  /** Dask's `retire_workers` (retire.ts). */
+  retireWorkers(names: string[]): Promise<{ retired: string[] }>;
 }
 
 /** The operations, each as callable from HTTP and from the client socket. */
@@ -162,6 +164,12 @@ export class Operations {
   /** Dask's `client.restart()`. */
   restart(): Promise<{ workers: string[]; restarted: number }> {
     return this.#ctx.restart();
+  }
+
+  /** Dask's `retire_workers`: `{"workers": [names]}` → `{retired: [names]}`. */
+  async retireWorkers(body: unknown): Promise<{ retired: string[] }> {
+    const { retireRequest } = await import("./retire.ts");
+    return await this.#ctx.retireWorkers(retireRequest(body));
   }
 
   /** What `GET /api/v1/info` answers. */

@@ -37,6 +37,7 @@ import { type Limits, resolveLimits } from "../limits.ts";
 import { type ClientState, SchedulerState } from "./state.ts";
 import { WorkerLinks } from "./worker-link.ts";
 import { TasksView } from "./task-view.ts";
+import { retireWorkers } from "./retire.ts";
 
 const log = createLogger("scheduler");
 
@@ -179,6 +180,7 @@ export class Scheduler {
       unregisterPlugin: (role, name) => this.unregisterPlugin(role, name),
       listPlugins: () => this.listPlugins(),
       restart: () => this.restart(),
+      retireWorkers: (names) => retireWorkers({ state, workers: this.workers, nannies: this.nannies, plugins, api, events, log, apply }, names),
     });
   }
 

@@ -245,6 +245,34 @@ export class SchedulerState {
     return this.effects;
   }
 
+  /**
+   * A worker being retired (Dask's `closing_gracefully`): it is given no new task; what it runs
+   * finishes, and it still serves what it holds until it closes.
+   */
+  retireWorker(ws: WorkerState): void {
+    const idx = this.placement.running.indexOf(ws);
+    if (idx >= 0) this.placement.running.splice(idx, 1);
+  }
+
+  /** A copy of a result now held by `ws` as well (moved off a retiring worker); false if not in memory. */
+  addReplica(ws: WorkerState, key: string): boolean {
+    const ts = this.tasks.get(key);
+    if (!ts || ts.state !== "memory" || ts.whoHas.has(ws) || this.workers.get(ws.name) !== ws) return false;
+    ts.whoHas.add(ws);
+    ws.heldTasks.add(ts);
+    ws.nbytes += ts.nbytes;
+    return true;
+  }
+
+  /** The scheduler keeps a copy of a result itself (pulled off a retiring worker that had the only one). */
+  keepValue(key: string, value: unknown): boolean {
+    const ts = this.tasks.get(key);
+    if (!ts || ts.state !== "memory") return false;
+    ts.value = value;
+    ts.hasValue = true;
+    return true;
+  }
+
   // ---- tasks -------------------------------------------------------------------------------
 
   /** A worker finished a task. */

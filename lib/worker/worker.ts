@@ -19,7 +19,7 @@ import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { preloadSpecs } from "../plugins/preload.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
-import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
+import type { DepInfo, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
 import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
@@ -307,6 +307,9 @@ export class Worker {
       case "reply":
         this.#requests.settle(msg);
         break;
+      case "acquire-data":
+        this.#acquireData(msg.id, msg.deps);
+        break;
       case "plugin-add":
         this.#addPlugin(msg.spec, this.localDirectory).then((error) => {
           this.#send(error ? { op: "reply", id: msg.id, error } : { op: "reply", id: msg.id });
@@ -479,6 +482,36 @@ export class Worker {
       this.#stimulus({ op: "gather-dep-success", data: results, stimulusId, start: unixSeconds(start), stop: unixSeconds(performance.now()) });
     }
     if (failed.length > 0) this.#stimulus({ op: "gather-dep-failure", keys: failed, stimulusId });
+  }
+
+  /** Keeps results fetched from their holders (moved off a retiring worker); answers the keys got. */
+  async #acquireData(id: number, deps: DepInfo[]): Promise<void> {
+    const byHolder = new Map<string, string[]>();
+    for (const dep of deps) {
+      if (this.state.data.has(dep.key)) continue;
+      const who = dep.who?.[0] ?? "";
+      const list = byHolder.get(who);
+      if (list) list.push(dep.key);
+      else byHolder.set(who, [dep.key]);
+    }
+    const got = deps.filter((d) => this.state.data.has(d.key)).map((d) => d.key);
+    await Promise.all([...byHolder].map(async ([who, keys]) => {
+      let data: Record<string, unknown> = {};
+      try {
+        data = who ? await this.#fetchFromPeer(who, keys) : {};
+      } catch (err) {
+        log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
+      }
+      const missing = keys.filter((k) => !(k in data));
+      if (missing.length > 0) Object.assign(data, await this.#relay(missing));
+      for (const key of keys) {
+        if (!(key in data)) continue;
+        // Held like a result of its own: served to peers, freed when the scheduler says so.
+        this.state.data.set(key, data[key]);
+        got.push(key);
+      }
+    }));
+    this.#send({ op: "reply", id, keys: got });
   }
 
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
