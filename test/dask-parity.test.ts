@@ -9,7 +9,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
-import { api, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+import { api, collectEvents, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
@@ -212,6 +212,85 @@ export function clusterSetup(scheduler: unknown, options: { protect: string; out
         expect((await api(cluster.url, `/api/v1/tasks/${k}`)).body.whoHas).not.toContain(target);
       }
       await kept.stop();
+    } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe("transition spans and task state", () => {
+  test("transitions into memory and erred carry startstops (compute, and transfer of fetched dependencies) to events, GET /api/v1/tasks, scheduler and worker plugins, and scheduler.tasks has prefix, group and whoWants", async () => {
+    const dir = tempDir();
+    const schedOut = join(dir, "scheduler.jsonl");
+    const workerOut = join(dir, "worker.jsonl");
+    writeFileSync(join(dir, "big.ts"), `export function make(n: number, tag: string): string { return tag + "x".repeat(n); }
+export function size(s: string): number { return s.length; }
+`);
+    writeFileSync(join(dir, "sched.ts"), `import { appendFileSync } from "node:fs";
+let scheduler: any;
+export default {
+  name: "spans",
+  start(s: unknown) { scheduler = s; },
+  transition(key: string, start: string, finish: string, info: any) {
+    if (finish !== "memory" && finish !== "erred") return;
+    const ts = scheduler.tasks.get(key);
+    appendFileSync(${JSON.stringify(schedOut)}, JSON.stringify({ key, finish, info, prefix: ts.prefix, group: ts.group,
+      whoWants: [...ts.whoWants], startstops: ts.startstops, state: ts.state }) + "\\n");
+  },
+};
+`);
+    writeFileSync(join(dir, "wplug.ts"), `import { appendFileSync } from "node:fs";
+export default {
+  name: "wspans",
+  transition(key: string, start: string, finish: string, info: any) {
+    if (finish === "memory" || finish === "error") appendFileSync(${JSON.stringify(workerOut)}, JSON.stringify({ key, finish, info }) + "\\n");
+  },
+};
+`);
+    const cluster = await startCluster({ workers: 2, workerArgs: ["--tasks", join(dir, "big.ts")], schedulerArgs: ["--preload", join(dir, "sched.ts")] });
+    try {
+      expect((await api(cluster.url, "/api/v1/plugins", { body: { role: "worker", use: join(dir, "wplug.ts") } })).status).toBe(201);
+      const names = (await api(cluster.url, "/api/v1/info")).body.workers.map((w: { name: string }) => w.name) as string[];
+      const events = collectEvents(cluster.url, "topic=transition", (es) => es.filter((e) => e.finish === "memory" || e.finish === "erred").length >= 3);
+      await events.ready;
+      const graph = {
+        tasks: [
+          { key: "make-abcd1234-0", fn: "big.make", args: [100_000, "a"], annotations: { workers: [names[0]] } },
+          { key: "size-abcd1234-0", fn: "big.size", args: [{ $ref: "make-abcd1234-0" }], annotations: { workers: [names[1]] } },
+          { key: "bad-0", fn: "builtin.fail", args: ["boom"] },
+        ],
+        keys: ["size-abcd1234-0", "bad-0"],
+      };
+      expect((await api(cluster.url, "/api/v1/graph", { body: graph })).status).toBe(202);
+      const seen = (await events.done).filter((e) => e.finish === "memory" || e.finish === "erred");
+      const byKey = Object.fromEntries(seen.map((e) => [e.key, e]));
+      const actions = (e: any) => e.startstops.map((s: any) => s.action);
+      expect(actions(byKey["make-abcd1234-0"])).toEqual(["compute"]);
+      expect(actions(byKey["size-abcd1234-0"])).toEqual(["transfer", "compute"]);
+      expect(byKey["bad-0"]).toMatchObject({ finish: "erred" });
+      expect(typeof byKey["bad-0"].worker).toBe("string");
+      expect(actions(byKey["bad-0"])).toEqual(["compute"]);
+      const now = Date.now() / 1000;
+      for (const e of seen) {
+        for (const s of e.startstops) {
+          expect(s.start).toBeLessThanOrEqual(s.stop);
+          expect(Math.abs(now - s.stop)).toBeLessThan(60);
+        }
+      }
+      const task = (await api(cluster.url, "/api/v1/tasks/size-abcd1234-0")).body;
+      expect(task.startstops).toEqual(byKey["size-abcd1234-0"].startstops);
+      // Scheduler plugins: the same spans in info and in scheduler.tasks, with Dask's prefix and group.
+      const recs = lines(schedOut);
+      const size = recs.find((r) => r.key === "size-abcd1234-0")!;
+      expect(size.info.startstops).toEqual(task.startstops);
+      expect(size.startstops).toEqual(task.startstops);
+      expect(size).toMatchObject({ prefix: "size", group: "size-abcd1234", state: "memory", whoWants: ["http"] });
+      expect(recs.find((r) => r.key === "bad-0")).toMatchObject({ finish: "erred", prefix: "bad", group: "bad" });
+      // Worker plugins: →memory and →error with the spans of that worker.
+      await waitFor("worker plugin records", () => lines(workerOut).length >= 3);
+      const w = Object.fromEntries(lines(workerOut).map((r) => [r.key, r]));
+      expect(w["size-abcd1234-0"].info.startstops.map((s: any) => s.action)).toEqual(["transfer", "compute"]);
+      expect(w["bad-0"]).toMatchObject({ finish: "error", info: { startstops: [{ action: "compute" }] } });
     } finally {
       await cluster.stop();
     }
