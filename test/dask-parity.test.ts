@@ -9,9 +9,15 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { Client } from "../lib/client/mod.ts";
+import { setBuiltins } from "../lib/plugins/registry.ts";
+import { builtinPlugins } from "../plugins/mod.ts";
 import { api, collectEvents, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 afterAll(stopAll);
+
+// The client ships upload-directory's files from the built-in's declaration, handed in as the CLI does.
+setBuiltins(builtinPlugins);
 
 /** A module that records each clusterSetup call (role and options) in a file named by `options.out`. */
 const recordingPreload = `
@@ -292,6 +298,40 @@ export default {
       expect(w["size-abcd1234-0"].info.startstops.map((s: any) => s.action)).toEqual(["transfer", "compute"]);
       expect(w["bad-0"]).toMatchObject({ finish: "error", info: { startstops: [{ action: "compute" }] } });
     } finally {
+      await cluster.stop();
+    }
+  });
+});
+
+describe("upload-directory targets", () => {
+  test("several directories go side by side to the nannies, the scheduler, or both, each under its own name", async () => {
+    const dir = tempDir();
+    for (const name of ["one", "two", "three"]) {
+      mkdirSync(join(dir, name, "sub"), { recursive: true });
+      writeFileSync(join(dir, name, "sub", `${name}.txt`), `file of ${name}`);
+    }
+    writeFileSync(join(dir, "where.ts"), `export function clusterSetup(s: { localDirectory: string; logEvent(t: string, m: object): void }) { s.logEvent("where", { dir: s.localDirectory }); }\n`);
+    const nannyDir = join(dir, "nanny");
+    const cluster = await startCluster({ workers: 1, nanny: true, schedulerArgs: ["--preload", join(dir, "where.ts")], workerArgs: ["--local-directory", nannyDir] });
+    const client = await Client.connect(cluster.url);
+    try {
+      expect((await client.registerPlugin({ role: "nanny", use: "upload-directory", path: join(dir, "one"), target: "both" })).name).toBe("upload-directory-one");
+      expect((await client.registerPlugin({ role: "nanny", use: "upload-directory", path: join(dir, "two") })).name).toBe("upload-directory-two");
+      expect((await client.registerPlugin({ role: "nanny", use: "upload-directory", path: join(dir, "three"), target: "scheduler" })).name).toBe("upload-directory-three");
+      const plugins = (await api(cluster.url, "/api/v1/plugins")).body;
+      expect(plugins.nanny.map((p: { name: string }) => p.name)).toEqual(["upload-directory-one", "upload-directory-two"]);
+      expect(plugins.scheduler.map((p: { name: string }) => p.name)).toEqual(expect.arrayContaining(["upload-directory-one", "upload-directory-three"]));
+      expect(plugins.scheduler.map((p: { name: string }) => p.name)).not.toContain("upload-directory-two");
+      const schedulerDir = (await replay(cluster.url, "where"))[0].dir as string;
+      const onScheduler = (name: string) => existsSync(join(schedulerDir, name, "sub", `${name}.txt`));
+      const onNanny = (name: string) => existsSync(join(nannyDir, name, "sub", `${name}.txt`));
+      expect([onScheduler("one"), onScheduler("two"), onScheduler("three")]).toEqual([true, false, true]);
+      expect([onNanny("one"), onNanny("two"), onNanny("three")]).toEqual([true, true, false]);
+      expect(readFileSync(join(nannyDir, "two", "sub", "two.txt"), "utf8")).toBe("file of two");
+      const bad = await client.registerPlugin({ role: "nanny", use: "upload-directory", path: join(dir, "one"), target: "moon" }).catch((e) => e);
+      expect(String(bad)).toContain(`must be "workers", "scheduler" or "both"`);
+    } finally {
+      await client.close();
       await cluster.stop();
     }
   });

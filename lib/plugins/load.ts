@@ -92,7 +92,7 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
       const known = Object.keys(builtins()).sort();
       throw new ConfigError(`Unknown built-in plugin "${spec.use}" (known: ${known.length ? known.join(", ") : "none"})`);
     }
-    if (builtin.role !== spec.role) {
+    if (builtin.role !== spec.role && !(spec.role === "scheduler" && builtin.alsoAtScheduler)) {
       throw new ConfigError(`Plugin "${spec.use}" is a ${builtin.role} plugin, not a ${spec.role} plugin`);
     }
     const plugin = await made(spec, () => builtin.create(spec.options, ctx)) as P;

@@ -113,6 +113,8 @@ export interface SchedulerApi {
   readonly tasks: ReadonlyMap<string, TaskStateView>;
   readonly workers: ReadonlyMap<string, WorkerView>;
   readonly clients: ReadonlyMap<string, ClientView>;
+  /** The scheduler's own directory for files (upload-directory with `target` "scheduler" or "both"). */
+  readonly localDirectory: string;
   logEvent(topic: string, msg: Record<string, unknown>): void;
   /** An event's JSON text, made once however many plugins and subscribers need it. */
   eventJson(event: Record<string, unknown>): string;

@@ -38,6 +38,7 @@ import { type ClientState, SchedulerState } from "./state.ts";
 import { WorkerLinks } from "./worker-link.ts";
 import { TasksView } from "./task-view.ts";
 import { retireWorkers } from "./retire.ts";
+import { schedulerTarget } from "../plugins/target.ts";
 
 const log = createLogger("scheduler");
 
@@ -147,7 +148,7 @@ export class Scheduler {
         await this.#removeSchedulerPlugin(name);
       },
       log: log.child("plugin"),
-    }, this as Scheduler, ["address"]);
+    }, this as Scheduler, ["address", "localDirectory"]);
     const { state, events, plugins, api } = this;
     const apply = () => this.#apply();
     this.workers = new WorkerLinks({
@@ -361,6 +362,12 @@ export class Scheduler {
    */
   async registerPlugin(spec: WirePluginSpec): Promise<Registration> {
     const baseDir = this.#options.baseDir ?? process.cwd();
+    const target = schedulerTarget(spec);
+    if (target !== "workers") {
+      // Also (or only) here: the same built-in as a scheduler plugin (upload-directory's `target`).
+      const here = await this.registerPlugin({ ...spec, role: "scheduler", options: { ...spec.options, target: "workers" } });
+      if (target === "scheduler") return here;
+    }
     if (spec.role === "scheduler") {
       // With the files it imports beside it, when it came as source (imports.ts).
       const loaded = await instantiatePlugin<SchedulerPlugin>(await withSource(spec, baseDir), {
@@ -378,6 +385,11 @@ export class Scheduler {
   async unregisterPlugin(role: PluginRole, name: string): Promise<boolean> {
     if (role === "scheduler") return await this.#removeSchedulerPlugin(name);
     return await this.remotePlugins.unregister(role, name);
+  }
+
+  /** The scheduler's directory for files plugins put here (removed at close). */
+  get localDirectory(): string {
+    return this.#moduleDir;
   }
 
   /** What `GET /api/v1/plugins` answers. */
