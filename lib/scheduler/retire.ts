@@ -71,7 +71,7 @@ async function until(check: () => boolean, timeoutMs: number): Promise<boolean> 
  * ```
  */
 export async function retireWorkers(ctx: RetireContext, names: string[]): Promise<{ retired: string[] }> {
-  const { state, workers, log } = ctx;
+  const { state, log } = ctx;
   let chosen = names.filter((n) => state.workers.has(n));
   // Each plugin in turn may narrow the list (Dask's valid_workers_downscaling).
   for (const entry of ctx.plugins.withHook("validWorkersDownscaling")) {
