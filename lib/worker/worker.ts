@@ -28,6 +28,9 @@ import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
 import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from "./state.ts";
+import { resolveRefs, unixSeconds } from "./values.ts";
+
+export { resolveRefs };
 
 /** Options of `cluster worker`. */
 export interface WorkerOptions {
@@ -592,28 +595,4 @@ export class Worker {
     this.#resolveClosed();
   }
 
-}
-
-/** A `performance.now()` reading as unix seconds (Dask's startstops are wall-clock times). */
-function unixSeconds(ms: number): number {
-  return (performance.timeOrigin + ms) / 1000;
-}
-
-/** Replaces `{"$ref": KEY}` inside a value by the dependency's result. */
-export function resolveRefs(value: unknown, deps: Map<string, unknown>): unknown {
-  if (value === null || typeof value !== "object") return value;
-  if (Array.isArray(value)) {
-    const out = new Array(value.length);
-    for (let i = 0; i < value.length; i++) out[i] = resolveRefs(value[i], deps);
-    return out;
-  }
-  if (value instanceof Uint8Array) return value;
-  const ref = (value as { $ref?: unknown }).$ref;
-  if (typeof ref === "string") {
-    if (!deps.has(ref)) throw new Error(`Missing dependency "${ref}"`);
-    return deps.get(ref);
-  }
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = resolveRefs(v, deps);
-  return out;
 }
