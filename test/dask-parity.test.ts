@@ -7,6 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
@@ -80,6 +81,29 @@ describe("URL preloads", () => {
     expect(r.stderr.trim().split("\n").filter((l) => l.startsWith("cluster:"))).toEqual([
       `cluster: Cannot fetch preload "${base}/missing.ts": HTTP 404 Not Found`,
     ]);
+  });
+
+  test("an https preload is fetched trusting --tls-ca, and refused without it", async () => {
+    const dir = tempDir();
+    const certs = join(dir, "certs");
+    expect((await runCli(["tls", "init", certs])).code).toBe(0);
+    const https = createHttpsServer({ cert: readFileSync(join(certs, "scheduler.pem")), key: readFileSync(join(certs, "scheduler-key.pem")) }, (_req, res) => {
+      res.writeHead(200, { "content-type": "text/typescript" });
+      res.end(recordingPreload);
+    });
+    await new Promise<void>((r) => https.listen(0, "127.0.0.1", r));
+    const url = `https://127.0.0.1:${(https.address() as AddressInfo).port}/setup.ts`;
+    const out = join(dir, "setup.jsonl");
+    try {
+      const scheduler = await startProcess(["scheduler", "--port", "0", "--preload", url, "--preload-options", JSON.stringify({ out }), "--tls-ca", join(certs, "ca.pem")]);
+      expect(lines(out).map((c) => c.role)).toEqual(["scheduler"]);
+      await scheduler.stop();
+      const untrusted = await runCli(["scheduler", "--port", "0", "--preload", url]);
+      expect(untrusted.code).toBe(1);
+      expect(untrusted.stderr).toContain(`Cannot fetch preload "${url}"`);
+    } finally {
+      await new Promise<void>((r) => https.close(() => r()));
+    }
   });
 
   test("--preload-options that is not a JSON object is a usage error naming the flag, exit code 2", async () => {
