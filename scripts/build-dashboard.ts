@@ -44,9 +44,16 @@ function minifyHtml(html: string): string {
   return html.replace(/>\s+</g, "><").replace(/\s+/g, " ").trim();
 }
 
+/** The part of Bun's API this script uses (it runs under Bun only; `deno check` sees this type). */
+interface BunBuild {
+  build(options: Record<string, unknown>): Promise<{ success: boolean; logs: unknown[]; outputs: Array<{ text(): Promise<string> }> }>;
+}
+
 /** Builds the text of lib/dashboard/_assets.ts (needs Bun: `Bun.build`). */
 export async function buildAssets(): Promise<string> {
-  const result = await Bun.build({
+  const bun = (globalThis as unknown as { Bun?: BunBuild }).Bun;
+  if (!bun) throw new Error("The dashboard is bundled with Bun: run `npx bun scripts/build-dashboard.ts`");
+  const result = await bun.build({
     entrypoints: [join(uiDir, "main.ts")],
     target: "browser",
     format: "iife",

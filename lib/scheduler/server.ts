@@ -324,7 +324,8 @@ export class Scheduler {
         },
       });
     } catch (err) {
-      log.error(`Registration of the scheduler plugin "${entry.name}" failed: ${errorMessage(err)}`);
+      // At start-up the failure is the process's one-line fatal error: not logged twice.
+      if (this.address !== "" && this.#heartbeatTimer !== null) log.error(`Registration of the scheduler plugin "${entry.name}" failed: ${errorMessage(err)}`);
       throw err;
     } finally {
       // Also after a failed start: a plugin it was to replace is gone.
