@@ -56,6 +56,21 @@ export function collect(rawArgs: string[], name: string): string[] {
   return out;
 }
 
+/** Parses a flag holding a JSON object (`--preload-options`); anything else is a UsageError naming the flag. */
+export function jsonObjectFlag(value: unknown, name: string): Record<string, unknown> | undefined {
+  if (value === undefined || value === "") return undefined;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(String(value));
+  } catch (err) {
+    throw new UsageError(`Invalid value for "--${name}": ${(err as Error).message} (expected a JSON object)`);
+  }
+  if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+    throw new UsageError(`Invalid value for "--${name}": expected a JSON object, got ${Array.isArray(parsed) ? "an array" : JSON.stringify(parsed)}`);
+  }
+  return parsed as Record<string, unknown>;
+}
+
 /**
  * Parses an integer flag, or throws a UsageError naming it (and the environment variable it came
  * from) and the range. A flag named `port` or `…-port` is a TCP port: at most 65535.

@@ -6,9 +6,10 @@
 import { defineCommand } from "citty";
 import { dirname, resolve } from "node:path";
 import { Scheduler } from "../lib/scheduler/server.ts";
-import { checkFlags, collect, commonArgs, intFlag, onShutdown } from "./_args.ts";
+import { checkFlags, collect, commonArgs, intFlag, jsonObjectFlag, onShutdown } from "./_args.ts";
 import { authArgs, schedulerAuth } from "./_auth.ts";
 import { createLogger } from "../lib/log.ts";
+import { isPreloadUrl } from "../lib/plugins/preload.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 
@@ -16,7 +17,8 @@ const args = {
   host: { type: "string", description: "Address to listen on", default: "127.0.0.1" },
   port: { type: "string", description: "Port (0 takes a free one)", default: "8786" },
   plugins: { type: "string", description: "plugins.toml to apply" },
-  preload: { type: "string", description: "Module with clusterSetup(scheduler, options); repeatable" },
+  preload: { type: "string", description: "Module (path or http(s) URL) with clusterSetup(scheduler, options); repeatable" },
+  "preload-options": { type: "string", description: "JSON object passed as options to every preload's clusterSetup" },
   "events-kept": { type: "string", description: "Events kept for replay", default: "20000" },
   "worker-ttl": { type: "string", description: "Seconds without a heartbeat before a worker is removed (Dask's worker-ttl)", default: "15" },
   ...commonArgs,
@@ -32,12 +34,14 @@ export const schedulerCommand = defineCommand({
     checkFlags(rawArgs, args);
     const port = intFlag(a.port, "port", { fallback: 8786 });
     const auth = schedulerAuth(a, rawArgs, { host: a.host, log: createLogger("scheduler") });
+    const preloadOptions = jsonObjectFlag(a["preload-options"], "preload-options");
     const plugins = await pluginSpecsFromFile(a.plugins);
     const scheduler = await Scheduler.start({
       host: a.host,
       port,
       plugins,
-      preload: collect(rawArgs, "preload").map((p) => resolve(p)),
+      preload: collect(rawArgs, "preload").map((p) => isPreloadUrl(p) ? p : resolve(p)),
+      preloadOptions,
       baseDir: a.plugins ? dirname(resolve(a.plugins)) : process.cwd(),
       eventsKept: intFlag(a["events-kept"], "events-kept", { fallback: 20_000, min: 10_000 }),
       heartbeatTimeoutMs: intFlag(a["worker-ttl"], "worker-ttl", { fallback: 15, min: 2 }) * 1000,

@@ -7,7 +7,8 @@
 import { defineCommand } from "citty";
 import { dirname, resolve } from "node:path";
 import { Worker } from "../lib/worker/worker.ts";
-import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, onShutdown, schedulerUrl, UsageError } from "./_args.ts";
+import { applyTokenFile, checkFlags, collect, commonArgs, intFlag, jsonObjectFlag, onShutdown, schedulerUrl, UsageError } from "./_args.ts";
+import { isPreloadUrl } from "../lib/plugins/preload.ts";
 import { pluginSpecsFromFile } from "./_plugins.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { parseMemoryLimit } from "../lib/nanny/memory.ts";
@@ -21,7 +22,9 @@ const args = {
   host: { type: "string", description: "Address of the worker's data endpoint (default: the one this host reaches the scheduler from)" },
   port: { type: "string", description: "Port of the worker's data endpoint (0: free)", default: "0" },
   plugins: { type: "string", description: "plugins.toml: applies its [worker] (and [nanny]) section" },
-  preload: { type: "string", description: "Module with clusterSetup(worker, options); repeatable" },
+  preload: { type: "string", description: "Module (path or http(s) URL) with clusterSetup(worker, options); repeatable" },
+  "preload-options": { type: "string", description: "JSON object passed as options to every preload's clusterSetup" },
+  "preload-nanny": { type: "string", description: "Module (path or URL) with clusterSetup(nanny, options), run in the nanny; repeatable" },
   tasks: { type: "string", description: "Task module whose exports become MODULE.EXPORT; repeatable" },
   "memory-limit": { type: "string", description: "Restart the worker past this RSS (nanny): 2GiB, 500MB, 0.5" },
   "local-directory": { type: "string", description: "Directory for files, packages and plugins" },
@@ -46,7 +49,8 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
     nthreads,
     host: a.host === undefined ? undefined : String(a.host),
     port,
-    preload: collect(rawArgs, "preload").map((p) => resolve(p)),
+    preload: collect(rawArgs, "preload").map((p) => isPreloadUrl(p) ? p : resolve(p)),
+    preloadOptions: jsonObjectFlag(a["preload-options"], "preload-options"),
     tasks: collect(rawArgs, "tasks").map((p) => resolve(p)),
     localDirectory: a["local-directory"] ? resolve(String(a["local-directory"])) : undefined,
     contactAddress: a["contact-address"] === undefined ? undefined : String(a["contact-address"]),
@@ -61,6 +65,7 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
       memoryLimit,
       pluginsFile: plugins ? resolve(plugins) : undefined,
       nannyPlugins: await pluginSpecsFromFile(plugins, ["nanny"]),
+      preloadNanny: collect(rawArgs, "preload-nanny").map((p) => isPreloadUrl(p) ? p : resolve(p)),
       workerArgs: rawArgs,
     });
     onShutdown(() => nanny.close());
@@ -68,6 +73,7 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
     await nanny.closed;
     process.exit(0);
   }
+  if (collect(rawArgs, "preload-nanny").length > 0) throw new UsageError(`"--preload-nanny" needs --nanny (it runs in the nanny)`);
   if (memoryLimit !== undefined && !process.env.CLUSTER_NANNY) {
     throw new UsageError("--memory-limit needs --nanny (the nanny watches the worker's memory)");
   }

@@ -11,13 +11,18 @@
  * modules, so the plugin asks for a restart when `restartWorkers` or `updatePath` is set; a
  * nanny that receives the plugin before its first worker starts needs none.
  *
+ * `target` says where the directory goes: `"workers"` (every nanny, the default), `"scheduler"`
+ * (the scheduler's `localDirectory`, for its plugins), or `"both"`. Each directory registers as
+ * `upload-directory-NAME` (Dask's name), so several live side by side.
+ *
  * @module
  */
 import { mkdir, writeFile } from "node:fs/promises";
 import { basename, dirname, resolve } from "node:path";
 import { resolveInside, safeRelativePath } from "../lib/safe-path.ts";
 import type { CheckedOptionSpec } from "../lib/plugins/options.ts";
-import type { Logger, NannyApi, NannyPlugin, PluginContext } from "../lib/plugins/types.ts";
+import type { Logger, NannyApi, NannyPlugin, PluginContext, SchedulerApi, SchedulerPlugin } from "../lib/plugins/types.ts";
+import { type PluginTarget, pluginTargets } from "../lib/plugins/target.ts";
 import type { BuiltinPlugin } from "../lib/plugins/registry.ts";
 
 /** Options of the `upload-directory` plugin. */
@@ -30,6 +35,8 @@ export interface UploadDirectoryOptions {
   updatePath?: boolean;
   /** Patterns (`*`, `**`, `?`) of paths inside the directory to leave out; applied by the registrant. @default [] */
   skip?: string[];
+  /** Where it goes: every nanny, the scheduler, or both. @default "workers" */
+  target?: PluginTarget;
 }
 
 /** The check for every file name sent with the registration (lib/safe-path.ts). */
@@ -45,7 +52,7 @@ export { safeRelativePath };
  * ```
  */
 export class UploadDirectoryPlugin implements NannyPlugin {
-  name = "upload-directory";
+  name: string;
   /** Whether the worker restarts after setup (`restartWorkers` or `updatePath`). */
   readonly restart: boolean;
   /** The directory's name on the nannies. */
@@ -62,6 +69,7 @@ export class UploadDirectoryPlugin implements NannyPlugin {
     if (this.dirName === "" || this.dirName === "." || this.dirName === "..") {
       throw new RangeError(`Invalid option "path" of plugin "upload-directory": "${options.path}" does not name a directory`);
     }
+    this.name = `upload-directory-${this.dirName}`;
     this.updatePath = options.updatePath === true;
     this.restart = options.restartWorkers === true || this.updatePath;
     // Check every name now, so a bad registration fails at the scheduler's probe already.
@@ -74,14 +82,20 @@ export class UploadDirectoryPlugin implements NannyPlugin {
     return this.#files.map(([name]) => name);
   }
 
-  async setup(nanny: NannyApi): Promise<void> {
-    const dir = resolve(nanny.localDirectory, this.dirName);
+  /** Writes the files under `base`/NAME; returns that directory. */
+  async write(base: string): Promise<string> {
+    const dir = resolve(base, this.dirName);
     await mkdir(dir, { recursive: true });
     for (const [name, bytes] of this.#files) {
       const target = resolveInside(dir, name);
       await mkdir(dirname(target), { recursive: true });
       await writeFile(target, bytes);
     }
+    return dir;
+  }
+
+  async setup(nanny: NannyApi): Promise<void> {
+    const dir = await this.write(nanny.localDirectory);
     this.#dir = dir;
     if (this.updatePath && !nanny.taskPaths.includes(dir)) nanny.taskPaths.push(dir);
   }
@@ -94,6 +108,19 @@ export class UploadDirectoryPlugin implements NannyPlugin {
   }
 }
 
+/** The same directory at the scheduler (`target` "scheduler" or "both"): under its `localDirectory`. */
+export class SchedulerUploadDirectoryPlugin implements SchedulerPlugin {
+  readonly name: string;
+  #upload: UploadDirectoryPlugin;
+  constructor(upload: UploadDirectoryPlugin) {
+    this.#upload = upload;
+    this.name = upload.name;
+  }
+  async start(scheduler: SchedulerApi): Promise<void> {
+    await this.#upload.write(scheduler.localDirectory);
+  }
+}
+
 function warnEmpty(log: Logger | undefined, path: string): void {
   log?.warn(`No files were sent for "${path}": the registrant reads the directory (client, CLI or "files" in the request)`);
 }
@@ -103,6 +130,12 @@ const options: Record<string, CheckedOptionSpec> = {
   restartWorkers: { type: "boolean", default: false, description: "restart running workers once the files are in place" },
   updatePath: { type: "boolean", default: false, description: "load its top-level modules as task modules (restarts workers)" },
   skip: { type: "string[]", default: [], description: "patterns of paths inside the directory to leave out" },
+  target: {
+    type: "string",
+    default: "workers",
+    check: (v) => (pluginTargets.includes(v as PluginTarget) ? undefined : 'must be "workers", "scheduler" or "both"'),
+    description: "where the directory goes: every nanny, the scheduler, or both",
+  },
 };
 
 /** The `upload-directory` entry of `builtinPlugins`. */
@@ -111,5 +144,10 @@ export const uploadDirectory: BuiltinPlugin = {
   description: "sends a directory to every nanny's local directory",
   options,
   ships: [{ option: "path", kind: "directory", skipOption: "skip" }],
-  create: (opts, context) => new UploadDirectoryPlugin(opts as unknown as UploadDirectoryOptions, context),
+  alsoAtScheduler: true,
+  pluginName: (o) => `upload-directory-${basename(String(o.path ?? "").replace(/[\\/]+$/, ""))}`,
+  create: (opts, context) => {
+    const upload = new UploadDirectoryPlugin(opts as unknown as UploadDirectoryOptions, context);
+    return context.role === "scheduler" ? new SchedulerUploadDirectoryPlugin(upload) : upload;
+  },
 };

@@ -210,7 +210,7 @@ describe("nanny plugins", () => {
       updatePath: true,
       skip: ["secret.*", "cache"],
     });
-    expect(out.name).toBe("upload-directory");
+    expect(out.name).toBe("upload-directory-nanny-dir");
     const after = await workerPids();
     for (const [name, pid] of before) expect(after.get(name)).not.toBe(pid);
     for (const [name, { localDirectory }] of nannies) {

@@ -172,10 +172,24 @@ describe("effects of a stimulus", () => {
     submit({ tasks: [{ key: "a", fn: "builtin.fail", args: ["x"] }, { key: "b", fn: "builtin.inc", args: [{ $ref: "a" }] }], keys: ["b"] });
     const fx = state.taskErred(w, { key: "a", exception: "Error: x", traceback: "tb" }, "err-a");
     expect(fx.transitionList()).toEqual([
-      { key: "a", start: "processing", finish: "erred", stimulusId: "err-a", exception: "Error: x", traceback: "tb" },
+      { key: "a", start: "processing", finish: "erred", stimulusId: "err-a", exception: "Error: x", traceback: "tb", worker: "a" },
       { key: "b", start: "waiting", finish: "erred", stimulusId: "err-a", exception: "Error: x", traceback: "tb" },
     ]);
     expect(fx.finishedKeys()).toEqual(["a", "b"]);
+  });
+
+  test("the worker's measured spans ride on →memory and →erred, with the worker where it failed", () => {
+    const { state, submit, worker } = setup();
+    const w = worker("a");
+    submit({ tasks: [{ key: "ok", fn: "builtin.inc", args: [1] }, { key: "bad", fn: "builtin.fail", args: ["x"] }], keys: ["ok", "bad"] });
+    state.effects.clear();
+    const spans = [{ action: "compute" as const, start: 10, stop: 11 }];
+    const done = state.taskFinished(w, { key: "ok", nbytes: 8, startstops: spans }, "done-ok").transitionList();
+    expect(done.find((t) => t.finish === "memory")).toMatchObject({ key: "ok", worker: "a", startstops: spans });
+    state.effects.clear();
+    const erred = state.taskErred(w, { key: "bad", exception: "Error: x", traceback: "", startstops: spans }, "err-bad").transitionList();
+    expect(erred.find((t) => t.finish === "erred")).toMatchObject({ key: "bad", worker: "a", startstops: spans });
+    expect(state.tasks.get("ok")!.toJSON().startstops).toEqual(spans);
   });
 
   test("effects of several stimuli are appended in order until cleared", () => {

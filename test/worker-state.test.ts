@@ -299,6 +299,20 @@ describe("transitions for plugins", () => {
     expect(all.find((i) => i.op === "transition" && i.key === "z" && i.finish === "memory")).toMatchObject({ info: { nbytes: 8 } });
   });
 
+  test("a computed task reports its dependency transfer and its compute as startstops, in done and to plugins", () => {
+    const state = new WorkerState();
+    state.recordTransitions = true;
+    state.handleStimulus(compute("z", { deps: [{ key: "a", who: ["http://w1"], nbytes: 8 }] }));
+    state.handleStimulus({ op: "gather-dep-success", data: new Map([["a", 1]]), stimulusId: "g", start: 100, stop: 100.5 });
+    const out = state.handleStimulus({ ...success("z", 2, 8), start: 101, stop: 102 } as Stimulus);
+    const spans = [{ action: "transfer", start: 100, stop: 100.5 }, { action: "compute", start: 101, stop: 102 }];
+    expect(out.find((i) => i.op === "transition" && i.finish === "memory")).toMatchObject({ info: { startstops: spans } });
+    expect(out.find((i) => i.op === "send")).toMatchObject({ msg: { op: "done", key: "z", startstops: spans } });
+    state.handleStimulus(compute("bad"));
+    const failed = state.handleStimulus({ op: "execute-failure", key: "bad", exception: "E", traceback: "", duration: 1, stimulusId: "f", start: 5, stop: 6 });
+    expect(failed.find((i) => i.op === "send")).toMatchObject({ msg: { op: "erred", startstops: [{ action: "compute", start: 5, stop: 6 }] } });
+  });
+
   test("a transition comes before the message it leads to", () => {
     const state = new WorkerState();
     state.recordTransitions = true;

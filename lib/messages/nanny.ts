@@ -24,7 +24,9 @@ export type SchedulerToNanny =
   | { op: "welcome"; plugins: WirePluginSpec[]; version: string }
   | { op: "plugin-add"; id: number; spec: WirePluginSpec }
   | { op: "plugin-remove"; id: number; name: string }
-  | { op: "restart-worker"; id: number; reason: string };
+  | { op: "restart-worker"; id: number; reason: string }
+  /** Close the worker and the nanny for good (retirement): no restart. Answered before closing. */
+  | { op: "close"; id: number; reason: string };
 
 export type NannyToSchedulerOp = NannyToScheduler["op"];
 export type SchedulerToNannyOp = SchedulerToNanny["op"];

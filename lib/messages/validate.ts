@@ -14,7 +14,7 @@
 export type Link = "worker" | "nanny" | "client";
 
 /** A field's expected type; a trailing `?` makes it optional (absent or `undefined`). */
-type FieldType = "string" | "number" | "boolean" | "string[]" | "string|null";
+type FieldType = "string" | "number" | "boolean" | "string[]" | "string|null" | "startstops";
 type Fields = Record<string, FieldType | `${FieldType}?`>;
 
 const pluginError: Fields = { plugin: "string", hook: "string", error: "string?" };
@@ -33,8 +33,8 @@ const schemas: Record<Link, Record<string, Fields>> = {
       version: "string?",
     },
     ready: {},
-    done: { key: "string", nbytes: "number?", duration: "number?", hasValue: "boolean?", stimulusId: "string?" },
-    erred: { key: "string", exception: "string?", traceback: "string?", duration: "number?", stimulusId: "string?" },
+    done: { key: "string", nbytes: "number?", duration: "number?", hasValue: "boolean?", stimulusId: "string?", startstops: "startstops?" },
+    erred: { key: "string", exception: "string?", traceback: "string?", duration: "number?", stimulusId: "string?", startstops: "startstops?" },
     "missing-data": { key: "string", dep: "string" },
     heartbeat: { rss: "number?", cpu: "number?", executing: "number?", ready: "number?" },
     logs: {},
@@ -79,6 +79,11 @@ function matches(value: unknown, type: FieldType): boolean {
       return value === null || typeof value === "string";
     case "string[]":
       return Array.isArray(value) && value.every((item) => typeof item === "string");
+    case "startstops":
+      // Passed on to events and plugins as they are: each must be {action, start, stop}.
+      return Array.isArray(value) && value.every((s) =>
+        s !== null && typeof s === "object" && typeof s.action === "string" && typeof s.start === "number" && typeof s.stop === "number"
+      );
   }
 }
 

@@ -8,6 +8,7 @@
 import type { ReplyMessage } from "../rpc.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { WireLogRecord } from "../logs/record.ts";
+import type { Startstop } from "../plugins/types.ts";
 
 /** Where a dependency of a `compute` is: inline (`value`), at peers (`who`), or here (neither). */
 export interface DepInfo {
@@ -29,8 +30,8 @@ export type WorkerToScheduler =
   | { op: "register"; name: string; nthreads: number; address: string; nanny: boolean; pid: number; modules: string[]; restarts: number; version: string }
   /** After the welcome's plugins were set up; `failed` names those whose setup threw. */
   | { op: "ready"; failed?: PluginFailure[] }
-  | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string }
-  | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string }
+  | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string; startstops?: Startstop[] }
+  | { op: "erred"; key: string; exception: string; traceback: string; duration: number; stimulusId?: string; startstops?: Startstop[] }
   | { op: "missing-data"; key: string; dep: string }
   | { op: "heartbeat"; rss: number; cpu?: number; executing: number; ready: number }
   | { op: "logs"; records: WireLogRecord[] }
@@ -57,6 +58,8 @@ export type SchedulerToWorker =
   }
   | { op: "free"; keys: string[]; stimulusId: string }
   | { op: "get-data"; id: number; keys: string[] }
+  /** Fetch these results from their holders and keep them (data moved off a retiring worker); reply `{keys}` got. */
+  | { op: "acquire-data"; id: number; deps: DepInfo[] }
   | { op: "plugin-add"; id: number; spec: WirePluginSpec }
   | { op: "plugin-remove"; id: number; name: string }
   | { op: "close"; reason: string }

@@ -18,6 +18,7 @@ import type { NannyToScheduler, SchedulerToNanny } from "../messages/nanny.ts";
 import type { PluginFailure } from "../messages/worker.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { preloadSpecs } from "../plugins/preload.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { NannyApi, NannyPlugin } from "../plugins/types.ts";
 import { version } from "../protocol.ts";
@@ -38,6 +39,10 @@ export interface NannyOptions {
   host?: string;
   port: number;
   preload: string[];
+  /** Passed to the worker with its `--preload`s. */
+  preloadOptions?: Record<string, unknown>;
+  /** Modules (paths or URLs) with `clusterSetup(nanny, options)`, run here (`--preload-nanny`). */
+  preloadNanny?: string[];
   tasks: string[];
   localDirectory?: string;
   /** Passed to the worker: its data address as peers see it. */
@@ -167,8 +172,12 @@ export class Nanny {
     this.#workerHost = opts.host || data.listen;
     this.#server = await runtime.serve(app, { hostname: data.listen, port: 0, tls: opts.tls });
     this.address = `${this.#server.protocol}://${data.announce}:${this.#server.port}`;
+    const preloads = await preloadSpecs(opts.preloadNanny ?? [], "nanny", opts.preloadOptions).catch(async (err) => {
+      await this.#server!.stop();
+      throw err;
+    });
     const failures: string[] = [];
-    for (const spec of opts.nannyPlugins) {
+    for (const spec of [...opts.nannyPlugins, ...preloads]) {
       const { error } = await this.#addPlugin(spec, opts.baseDir ?? process.cwd(), false);
       if (error) {
         log.error(`Plugin "${spec.name ?? spec.use}" failed to set up: ${error}`);
@@ -271,6 +280,12 @@ export class Nanny {
           this.#send({ op: "reply", id: msg.id });
         });
         break;
+      case "close":
+        // Retired: answer, then stop the worker for good and leave (the process exits).
+        log.info(`The scheduler retires this nanny's worker: ${msg.reason}`);
+        this.#send({ op: "reply", id: msg.id });
+        setTimeout(() => this.close(), 50);
+        break;
       case "restart-worker":
         this.restartWorker(String(msg.reason ?? "restart requested")).then(
           () => this.#send({ op: "reply", id: msg.id, pid: this.#child?.pid }),
@@ -331,6 +346,7 @@ export class Nanny {
       "--host", this.#workerHost, "--port", String(o.port), "--local-directory", join(this.localDirectory, "worker"),
       "--connect-timeout", String(Math.ceil(o.connectTimeoutMs / 1000))];
     for (const p of o.preload) args.push("--preload", p);
+    if (o.preloadOptions) args.push("--preload-options", JSON.stringify(o.preloadOptions));
     for (const t of o.tasks) args.push("--tasks", t);
     if (o.pluginsFile) args.push("--plugins", o.pluginsFile);
     if (o.contactAddress) args.push("--contact-address", o.contactAddress);

@@ -6,11 +6,13 @@
  * @module
  */
 import { createHash } from "node:crypto";
+import { existsSync } from "node:fs";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
 import { basename, extname, join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { ConfigError, errorMessage, PluginError } from "../errors.ts";
 import { describeImportError } from "./import-error.ts";
+import { collectModuleTree, writeModuleTree } from "./imports.ts";
 import { builtins, findBuiltin, isModulePath } from "./registry.ts";
 import type { Logger, Plugin, PluginContext, PluginRole } from "./types.ts";
 
@@ -22,6 +24,10 @@ export interface WirePluginSpec {
   options: Record<string, unknown>;
   /** The module's source text, for module plugins shipped to workers and nannies. */
   source?: string;
+  /** The module's path inside its shipped tree, when it imports files beside it (imports.ts). */
+  entry?: string;
+  /** The text of the files the module imports beside it, by path inside the tree. */
+  imports?: Record<string, string>;
   /** The absolute module path where it was loaded from, when local. */
   modulePath?: string;
   /** Files sent with the registration (upload-file, upload-directory). */
@@ -35,17 +41,31 @@ export interface LoadedPlugin<P extends Plugin = Plugin> {
   use: string;
 }
 
-/** Reads a module plugin's source so it can be shipped to workers. */
+/**
+ * Reads a module plugin's source, and the files it imports beside it (imports.ts), so that it
+ * can be shipped to workers. A spec that came with its source is completed with its imports
+ * only when its file is here to resolve them from.
+ */
 export async function withSource(spec: WirePluginSpec, baseDir: string): Promise<WirePluginSpec> {
-  if (!isModulePath(spec.use) || spec.source !== undefined) return spec;
+  if (!isModulePath(spec.use) || spec.imports !== undefined) return spec;
   const path = spec.modulePath ?? resolve(baseDir, spec.use);
-  let source: string;
-  try {
-    source = await readFile(path, "utf8");
-  } catch (err) {
-    throw new ConfigError(`Cannot load plugin "${spec.name ?? spec.use}": file "${path}" cannot be read: ${errorMessage(err)}`);
+  let source = spec.source;
+  if (source === undefined) {
+    try {
+      source = await readFile(path, "utf8");
+    } catch (err) {
+      throw new ConfigError(`Cannot load plugin "${spec.name ?? spec.use}": file "${path}" cannot be read: ${errorMessage(err)}`);
+    }
+  } else if (!existsSync(path)) {
+    return spec;
   }
-  return { ...spec, modulePath: path, source };
+  let tree;
+  try {
+    tree = await collectModuleTree(path, source);
+  } catch (err) {
+    throw new ConfigError(`Cannot load plugin "${spec.name ?? spec.use}": ${errorMessage(err)}`);
+  }
+  return tree ? { ...spec, modulePath: path, source, ...tree } : { ...spec, modulePath: path, source };
 }
 
 function isClass(fn: unknown): boolean {
@@ -72,21 +92,31 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
       const known = Object.keys(builtins()).sort();
       throw new ConfigError(`Unknown built-in plugin "${spec.use}" (known: ${known.length ? known.join(", ") : "none"})`);
     }
-    if (builtin.role !== spec.role) {
+    if (builtin.role !== spec.role && !(spec.role === "scheduler" && builtin.alsoAtScheduler)) {
       throw new ConfigError(`Plugin "${spec.use}" is a ${builtin.role} plugin, not a ${spec.role} plugin`);
     }
     const plugin = await made(spec, () => builtin.create(spec.options, ctx)) as P;
     return { name: spec.name ?? plugin.name ?? spec.use, plugin, use: spec.use };
   }
   let path: string;
-  let written = false;
-  if (spec.source !== undefined) {
+  let written: string | null = null;
+  if (spec.source !== undefined && spec.imports !== undefined && Object.keys(spec.imports).length > 0) {
+    // With its own files: written side by side in a folder of its own.
+    const tree = await writeModuleTree(context.moduleDir, basename(spec.use, extname(spec.use)), spec.source, {
+      entry: spec.entry ?? basename(spec.use),
+      imports: spec.imports,
+    }).catch((err) => {
+      throw new PluginError(spec.name ?? spec.use, `Cannot write plugin module "${spec.use}": ${errorMessage(err)}`, { code: "E_PLUGIN_LOAD", cause: err });
+    });
+    path = tree.path;
+    written = tree.folder;
+  } else if (spec.source !== undefined) {
     const hash = createHash("sha256").update(spec.source).digest("hex").slice(0, 12);
     const ext = extname(spec.use) || ".ts";
     await mkdir(context.moduleDir, { recursive: true });
     path = join(context.moduleDir, `${basename(spec.use, extname(spec.use))}-${hash}${ext}`);
     await writeFile(path, spec.source);
-    written = true;
+    written = path;
   } else {
     path = spec.modulePath ?? resolve(context.baseDir, spec.use);
   }
@@ -95,10 +125,11 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
     mod = await import(pathToFileURL(path).href);
   } catch (err) {
     // A copy that does not load is of no use later: leave nothing behind.
-    if (written) await rm(path, { force: true }).catch(() => {});
-    // Name the module as the user wrote it, not the copy under a temporary directory.
+    if (written) await rm(written, { recursive: true, force: true }).catch(() => {});
+    // Name the module as the user wrote it, not the copy under a temporary directory. A package
+    // it imports may exist only where package-install put it (the workers): a code of its own.
     throw new PluginError(spec.name ?? spec.use, `Cannot load plugin module "${spec.use}": ${describeImportError(err, path, spec.use)}`, {
-      code: "E_PLUGIN_LOAD",
+      code: missingPackage(err) ? "E_PLUGIN_PACKAGE_MISSING" : "E_PLUGIN_LOAD",
       cause: err,
     });
   }
@@ -110,6 +141,13 @@ export async function instantiatePlugin<P extends Plugin = Plugin>(
     });
   }
   return { name: spec.name ?? plugin.name ?? defaultName, plugin: plugin as P, use: spec.use };
+}
+
+/** Whether an import failed for a bare package that is not installed here (Bun's and Deno's words). */
+function missingPackage(err: unknown): boolean {
+  const message = errorMessage(err);
+  return /Cannot find (?:package|module) ['"](?![./]|node:)[^'"]+['"]/.test(message) ||
+    /Import ["'](?![./]|node:)[^"']+["'] not a dependency|Relative import path ["'](?![./]|node:)[^"']+["'] not prefixed/.test(message);
 }
 
 /** Runs a plugin's factory or constructor; what it throws becomes a `PluginError` naming it. */

@@ -10,6 +10,7 @@
 import { readdir, readFile, stat } from "node:fs/promises";
 import { basename, join, relative, resolve } from "node:path";
 import { ConfigError, errorMessage } from "../errors.ts";
+import { collectModuleTree } from "./imports.ts";
 import type { WirePluginSpec } from "./load.ts";
 import { type BuiltinRegistry, builtins, findBuiltin, isModulePath } from "./registry.ts";
 
@@ -56,7 +57,7 @@ export async function preparePluginFiles(
   baseDir: string,
   registry: BuiltinRegistry = builtins(),
 ): Promise<WirePluginSpec> {
-  const { role, use, name, options: nested, source, files, modulePath: _m, ...rest } = raw;
+  const { role, use, name, options: nested, source, files, modulePath: _m, entry, imports, ...rest } = raw;
   const options = { ...(nested ?? {}), ...rest } as Record<string, unknown>;
   const spec: WirePluginSpec = {
     role: role as WirePluginSpec["role"],
@@ -64,14 +65,21 @@ export async function preparePluginFiles(
     name,
     options,
     source: source as string | undefined,
+    entry: entry as string | undefined,
+    imports: imports as Record<string, string> | undefined,
     files: (files as Record<string, Uint8Array> | undefined) ?? {},
   };
   if (name === undefined) delete spec.name;
+  if (entry === undefined) delete spec.entry;
+  if (imports === undefined) delete spec.imports;
   try {
     if (isModulePath(use) && spec.source === undefined) {
       const path = resolve(baseDir, use);
       spec.source = await readFile(path, "utf8");
       spec.modulePath = path;
+      // Its own files travel with it (imports.ts).
+      const tree = await collectModuleTree(path, spec.source);
+      if (tree) Object.assign(spec, tree);
     }
     const ships = isModulePath(use) ? [] : findBuiltin(use, registry)?.ships ?? [];
     for (const { option, kind, skipOption } of ships) {

@@ -39,6 +39,11 @@ export interface BuiltinPlugin {
   /** Options naming files or directories that travel with the registration. */
   ships?: readonly ShippedOption[];
   /**
+   * A worker or nanny built-in that can also be set up at the scheduler (its `start` gets the
+   * scheduler): its `target` option (`"workers"`, `"scheduler"` or `"both"`) says where.
+   */
+  alsoAtScheduler?: boolean;
+  /**
    * The option that an entry's `name` sets, for a built-in whose `name` means something of its
    * own (process-pool: the executor's name). The plugin then registers under its own name.
    */

@@ -8,6 +8,7 @@
 import { errorMessage } from "../errors.ts";
 import { validatePluginSpec } from "./config.ts";
 import type { WirePluginSpec } from "./load.ts";
+import { safeRelativePath } from "../safe-path.ts";
 
 function decodeFiles(raw: unknown): Record<string, Uint8Array> | Error {
   if (raw === undefined) return {};
@@ -23,6 +24,23 @@ function decodeFiles(raw: unknown): Record<string, Uint8Array> | Error {
   return out;
 }
 
+/** A module's shipped files (`entry`, `imports`: text by path), their names checked; null when absent. */
+function checkTree(entry: unknown, imports: unknown): { entry: string; imports: Record<string, string> } | null | Error {
+  if (imports === undefined && entry === undefined) return null;
+  if (imports === null || typeof imports !== "object" || Array.isArray(imports)) return new TypeError(`"imports" must be an object of file texts by path`);
+  if (typeof entry !== "string") return new TypeError(`"entry" must be the module's path among its "imports"`);
+  try {
+    safeRelativePath(entry);
+    for (const [path, text] of Object.entries(imports)) {
+      safeRelativePath(path);
+      if (typeof text !== "string") return new TypeError(`"imports.${path}" must be the file's text`);
+    }
+  } catch (err) {
+    return new TypeError(errorMessage(err));
+  }
+  return { entry, imports: imports as Record<string, string> };
+}
+
 /**
  * Turns an API body into a plugin spec, or an Error (answered with 400) naming what is wrong.
  *
@@ -35,11 +53,13 @@ export function validatePluginRequest(body: unknown, baseDir: string): WirePlugi
   if (body === null || typeof body !== "object" || Array.isArray(body)) {
     return new TypeError("A plugin registration must be an object with \"role\" and \"use\"");
   }
-  const { role, use, name, source, files, options: nested, ...rest } = body as Record<string, unknown>;
+  const { role, use, name, source, files, entry, imports, options: nested, ...rest } = body as Record<string, unknown>;
   if (typeof role !== "string") return new TypeError("\"role\" is required: scheduler, worker or nanny");
   if (source !== undefined && typeof source !== "string") return new TypeError("\"source\" must be the module's text");
   const decoded = decodeFiles(files);
   if (decoded instanceof Error) return decoded;
+  const tree = checkTree(entry, imports);
+  if (tree instanceof Error) return tree;
   const options = nested !== undefined && typeof nested === "object" && nested !== null ? { ...nested, ...rest } : rest;
   try {
     const spec = validatePluginSpec({ role, use, name, options, moduleSource: source }, baseDir);
@@ -50,6 +70,7 @@ export function validatePluginRequest(body: unknown, baseDir: string): WirePlugi
       options: spec.options,
       modulePath: spec.modulePath,
       source: spec.moduleSource,
+      ...(tree && spec.moduleSource !== undefined ? tree : {}),
       files: decoded,
     };
   } catch (err) {

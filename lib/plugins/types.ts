@@ -32,6 +32,16 @@ export type WorkerTaskStateName =
   | "flight"
   | "forgotten";
 
+/**
+ * One measured span of a task's life (Dask's `startstops`): `compute` on the worker that ran it,
+ * `transfer` for fetching its dependencies from peers. Unix seconds.
+ */
+export interface Startstop {
+  action: "compute" | "transfer";
+  start: number;
+  stop: number;
+}
+
 /** What a `transition` hook receives besides key, start and finish. */
 export interface TransitionInfo {
   stimulusId: string;
@@ -43,6 +53,8 @@ export interface TransitionInfo {
   exception?: string;
   /** The stack of the error (→erred / →error). */
   traceback?: string;
+  /** Compute and transfer spans of the attempt that finished (→memory, →erred; worker: →memory, →error). */
+  startstops?: Startstop[];
 }
 
 /** The full state of one task at the scheduler ("Accessing Full Task State" in Dask). */
@@ -60,6 +72,18 @@ export interface TaskStateView {
   readonly annotations: Record<string, unknown>;
   readonly priority: number;
   readonly retries: number;
+  /** Dask's `key_split`: the key without its index and hashes (`inc-3` → `inc`). */
+  readonly prefix: string;
+  /** Dask's task group name: the key without its last `-N` index (`x-y-3` → `x-y`). */
+  readonly group: string;
+  /** Ids of the clients that want this result. */
+  readonly whoWants: ReadonlySet<string>;
+  /** Keys of the workers that hold the result. */
+  readonly whoHas: ReadonlySet<string>;
+  /** Compute and transfer spans of the last finished attempt (empty before one finished). */
+  readonly startstops: readonly Startstop[];
+  /** Worker deaths while it ran (Dask's `suspicious`). */
+  readonly suspicious: number;
 }
 
 /** One worker as the scheduler sees it. */
@@ -89,6 +113,8 @@ export interface SchedulerApi {
   readonly tasks: ReadonlyMap<string, TaskStateView>;
   readonly workers: ReadonlyMap<string, WorkerView>;
   readonly clients: ReadonlyMap<string, ClientView>;
+  /** The scheduler's own directory for files (upload-directory with `target` "scheduler" or "both"). */
+  readonly localDirectory: string;
   logEvent(topic: string, msg: Record<string, unknown>): void;
   /** An event's JSON text, made once however many plugins and subscribers need it. */
   eventJson(event: Record<string, unknown>): string;
@@ -165,7 +191,11 @@ export interface SchedulerPlugin extends PluginBase {
   removeClient?(scheduler: SchedulerApi, client: string): void | Promise<void>;
   /** Called synchronously for every event on every topic. */
   logEvent?(topic: string, msg: Record<string, unknown>): void;
-  validWorkersDownscaling?(scheduler: SchedulerApi, workers: string[]): string[];
+  /**
+   * Which of `workers` (names) may be retired now (`POST /api/v1/workers/retire`): return the
+   * list, narrowed; a worker left out is not retired.
+   */
+  validWorkersDownscaling?(scheduler: SchedulerApi, workers: string[]): string[] | Promise<string[]>;
 }
 
 /** What `updateGraph` receives. */

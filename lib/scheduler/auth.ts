@@ -45,6 +45,7 @@ export const routeScopes: ReadonlyArray<readonly [method: string, path: string, 
   ["POST", "/api/v1/plugins", "admin"], // runs code on the scheduler and every worker
   ["DELETE", "/api/v1/plugins/*", "admin"],
   ["POST", "/api/v1/restart", "admin"],
+  ["POST", "/api/v1/workers/retire", "admin"], // closes workers
 ];
 
 /** The scope a WebSocket link needs once its handshake tells who is there. */

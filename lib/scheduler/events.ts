@@ -152,13 +152,15 @@ export class EventLog {
    * Appends a `transition` event. One object of one fixed shape per transition: this is the
    * scheduler's hot path.
    */
-  appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined): void {
+  appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined, startstops?: unknown[]): void {
     // Without the worker, no `worker: undefined`: JSON.stringify is a third slower on it.
     const seq = ++this.#seq;
     const time = Date.now() / 1000;
     const event: ClusterEvent = worker === undefined
       ? { seq, topic: "transition", time, key, start, finish, stimulusId }
       : { seq, topic: "transition", time, key, start, finish, stimulusId, worker };
+    // Dask's transition kwargs: the measured spans of a task that reached memory or erred.
+    if (startstops !== undefined) event.startstops = startstops;
     const slot = this.#transitionCount++ % this.#transitionCapacity;
     this.#transitions[slot] = event;
     this.#transitionJson[slot] = undefined;

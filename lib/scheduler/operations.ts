@@ -52,6 +52,8 @@ export interface OperationsContext {
   /** Why a nanny's worker is held out (a failed nanny plugin), or null. */
   nannyQuarantine(name: string): string | null;
   restart(): Promise<{ workers: string[]; restarted: number; missing: string[] }>;
+  /** Dask's `retire_workers` (retire.ts). */
+  retireWorkers(names: string[]): Promise<{ retired: string[] }>;
 }
 
 /** The operations, each as callable from HTTP and from the client socket. */
@@ -195,6 +197,12 @@ export class Operations {
       q.level = level;
     }
     return this.#ctx.logs.query(q);
+  }
+
+  /** Dask's `retire_workers`: `{"workers": [names]}` → `{retired: [names]}`. */
+  async retireWorkers(body: unknown): Promise<{ retired: string[] }> {
+    const { retireRequest } = await import("./retire.ts");
+    return await this.#ctx.retireWorkers(retireRequest(body));
   }
 
   /** What `GET /api/v1/info` answers. */

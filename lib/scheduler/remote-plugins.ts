@@ -12,7 +12,9 @@
  *
  * @module
  */
+import { basename, extname } from "node:path";
 import { errorMessage, PluginError } from "../errors.ts";
+import type { Plugin } from "../plugins/types.ts";
 import type { ComponentLogger } from "../log.ts";
 import type { PluginFailure } from "../messages/worker.ts";
 import type { AddResult } from "../plugins/manager.ts";
@@ -91,6 +93,10 @@ export class RemotePlugins implements PluginRollout {
       moduleDir: ctx.moduleDir(),
       log: ctx.log.child("probe"),
     }).catch((err) => {
+      // A package only the workers have (package-install): they load it; the name comes from the spec.
+      if ((err as { code?: string }).code === "E_PLUGIN_PACKAGE_MISSING" && spec.role === "worker") {
+        return { name: spec.name ?? basename(spec.use, extname(spec.use)), plugin: {} as Plugin, use: spec.use };
+      }
       throw new PluginError(spec.name ?? spec.use, errorMessage(err), { cause: err });
     });
     const name = probe.name;

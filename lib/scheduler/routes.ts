@@ -48,6 +48,7 @@ export function apiRoutes(ops: Operations, httpClient: ClientState, limits: Limi
     return c.body(null, 204);
   });
   api.post("/restart", async (c) => c.json(await ops.restart(), 200));
+  api.post("/workers/retire", async (c) => c.json(await ops.retireWorkers(await readBody(c)), 200));
   api.post("/events/:topic", async (c) => c.json(ops.logEvent(c.req.param("topic"), await readBody(c)), 200));
   return api;
 }

@@ -16,8 +16,9 @@ import { RequestError } from "../rpc.ts";
 import { withLiveFields } from "../live.ts";
 import { createLogger } from "../log.ts";
 import { type AddResult, PluginManager, type Registered } from "../plugins/manager.ts";
-import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
-import type { PluginRole, SchedulerApi, SchedulerPlugin, TaskStateView, TransitionInfo } from "../plugins/types.ts";
+import { instantiatePlugin, type WirePluginSpec, withSource } from "../plugins/load.ts";
+import { preloadSpec } from "../plugins/preload.ts";
+import type { PluginRole, SchedulerApi, SchedulerPlugin, TransitionInfo } from "../plugins/types.ts";
 import { version } from "../protocol.ts";
 import { envTokens, type TokenSet } from "../auth/tokens.ts";
 import { isLoopback } from "../auth/token-file.ts";
@@ -37,8 +38,11 @@ import { type Registration, RemotePlugins } from "./remote-plugins.ts";
 import { Results } from "./results.ts";
 import { apiRoutes } from "./routes.ts";
 import { type Limits, resolveLimits } from "../limits.ts";
-import { type ClientState, SchedulerState, type TaskState } from "./state.ts";
+import { type ClientState, SchedulerState } from "./state.ts";
 import { WorkerLinks } from "./worker-link.ts";
+import { TasksView } from "./task-view.ts";
+import { retireWorkers } from "./retire.ts";
+import { schedulerTarget } from "../plugins/target.ts";
 
 const log = createLogger("scheduler");
 
@@ -50,8 +54,10 @@ export interface SchedulerOptions {
   port?: number;
   /** Plugins from plugins.toml, all roles; worker and nanny ones are sent to every worker/nanny. */
   plugins?: WirePluginSpec[];
-  /** Modules with `clusterSetup(scheduler, options)`. */
+  /** Modules (paths or http(s) URLs) with `clusterSetup(scheduler, options)`. */
   preload?: string[];
+  /** The `options` every preload's `clusterSetup` gets (`--preload-options`). */
+  preloadOptions?: Record<string, unknown>;
   /** Directory that relative plugin paths resolve against. */
   baseDir?: string;
   /** Transition events kept for replay. @default 20000 */
@@ -156,7 +162,7 @@ export class Scheduler {
         await this.#removeSchedulerPlugin(name);
       },
       log: log.child("plugin"),
-    }, this as Scheduler, ["address"]);
+    }, this as Scheduler, ["address", "localDirectory"]);
     const { state, events, plugins, api } = this;
     const apply = () => this.#apply();
     this.workers = new WorkerLinks({
@@ -192,6 +198,7 @@ export class Scheduler {
       listPlugins: () => this.listPlugins(),
       nannyQuarantine: (name) => this.remotePlugins.nannyQuarantine(name),
       restart: () => this.restart(),
+      retireWorkers: (names) => retireWorkers({ state, workers: this.workers, nannies: this.nannies, plugins, api, events, log, apply }, names),
     });
   }
 
@@ -277,12 +284,10 @@ export class Scheduler {
     return app;
   }
 
-  async #preload(path: string): Promise<void> {
-    const loaded = await instantiatePlugin<SchedulerPlugin>(
-      { role: "scheduler", use: path, options: {} },
-      { baseDir: process.cwd(), moduleDir: this.#moduleDir, log: log.child("preload") },
-    );
-    await this.#addSchedulerPlugin({ ...loaded, use: path });
+  async #preload(value: string): Promise<void> {
+    const spec = await preloadSpec(value, "scheduler", this.#options.preloadOptions);
+    const loaded = await instantiatePlugin<SchedulerPlugin>(spec, { baseDir: process.cwd(), moduleDir: this.#moduleDir, log: log.child("preload") });
+    await this.#addSchedulerPlugin({ ...loaded, use: value });
   }
 
   // ---- effects -------------------------------------------------------------------------------
@@ -317,7 +322,7 @@ export class Scheduler {
             }
           }
         }
-        events.appendTransition(key, start, finish, stimulusId, extra?.worker);
+        events.appendTransition(key, start, finish, stimulusId, extra?.worker, extra?.startstops);
       }
       if (fx.finishedCount > 0 && this.results.waiting) this.results.wake(fx.finished, fx.finishedCount);
       for (let i = 0; i < fx.messageCount; i++) this.workers.send(fx.recipients[i], fx.messages[i]);
@@ -400,8 +405,15 @@ export class Scheduler {
    */
   async registerPlugin(spec: WirePluginSpec): Promise<Registration> {
     const baseDir = this.#options.baseDir ?? process.cwd();
+    const target = schedulerTarget(spec);
+    if (target !== "workers") {
+      // Also (or only) here: the same built-in as a scheduler plugin (upload-directory's `target`).
+      const here = await this.registerPlugin({ ...spec, role: "scheduler", options: { ...spec.options, target: "workers" } });
+      if (target === "scheduler") return here;
+    }
     if (spec.role === "scheduler") {
-      const loaded = await instantiatePlugin<SchedulerPlugin>(spec, {
+      // With the files it imports beside it, when it came as source (imports.ts).
+      const loaded = await instantiatePlugin<SchedulerPlugin>(await withSource(spec, baseDir), {
         baseDir,
         moduleDir: this.#moduleDir,
         log: log.child(`plugin:${spec.name ?? spec.use}`),
@@ -416,6 +428,11 @@ export class Scheduler {
   async unregisterPlugin(role: PluginRole, name: string): Promise<boolean> {
     if (role === "scheduler") return await this.#removeSchedulerPlugin(name);
     return await this.remotePlugins.unregister(role, name);
+  }
+
+  /** The scheduler's directory for files plugins put here (removed at close). */
+  get localDirectory(): string {
+    return this.#moduleDir;
   }
 
   /** What `GET /api/v1/plugins` answers: worker and nanny plugins with their status on each. */
@@ -501,45 +518,5 @@ export class Scheduler {
     await this.#server?.stop();
     // Shipped plugin modules were written here for probing; nothing else uses the folder.
     if (this.#moduleDir) await rm(this.#moduleDir, { recursive: true, force: true }).catch(() => {});
-  }
-}
-
-/**
- * `scheduler.tasks` as plugins see it: the task table, plus the task whose transition hooks run
- * now — a task forgotten by the stimulus is still there (state `forgotten`) for the hooks of its
- * own transitions, as when hooks ran inside the transition.
- */
-class TasksView implements ReadonlyMap<string, TaskStateView> {
-  /** The task whose transition is being applied. */
-  current: TaskState | null = null;
-  #tasks: ReadonlyMap<string, TaskState>;
-  constructor(tasks: ReadonlyMap<string, TaskState>) {
-    this.#tasks = tasks;
-  }
-  get(key: string): TaskStateView | undefined {
-    const ts = this.#tasks.get(key);
-    if (ts !== undefined) return ts;
-    return this.current !== null && this.current.key === key ? this.current : undefined;
-  }
-  has(key: string): boolean {
-    return this.get(key) !== undefined;
-  }
-  get size(): number {
-    return this.#tasks.size;
-  }
-  forEach(fn: (value: TaskStateView, key: string, map: ReadonlyMap<string, TaskStateView>) => void): void {
-    for (const [key, ts] of this.#tasks) fn(ts, key, this);
-  }
-  entries(): MapIterator<[string, TaskStateView]> {
-    return this.#tasks.entries();
-  }
-  keys(): MapIterator<string> {
-    return this.#tasks.keys();
-  }
-  values(): MapIterator<TaskStateView> {
-    return this.#tasks.values();
-  }
-  [Symbol.iterator](): MapIterator<[string, TaskStateView]> {
-    return this.#tasks.entries();
   }
 }

@@ -11,6 +11,7 @@ import { Effects } from "./effects.ts";
 import { ConflictError } from "./errors.ts";
 import type { ValidGraph } from "./graph.ts";
 import { Placement } from "./placement.ts";
+import type { Startstop } from "../plugins/types.ts";
 import { allowedFailures, ClientState, TaskState, WorkerState } from "./task-state.ts";
 import { Transitions } from "./transitions.ts";
 
@@ -259,12 +260,40 @@ export class SchedulerState {
     return this.effects;
   }
 
+  /**
+   * A worker being retired (Dask's `closing_gracefully`): it is given no new task; what it runs
+   * finishes, and it still serves what it holds until it closes.
+   */
+  retireWorker(ws: WorkerState): void {
+    const idx = this.placement.running.indexOf(ws);
+    if (idx >= 0) this.placement.running.splice(idx, 1);
+  }
+
+  /** A copy of a result now held by `ws` as well (moved off a retiring worker); false if not in memory. */
+  addReplica(ws: WorkerState, key: string): boolean {
+    const ts = this.tasks.get(key);
+    if (!ts || ts.state !== "memory" || ts.whoHas.has(ws) || this.workers.get(ws.name) !== ws) return false;
+    ts.whoHas.add(ws);
+    ws.heldTasks.add(ts);
+    ws.nbytes += ts.nbytes;
+    return true;
+  }
+
+  /** The scheduler keeps a copy of a result itself (pulled off a retiring worker that had the only one). */
+  keepValue(key: string, value: unknown): boolean {
+    const ts = this.tasks.get(key);
+    if (!ts || ts.state !== "memory") return false;
+    ts.value = value;
+    ts.hasValue = true;
+    return true;
+  }
+
   // ---- tasks -------------------------------------------------------------------------------
 
   /** A worker finished a task. */
   taskFinished(
     ws: WorkerState,
-    msg: { key: string; nbytes: number; value?: unknown; hasValue?: boolean; duration?: number },
+    msg: { key: string; nbytes: number; value?: unknown; hasValue?: boolean; duration?: number; startstops?: Startstop[] },
     stimulusId: string,
   ): Effects {
     const ts = this.tasks.get(msg.key);
@@ -280,6 +309,7 @@ export class SchedulerState {
       return this.effects;
     }
     ts.nbytes = msg.nbytes;
+    if (msg.startstops !== undefined) ts.startstops = msg.startstops;
     if (msg.hasValue) {
       ts.value = msg.value;
       ts.hasValue = true;
@@ -295,11 +325,12 @@ export class SchedulerState {
   /** A task threw on a worker; `retries` are honoured. */
   taskErred(
     ws: WorkerState,
-    msg: { key: string; exception: string; traceback: string; duration?: number },
+    msg: { key: string; exception: string; traceback: string; duration?: number; startstops?: Startstop[] },
     stimulusId: string,
   ): Effects {
     const ts = this.tasks.get(msg.key);
     if (!ts || ts.state !== "processing" || ts.processingOn !== ws) return this.effects;
+    if (msg.startstops !== undefined) ts.startstops = msg.startstops;
     const engine = this.#engine;
     if (ts.retries > 0) {
       // Retry in place: the dependencies stay in memory for the next attempt.

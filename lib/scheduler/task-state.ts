@@ -4,13 +4,13 @@
  *
  * @module
  */
-import type { ClientView, SchedulerTaskStateName, TaskStateView, WorkerView } from "../plugins/types.ts";
+import type { ClientView, SchedulerTaskStateName, Startstop, WorkerView } from "../plugins/types.ts";
 
 /** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
 export const allowedFailures = 3;
 
-/** A task at the scheduler. */
-export class TaskState implements TaskStateView {
+/** A task at the scheduler (plugins see it through task-view.ts). */
+export class TaskState {
   state: SchedulerTaskStateName = "released";
   readonly deps = new Set<TaskState>();
   readonly dependentTasks = new Set<TaskState>();
@@ -32,6 +32,8 @@ export class TaskState implements TaskStateView {
   hasValue = false;
   /** Worker deaths while this task ran on them. */
   suspicious = 0;
+  /** Compute and transfer spans of the last finished attempt, as its worker measured them. */
+  startstops: Startstop[] | null = null;
   constructor(
     readonly key: string,
     readonly fn: string,
@@ -70,6 +72,8 @@ export class TaskState implements TaskStateView {
       traceback: this.traceback,
       suspicious: this.suspicious,
       wanted: this.whoWants.size > 0,
+      whoWants: [...this.whoWants].map((c) => c.id),
+      startstops: this.startstops ?? [],
     };
   }
 }

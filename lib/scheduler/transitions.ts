@@ -159,7 +159,7 @@ export class Transitions {
           const ws = ts.processingOn;
           if (ws) ws.processingTasks.delete(ts);
           ts.processingOn = null;
-          this.#erredCommon(ts, id);
+          this.#erredCommon(ts, id, ws);
         } else if (finish === "released") {
           const ws = ts.processingOn;
           if (ws) {
@@ -237,7 +237,8 @@ export class Transitions {
     ts.whoHas.add(ws);
     ws.heldTasks.add(ts);
     ws.nbytes += ts.nbytes;
-    this.set(ts, "memory", stimulusId, { worker: ws.name, nbytes: ts.nbytes });
+    const startstops = ts.startstops;
+    this.set(ts, "memory", stimulusId, startstops === null ? { worker: ws.name, nbytes: ts.nbytes } : { worker: ws.name, nbytes: ts.nbytes, startstops });
     for (const dts of ts.dependentTasks) {
       dts.waitingOn.delete(ts);
       if (dts.waitingOn.size === 0 && dts.state === "waiting") this.recommend(dts, "processing");
@@ -307,8 +308,13 @@ export class Transitions {
     this.#erredCommon(ts, stimulusId);
   }
 
-  #erredCommon(ts: TaskState, stimulusId: string): void {
-    this.set(ts, "erred", stimulusId, { exception: ts.exception ?? "", traceback: ts.traceback ?? "" });
+  /** → erred; `ws` is the worker where it failed (Dask's transition kwargs name it, with the spans). */
+  #erredCommon(ts: TaskState, stimulusId: string, ws?: WorkerState | null): void {
+    const exception = ts.exception ?? "";
+    const traceback = ts.traceback ?? "";
+    if (!ws) this.set(ts, "erred", stimulusId, { exception, traceback });
+    else if (ts.startstops === null) this.set(ts, "erred", stimulusId, { exception, traceback, worker: ws.name });
+    else this.set(ts, "erred", stimulusId, { exception, traceback, worker: ws.name, startstops: ts.startstops });
     for (const dts of ts.dependentTasks) {
       if (dts.state !== "erred" && dts.state !== "memory" && dts.state !== "forgotten") this.recommend(dts, "erred");
     }

@@ -12,7 +12,7 @@
  * @module
  */
 import type { DepInfo, WorkerToScheduler } from "../messages/worker.ts";
-import type { TransitionInfo, WorkerTaskStateName } from "../plugins/types.ts";
+import type { Startstop, TransitionInfo, WorkerTaskStateName } from "../plugins/types.ts";
 
 /** A task to run on this worker. */
 export interface WorkerTask {
@@ -32,6 +32,8 @@ export interface WorkerTask {
   missing: Set<string> | null;
   /** A `free` arrived while it was executing: drop its result. */
   cancelled: boolean;
+  /** Transfers of its dependencies, then its compute (Dask's `startstops`); null until one is measured. */
+  startstops: Startstop[] | null;
 }
 
 /** A dependency being fetched from peers. */
@@ -56,9 +58,9 @@ export type Stimulus =
     stimulusId: string;
   }
   | { op: "free-keys"; keys: string[]; stimulusId: string }
-  | { op: "execute-success"; key: string; value: unknown; nbytes: number; duration: number; stimulusId: string }
-  | { op: "execute-failure"; key: string; exception: string; traceback: string; duration: number; stimulusId: string }
-  | { op: "gather-dep-success"; data: Map<string, unknown>; stimulusId: string }
+  | { op: "execute-success"; key: string; value: unknown; nbytes: number; duration: number; stimulusId: string; start?: number; stop?: number }
+  | { op: "execute-failure"; key: string; exception: string; traceback: string; duration: number; stimulusId: string; start?: number; stop?: number }
+  | { op: "gather-dep-success"; data: Map<string, unknown>; stimulusId: string; start?: number; stop?: number }
   | { op: "gather-dep-failure"; keys: string[]; stimulusId: string };
 
 /** What comes out, for worker.ts to do. */
@@ -134,7 +136,7 @@ export class WorkerState {
         this.#failed(stimulus);
         break;
       case "gather-dep-success":
-        this.#fetched(stimulus.data, stimulus.stimulusId);
+        this.#fetched(stimulus.data, stimulus.stimulusId, stimulus.start, stimulus.stop);
         break;
       case "gather-dep-failure":
         this.#fetchFailed(stimulus.keys, stimulus.stimulusId);
@@ -208,6 +210,7 @@ export class WorkerState {
       depValues: null,
       missing: null,
       cancelled: false,
+      startstops: null,
     };
     this.tasks.set(task.key, task);
     this.#transition(task, "waiting", msg.stimulusId);
@@ -233,6 +236,14 @@ export class WorkerState {
     }
     if (task.missing === null) this.#makeReady(task, msg.stimulusId);
     if (toFetch) this.#gather(toFetch, msg.stimulusId);
+  }
+
+  /** The spans to report for a finished execution: its transfers, then the compute (unix seconds). */
+  #spans(task: WorkerTask, msg: { start?: number; stop?: number }): Startstop[] | undefined {
+    if (msg.start === undefined || msg.stop === undefined) return task.startstops ?? undefined;
+    const spans = task.startstops ?? [];
+    spans.push({ action: "compute", start: msg.start, stop: msg.stop });
+    return spans;
   }
 
   /** One gather-dep per first holder. */
@@ -266,7 +277,7 @@ export class WorkerState {
     }
   }
 
-  #fetched(data: Map<string, unknown>, stimulusId: string): void {
+  #fetched(data: Map<string, unknown>, stimulusId: string, start?: number, stop?: number): void {
     for (const [key, value] of data) {
       const fs = this.fetching.get(key);
       if (!fs) continue;
@@ -274,6 +285,7 @@ export class WorkerState {
       this.#emit(key, "flight", "memory", stimulusId, { nbytes: fs.nbytes });
       for (const task of fs.waiters) {
         if (task.state !== "waiting") continue;
+        if (start !== undefined && stop !== undefined) (task.startstops ??= []).push({ action: "transfer", start, stop });
         task.depValues!.set(key, value);
         task.missing!.delete(key);
         if (task.missing!.size === 0) {
@@ -319,23 +331,26 @@ export class WorkerState {
     if (!task) return;
     const { key, nbytes, duration, stimulusId } = msg;
     const value = msg.value === undefined ? null : msg.value;
+    const startstops = this.#spans(task, msg);
     this.data.set(key, value);
-    this.#transition(task, "memory", stimulusId, { nbytes });
-    this.#out.push({
-      op: "send",
-      msg: nbytes <= this.#inlineLimit
-        ? { op: "done", key, nbytes, value, hasValue: true, duration, stimulusId }
-        : { op: "done", key, nbytes, duration, stimulusId },
-    });
+    this.#transition(task, "memory", stimulusId, startstops ? { nbytes, startstops } : { nbytes });
+    const done: Extract<WorkerToScheduler, { op: "done" }> = nbytes <= this.#inlineLimit
+      ? { op: "done", key, nbytes, value, hasValue: true, duration, stimulusId }
+      : { op: "done", key, nbytes, duration, stimulusId };
+    if (startstops) done.startstops = startstops;
+    this.#out.push({ op: "send", msg: done });
   }
 
   #failed(msg: Extract<Stimulus, { op: "execute-failure" }>): void {
     const task = this.#executed(msg.key, msg.stimulusId);
     if (!task) return;
     const { key, exception, traceback, duration, stimulusId } = msg;
+    const startstops = this.#spans(task, msg);
     // Kept in `error` until the scheduler frees the key (or computes it again).
-    this.#transition(task, "error", stimulusId, { exception, traceback });
-    this.#out.push({ op: "send", msg: { op: "erred", key, exception, traceback, duration, stimulusId } });
+    this.#transition(task, "error", stimulusId, startstops ? { exception, traceback, startstops } : { exception, traceback });
+    const erred: Extract<WorkerToScheduler, { op: "erred" }> = { op: "erred", key, exception, traceback, duration, stimulusId };
+    if (startstops) erred.startstops = startstops;
+    this.#out.push({ op: "send", msg: erred });
   }
 
   #free(key: string, stimulusId: string): void {

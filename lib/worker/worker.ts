@@ -16,9 +16,10 @@ import { pathToFileURL } from "node:url";
 import { errorMessage, PluginError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
+import { preloadSpecs } from "../plugins/preload.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
-import type { PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
+import type { DepInfo, PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
 import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
@@ -30,6 +31,9 @@ import { cpuMeter } from "./cpu.ts";
 import { TaskContextImpl } from "./task-context.ts";
 import { LogForwarder } from "../logs/forwarder.ts";
 import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from "./state.ts";
+import { resolveRefs, unixSeconds } from "./values.ts";
+
+export { resolveRefs };
 
 /** Options of `cluster worker`. */
 export interface WorkerOptions {
@@ -44,7 +48,10 @@ export interface WorkerOptions {
   port?: number;
   /** The worker's own plugins (plugins.toml `[worker]`). */
   plugins?: WirePluginSpec[];
+  /** Modules (paths or http(s) URLs) with `clusterSetup(worker, options)`. */
   preload?: string[];
+  /** The `options` every preload's `clusterSetup` gets (`--preload-options`). */
+  preloadOptions?: Record<string, unknown>;
   /** Task modules (`--tasks`). */
   tasks?: string[];
   localDirectory?: string;
@@ -165,6 +172,8 @@ export class Worker {
   async #start(): Promise<void> {
     const opts = this.#options;
     if (process.env.CLUSTER_FORWARD_LOGS !== "0") this.#logs.attach();
+    // URL preloads are fetched once, before anything listens: a failed fetch stops the start.
+    const preloads = await preloadSpecs(opts.preload ?? [], "worker", opts.preloadOptions);
     this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
     await mkdir(this.localDirectory, { recursive: true });
     // Data address (see lib/address.ts): without --host, the address this host reaches the scheduler from.
@@ -186,7 +195,7 @@ export class Worker {
       process.stdin.resume();
     }
     this.#pendingLocal = [...(opts.plugins ?? [])];
-    for (const path of opts.preload ?? []) this.#pendingLocal.push({ role: "worker", use: resolve(path), options: {} });
+    this.#pendingLocal.push(...preloads);
     // Local plugins are set up once, before the first registration; failing ones stop the
     // start, every failure logged and named (Dask's test_plugin_multiple_exceptions).
     const failures: string[] = [];
@@ -331,6 +340,9 @@ export class Worker {
       case "reply":
         this.#requests.settle(msg);
         break;
+      case "acquire-data":
+        this.#acquireData(msg.id, msg.deps);
+        break;
       case "plugin-add":
         this.#serially(() => this.#addPlugin(msg.spec, this.localDirectory)).then((error) => {
           if (error) log.error(`Plugin "${msg.spec.name ?? msg.spec.use}" failed to set up: ${error}`);
@@ -364,7 +376,8 @@ export class Worker {
     try {
       const loaded = await instantiatePlugin<WorkerPlugin>(spec, {
         baseDir,
-        moduleDir: join(this.localDirectory, "plugins"),
+        // Under packages/ (where package-install puts node_modules): a shipped module's bare imports resolve there.
+        moduleDir: join(this.localDirectory, "packages", "plugins"),
         log: log.child(`plugin:${spec.name ?? spec.use}`),
       });
       await this.plugins.add({ ...loaded, spec }, {
@@ -465,22 +478,31 @@ export class Worker {
   }
 
   #succeeded(key: string, value: unknown, start: number): void {
-    const duration = (performance.now() - start) / 1000;
+    const end = performance.now();
+    const duration = (end - start) / 1000;
     const nbytes = sizeOf(value ?? null);
-    this.#stimulus({ op: "execute-success", key, value, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}` });
+    this.#stimulus({
+      op: "execute-success", key, value, nbytes, duration, stimulusId: `task-finished-${++this.#stimuli}`,
+      start: unixSeconds(start), stop: unixSeconds(end),
+    });
   }
 
   #failed(key: string, err: unknown, start: number): void {
-    const duration = (performance.now() - start) / 1000;
+    const end = performance.now();
+    const duration = (end - start) / 1000;
     const exception = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
     const traceback = err instanceof Error ? err.stack ?? "" : "";
-    this.#stimulus({ op: "execute-failure", key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}` });
+    this.#stimulus({
+      op: "execute-failure", key, exception, traceback, duration, stimulusId: `task-erred-${++this.#stimuli}`,
+      start: unixSeconds(start), stop: unixSeconds(end),
+    });
   }
 
   // ---- data transfer -------------------------------------------------------------------------
 
   /** Fetches keys from their holder; what it lacks comes through the scheduler (relay). */
   async #gatherDep(who: string, keys: string[]): Promise<void> {
+    const start = performance.now();
     let data: Record<string, unknown> = {};
     if (who) {
       try {
@@ -498,8 +520,40 @@ export class Worker {
       else failed.push(key);
     }
     const stimulusId = `gather-dep-${++this.#stimuli}`;
-    if (results.size > 0) this.#stimulus({ op: "gather-dep-success", data: results, stimulusId });
+    if (results.size > 0) {
+      this.#stimulus({ op: "gather-dep-success", data: results, stimulusId, start: unixSeconds(start), stop: unixSeconds(performance.now()) });
+    }
     if (failed.length > 0) this.#stimulus({ op: "gather-dep-failure", keys: failed, stimulusId });
+  }
+
+  /** Keeps results fetched from their holders (moved off a retiring worker); answers the keys got. */
+  async #acquireData(id: number, deps: DepInfo[]): Promise<void> {
+    const byHolder = new Map<string, string[]>();
+    for (const dep of deps) {
+      if (this.state.data.has(dep.key)) continue;
+      const who = dep.who?.[0] ?? "";
+      const list = byHolder.get(who);
+      if (list) list.push(dep.key);
+      else byHolder.set(who, [dep.key]);
+    }
+    const got = deps.filter((d) => this.state.data.has(d.key)).map((d) => d.key);
+    await Promise.all([...byHolder].map(async ([who, keys]) => {
+      let data: Record<string, unknown> = {};
+      try {
+        data = who ? await this.#fetchFromPeer(who, keys) : {};
+      } catch (err) {
+        log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
+      }
+      const missing = keys.filter((k) => !(k in data));
+      if (missing.length > 0) Object.assign(data, await this.#relay(missing));
+      for (const key of keys) {
+        if (!(key in data)) continue;
+        // Held like a result of its own: served to peers, freed when the scheduler says so.
+        this.state.data.set(key, data[key]);
+        got.push(key);
+      }
+    }));
+    this.#send({ op: "reply", id, keys: got });
   }
 
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
@@ -583,23 +637,4 @@ export class Worker {
     this.#resolveClosed();
   }
 
-}
-
-/** Replaces `{"$ref": KEY}` inside a value by the dependency's result. */
-export function resolveRefs(value: unknown, deps: Map<string, unknown>): unknown {
-  if (value === null || typeof value !== "object") return value;
-  if (Array.isArray(value)) {
-    const out = new Array(value.length);
-    for (let i = 0; i < value.length; i++) out[i] = resolveRefs(value[i], deps);
-    return out;
-  }
-  if (value instanceof Uint8Array) return value;
-  const ref = (value as { $ref?: unknown }).$ref;
-  if (typeof ref === "string") {
-    if (!deps.has(ref)) throw new Error(`Missing dependency "${ref}"`);
-    return deps.get(ref);
-  }
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = resolveRefs(v, deps);
-  return out;
 }
