@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { Tag } from "cbor-x";
 import type { WSContext } from "hono/ws";
 import { decodeFrame, encodeFrame, type Message } from "./protocol.ts";
 
@@ -21,13 +22,89 @@ export const chunkBytes = 1024 * 1024;
 /** A sender waits while more than this is queued on its socket. */
 export const highWaterBytes = 4 * 1024 * 1024;
 
-/** One piece of a split frame: `size` is the whole frame's, `offset` where `bytes` go. */
+/**
+ * One piece of a split frame: `size` is the whole frame's (or part's), `offset` where `bytes`
+ * go. Pieces with `part` carry a large binary value of the frame that follows (see below).
+ */
 export interface ChunkMessage {
   op: "chunk";
   id: number;
   offset: number;
   size: number;
   bytes: Uint8Array;
+  part?: number;
+}
+
+/** Collect garbage after this many bytes received in chunks (see `collectGarbage`). */
+export const gcEveryBytes = 32 * 1024 * 1024;
+const bunGc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
+
+/**
+ * Every received chunk is a message the runtime allocated and we copied out of: garbage the size
+ * of the data. Bun's collector does not count it soon enough (the peak memory of a 200 MB
+ * transfer doubled), so a large transfer asks for a collection now and then. V8 (Deno) counts
+ * array buffers itself.
+ */
+export function collectGarbage(): void {
+  bunGc?.(true);
+}
+
+/** Binary values at least this large in a reply's `data` or `values` travel as parts. */
+export const partBytes = 1024 * 1024;
+/** The CBOR tag that stands for part N in a frame whose parts came first. */
+const partTag = 40_001;
+
+/**
+ * Takes the large `Uint8Array` values out of replies' `data` and `values` records (results on
+ * their way to the scheduler or a client): encoding them into the frame would copy them, so they
+ * are sent from their own memory as parts, and the frame holds a tag in their place. Returns
+ * the messages to encode (copied where changed, the caller's are left alone) and the parts.
+ */
+function takeParts(messages: unknown[]): { messages: unknown[]; parts: Uint8Array[] } {
+  const parts: Uint8Array[] = [];
+  let out = messages;
+  for (let i = 0; i < messages.length; i++) {
+    const msg = messages[i] as Record<string, unknown>;
+    if (msg?.op !== "reply") continue;
+    let copy: Record<string, unknown> | null = null;
+    for (const field of ["data", "values"]) {
+      const record = msg[field] as Record<string, unknown> | undefined;
+      if (record === null || typeof record !== "object") continue;
+      let swapped: Record<string, unknown> | null = null;
+      for (const key in record) {
+        const value = record[key];
+        if (!(value instanceof Uint8Array) || value.byteLength < partBytes) continue;
+        swapped ??= { ...record };
+        swapped[key] = new Tag(parts.length, partTag);
+        parts.push(value);
+      }
+      if (swapped) (copy ??= { ...msg })[field] = swapped;
+    }
+    if (copy) {
+      if (out === messages) out = [...messages];
+      out[i] = copy;
+    }
+  }
+  return { messages: out, parts };
+}
+
+/** Puts the parts back where `takeParts` left their tags. */
+function putParts(messages: Message[], parts: Uint8Array[]): void {
+  for (const msg of messages) {
+    if (msg.op !== "reply") continue;
+    for (const field of ["data", "values"]) {
+      const record = msg[field] as Record<string, unknown> | undefined;
+      if (record === null || typeof record !== "object") continue;
+      for (const key in record) {
+        const value = record[key];
+        if (value instanceof Tag && value.tag === partTag) {
+          const part = parts[value.value as number];
+          if (!part) throw new RangeError(`Missing part ${value.value}`);
+          record[key] = part;
+        }
+      }
+    }
+  }
 }
 
 /** What a sender needs of its socket. */
@@ -38,6 +115,19 @@ export interface FrameSocket {
   buffered(): number;
   /** Whether the socket can still send. */
   open(): boolean;
+}
+
+/** The chunk messages of one buffer, each encoded as a frame. */
+function* chunkFrames(id: number, bytes: Uint8Array, part?: number): Generator<Uint8Array> {
+  const size = bytes.byteLength;
+  let offset = 0;
+  do {
+    const end = Math.min(size, offset + chunkBytes);
+    const chunk: ChunkMessage = { op: "chunk", id, offset, size, bytes: bytes.subarray(offset, end) };
+    if (part !== undefined) chunk.part = part;
+    yield encodeFrame([chunk]);
+    offset = end;
+  } while (offset < size);
 }
 
 /**
@@ -51,28 +141,32 @@ export interface FrameSocket {
  */
 export class FrameSender {
   #socket: FrameSocket;
-  /** Frames waiting behind a split one; the head is being sent. */
-  #queue: Uint8Array[] = [];
-  /** The next offset to send of the head frame, when it is split. */
-  #offset = 0;
+  /** What waits behind a split frame: each entry makes the WebSocket messages of one frame. */
+  #queue: Array<Iterator<Uint8Array>> = [];
   #ids = 0;
-  #id = 0;
+  /** Bytes sent in chunks since the last collection. */
+  #sent = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(socket: FrameSocket) {
     this.#socket = socket;
   }
 
-  /** Bytes waiting in this sender (not yet handed to the socket). */
-  get pending(): number {
-    let n = -this.#offset;
-    for (const f of this.#queue) n += f.byteLength;
-    return n;
+  /** Whether frames wait to be sent. */
+  get busy(): boolean {
+    return this.#queue.length > 0;
   }
 
-  /** Encodes and sends one frame: at once when small and nothing waits, else in turn. */
+  /** Sends one frame: at once when small and nothing waits, else in turn, split. */
   send(messages: unknown[]): void {
-    this.sendEncoded(encodeFrame(messages));
+    const taken = takeParts(messages);
+    if (taken.parts.length === 0) return this.sendEncoded(encodeFrame(messages));
+    const frame = encodeFrame(taken.messages);
+    const id = ++this.#ids;
+    this.#enqueue((function* () {
+      for (let p = 0; p < taken.parts.length; p++) yield* chunkFrames(id, taken.parts[p], p);
+      yield* chunkFrames(id, frame);
+    })());
   }
 
   /** Sends an encoded frame (see {@linkcode send}). */
@@ -81,16 +175,20 @@ export class FrameSender {
       this.#socket.send(frame);
       return;
     }
-    this.#queue.push(frame);
-    if (this.#queue.length === 1) this.#pump();
+    if (frame.byteLength <= splitFrameBytes) this.#enqueue([frame][Symbol.iterator]());
+    else this.#enqueue(chunkFrames(++this.#ids, frame));
   }
 
   /** Drops what waits (the socket closed). */
   clear(): void {
     this.#queue = [];
-    this.#offset = 0;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
+  }
+
+  #enqueue(frames: Iterator<Uint8Array>): void {
+    this.#queue.push(frames);
+    if (this.#queue.length === 1) this.#pump();
   }
 
   #pump(): void {
@@ -103,28 +201,23 @@ export class FrameSender {
         this.#timer = setTimeout(() => this.#pump(), 2);
         return;
       }
-      const frame = this.#queue[0];
-      if (frame.byteLength <= splitFrameBytes) {
-        socket.send(frame);
+      const next = this.#queue[0].next();
+      if (next.done) {
         this.#queue.shift();
         continue;
       }
-      if (this.#offset === 0) this.#id = ++this.#ids;
-      const end = Math.min(frame.byteLength, this.#offset + chunkBytes);
-      const chunk: ChunkMessage = { op: "chunk", id: this.#id, offset: this.#offset, size: frame.byteLength, bytes: frame.subarray(this.#offset, end) };
-      socket.send(encodeFrame([chunk]));
-      if (end === frame.byteLength) {
-        this.#queue.shift();
-        this.#offset = 0;
-      } else {
-        this.#offset = end;
+      socket.send(next.value);
+      // Each chunk was encoded into a frame of its own, garbage once sent (see collectGarbage).
+      if ((this.#sent += next.value.byteLength) >= gcEveryBytes) {
+        this.#sent = 0;
+        collectGarbage();
       }
     }
   }
 }
 
 /**
- * Decodes the frames of one socket, putting split ones back together.
+ * Decodes the frames of one socket, putting split ones (and their parts) back together.
  *
  * @example
  * ```ts
@@ -134,11 +227,17 @@ export class FrameSender {
  */
 export class FrameAssembler {
   #maxBytes: number;
-  #buffer: Uint8Array | null = null;
   #id = 0;
+  /** The frame being filled (`null` between frames), then its parts. */
+  #buffer: Uint8Array | null = null;
+  #parts: Uint8Array[] = [];
   #filled = 0;
+  /** Bytes of the current frame and its parts so far, against the cap. */
+  #total = 0;
+  /** Bytes received since the last collection. */
+  #received = 0;
 
-  /** `maxBytes` caps a reassembled frame (a `RangeError` past it). */
+  /** `maxBytes` caps a frame with its parts (a `RangeError` past it). */
   constructor(options: { maxBytes?: number } = {}) {
     this.#maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER;
   }
@@ -151,26 +250,46 @@ export class FrameAssembler {
   decode(data: unknown): Message[] {
     const messages = decodeFrame(data);
     if (messages.length !== 1 || messages[0].op !== "chunk") return messages;
-    const { id, offset, size, bytes } = messages[0] as unknown as ChunkMessage;
+    const { id, offset, size, bytes, part } = messages[0] as unknown as ChunkMessage;
     if (!(bytes instanceof Uint8Array) || !Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || size < 0) {
       throw new TypeError("Malformed chunk message");
     }
-    if (offset === 0) {
-      if (size > this.#maxBytes) throw new RangeError(`Frame of ${size} bytes is too large (at most ${this.#maxBytes})`);
-      this.#buffer = new Uint8Array(size);
+    if (id !== this.#id) {
+      // A new frame: whatever was left of another one is dropped.
       this.#id = id;
+      this.#parts = [];
+      this.#total = 0;
+      this.#buffer = null;
+    }
+    if (offset === 0) {
+      this.#total += size;
+      if (this.#total > this.#maxBytes) throw new RangeError(`Frame of ${this.#total} bytes is too large (at most ${this.#maxBytes})`);
+      this.#buffer = new Uint8Array(size);
       this.#filled = 0;
-    } else if (!this.#buffer || id !== this.#id || offset !== this.#filled || size !== this.#buffer.byteLength) {
+      if (part !== undefined) {
+        if (part !== this.#parts.length) throw new RangeError(`Part ${part} of frame ${id} out of order`);
+        this.#parts.push(this.#buffer);
+      }
+    } else if (!this.#buffer || offset !== this.#filled || size !== this.#buffer.byteLength) {
       this.#buffer = null;
       throw new RangeError(`Chunk ${id}@${offset} out of order`);
     }
     if (offset + bytes.byteLength > size) throw new RangeError(`Chunk ${id}@${offset} overruns its frame`);
     this.#buffer!.set(bytes, offset);
     this.#filled = offset + bytes.byteLength;
-    if (this.#filled < size) return [];
+    if ((this.#received += bytes.byteLength) >= gcEveryBytes) {
+      this.#received = 0;
+      collectGarbage();
+    }
+    if (this.#filled < size || part !== undefined) return [];
     const whole = this.#buffer!;
+    const parts = this.#parts;
     this.#buffer = null;
-    return decodeFrame(whole, Number.MAX_SAFE_INTEGER);
+    this.#parts = [];
+    this.#id = 0;
+    const out = decodeFrame(whole, Number.MAX_SAFE_INTEGER);
+    if (parts.length > 0) putParts(out, parts);
+    return out;
   }
 }
 
@@ -185,15 +304,12 @@ export function sendFrame(ws: WSContext, messages: unknown[], buffered: (ws: WSC
   const raw = (ws.raw ?? ws) as object;
   let sender = serverSenders.get(raw);
   if (!sender) {
-    const frame = encodeFrame(messages);
-    if (frame.byteLength <= splitFrameBytes) return ws.send(frame);
     serverSenders.set(raw, sender = new FrameSender({
       send: (b) => ws.send(b as Uint8Array<ArrayBuffer>),
       buffered: () => buffered(ws),
       // Bun's context holds the state it was made with; the socket itself has the current one.
       open: () => ((raw as { readyState?: number }).readyState ?? ws.readyState) === 1,
     }));
-    return sender.sendEncoded(frame);
   }
   sender.send(messages);
 }
