@@ -29,6 +29,8 @@ export interface ClientLinkContext {
   readonly operations: Operations;
   /** Applies the state machine's pending effects. */
   apply(): void;
+  /** Bytes in one client message, however it was split (the graph body limit). */
+  readonly maxMessageBytes?: number;
 }
 
 type Handler = (ops: Operations, client: ClientState, msg: never) => unknown;
@@ -50,7 +52,7 @@ export function clientSocket(ctx: ClientLinkContext) {
   let client: ClientState | null = null;
   // Hooks and requests of this client, in order.
   let chain: Promise<unknown> = Promise.resolve();
-  const frames = new FrameAssembler();
+  const frames = new FrameAssembler({ maxBytes: ctx.maxMessageBytes });
   const send = (ws: WSContext, msg: SchedulerToClient) => {
     try {
       sendFrame(ws, [msg], runtime.bufferedAmount);

@@ -229,6 +229,7 @@ export class Scheduler {
         api: this.api,
         operations: this.operations,
         apply: () => this.#apply(),
+        maxMessageBytes: this.limits.maxBodyBytes,
       })
     ));
     app.route("/api/v1", apiRoutes(this.operations, this.#httpClient, this.limits));
