@@ -49,62 +49,76 @@ export function collectGarbage(): void {
   bunGc?.(true);
 }
 
-/** Binary values at least this large in a reply's `data` or `values` travel as parts. */
+/** Binary values at least this large travel as parts (see `eachSlot`). */
 export const partBytes = 1024 * 1024;
 /** The CBOR tag that stands for part N in a frame whose parts came first. */
 const partTag = 40_001;
 
+/** A place in a message that may hold a large value: a record or an array, and the name in it. */
+type Slot = (holder: Record<string, unknown> | unknown[], key: string | number) => void;
+
 /**
- * Takes the large `Uint8Array` values out of replies' `data` and `values` records (results on
- * their way to the scheduler or a client): encoding them into the frame would copy them, so they
- * are sent from their own memory as parts, and the frame holds a tag in their place. Returns
- * the messages to encode (copied where changed, the caller's are left alone) and the parts.
+ * Calls `slot` for each place of a message where large binary values travel: the results in a
+ * reply's `data` or `values`, the arguments of a `compute`, the arguments of a graph's tasks.
+ * Only these (not every nested value): a frame of 100,000 tasks is walked at little cost.
  */
-function takeParts(messages: unknown[]): { messages: unknown[]; parts: Uint8Array[] } {
-  const parts: Uint8Array[] = [];
-  let out = messages;
-  for (let i = 0; i < messages.length; i++) {
-    const msg = messages[i] as Record<string, unknown>;
-    if (msg?.op !== "reply") continue;
-    let copy: Record<string, unknown> | null = null;
-    for (const field of ["data", "values"]) {
-      const record = msg[field] as Record<string, unknown> | undefined;
-      if (record === null || typeof record !== "object") continue;
-      let swapped: Record<string, unknown> | null = null;
-      for (const key in record) {
-        const value = record[key];
-        if (!(value instanceof Uint8Array) || value.byteLength < partBytes) continue;
-        swapped ??= { ...record };
-        swapped[key] = new Tag(parts.length, partTag);
-        parts.push(value);
+function eachSlot(msg: Record<string, unknown>, slot: Slot): void {
+  switch (msg?.op) {
+    case "reply":
+      for (const field of ["data", "values"]) {
+        const record = msg[field] as Record<string, unknown> | undefined;
+        if (record !== null && typeof record === "object") for (const key in record) slot(record, key);
       }
-      if (swapped) (copy ??= { ...msg })[field] = swapped;
-    }
-    if (copy) {
-      if (out === messages) out = [...messages];
-      out[i] = copy;
+      break;
+    case "compute":
+      if (Array.isArray(msg.args)) for (let i = 0; i < msg.args.length; i++) slot(msg.args, i);
+      break;
+    case "graph": {
+      const tasks = (msg.graph as { tasks?: unknown } | undefined)?.tasks;
+      if (!Array.isArray(tasks)) break;
+      for (const task of tasks) {
+        const args = (task as { args?: unknown } | null)?.args;
+        if (Array.isArray(args)) for (let i = 0; i < args.length; i++) slot(args, i);
+      }
+      break;
     }
   }
-  return { messages: out, parts };
 }
 
-/** Puts the parts back where `takeParts` left their tags. */
-function putParts(messages: Message[], parts: Uint8Array[]): void {
-  for (const msg of messages) {
-    if (msg.op !== "reply") continue;
-    for (const field of ["data", "values"]) {
-      const record = msg[field] as Record<string, unknown> | undefined;
-      if (record === null || typeof record !== "object") continue;
-      for (const key in record) {
-        const value = record[key];
-        if (value instanceof Tag && value.tag === partTag) {
-          const part = parts[value.value as number];
-          if (!part) throw new RangeError(`Missing part ${value.value}`);
-          record[key] = part;
-        }
-      }
-    }
+/**
+ * Encodes a frame with its large `Uint8Array` values (see `eachSlot`) taken out: encoding them
+ * would copy them, so they are sent from their own memory as parts and the frame holds a tag in
+ * their place. The messages are changed only while they are encoded, then put back as they were.
+ */
+function encodeWithParts(messages: unknown[]): { frame: Uint8Array; parts: Uint8Array[] } {
+  const parts: Uint8Array[] = [];
+  const taken: Array<[Record<string, unknown> | unknown[], string | number, Uint8Array]> = [];
+  const take: Slot = (holder, key) => {
+    const value = (holder as Record<string | number, unknown>)[key];
+    if (!(value instanceof Uint8Array) || value.byteLength < partBytes) return;
+    taken.push([holder, key, value]);
+    (holder as Record<string | number, unknown>)[key] = new Tag(parts.length, partTag);
+    parts.push(value);
+  };
+  for (const msg of messages) eachSlot(msg as Record<string, unknown>, take);
+  if (taken.length === 0) return { frame: encodeFrame(messages), parts };
+  try {
+    return { frame: encodeFrame(messages), parts };
+  } finally {
+    for (const [holder, key, value] of taken) (holder as Record<string | number, unknown>)[key] = value;
   }
+}
+
+/** Puts the parts back where `encodeWithParts` left their tags. */
+function putParts(messages: Message[], parts: Uint8Array[]): void {
+  const put: Slot = (holder, key) => {
+    const value = (holder as Record<string | number, unknown>)[key];
+    if (!(value instanceof Tag) || value.tag !== partTag) return;
+    const part = parts[value.value as number];
+    if (!part) throw new RangeError(`Missing part ${value.value}`);
+    (holder as Record<string | number, unknown>)[key] = part;
+  };
+  for (const msg of messages) eachSlot(msg, put);
 }
 
 /** What a sender needs of its socket. */
@@ -159,12 +173,11 @@ export class FrameSender {
 
   /** Sends one frame: at once when small and nothing waits, else in turn, split. */
   send(messages: unknown[]): void {
-    const taken = takeParts(messages);
-    if (taken.parts.length === 0) return this.sendEncoded(encodeFrame(messages));
-    const frame = encodeFrame(taken.messages);
+    const { frame, parts } = encodeWithParts(messages);
+    if (parts.length === 0) return this.sendEncoded(frame);
     const id = ++this.#ids;
     this.#enqueue((function* () {
-      for (let p = 0; p < taken.parts.length; p++) yield* chunkFrames(id, taken.parts[p], p);
+      for (let p = 0; p < parts.length; p++) yield* chunkFrames(id, parts[p], p);
       yield* chunkFrames(id, frame);
     })());
   }

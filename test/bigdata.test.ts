@@ -68,6 +68,25 @@ describe("frames of any size on the sockets", () => {
     expect(total).toBeLessThan(big.byteLength + 64 * 1024);
   });
 
+  test("large binary arguments of a graph's tasks and of a compute travel as parts, and the messages sent are left as they were", () => {
+    const { sent, sender } = recordingSender();
+    const big = pattern(2 * MiB);
+    const graph: { tasks: Array<{ key: string; fn: string; args: unknown[] }>; keys: string[] } = {
+      tasks: [{ key: "t", fn: "f", args: [big, 1] }, { key: "u", fn: "f", args: [] }],
+      keys: ["t"],
+    };
+    sender.send([{ op: "graph", id: 1, graph }, { op: "compute", key: "t", fn: "f", args: [{ $ref: "x" }, big] }]);
+    expect(graph.tasks[0].args[0]).toBe(big);
+    const total = sent.reduce((n, b) => n + b.byteLength, 0);
+    expect(total).toBeLessThan(2 * big.byteLength + 64 * 1024);
+    const [g, c] = receive(sent);
+    const tasks = (g.graph as typeof graph).tasks;
+    expect(Buffer.compare(tasks[0].args[0] as Uint8Array, big)).toBe(0);
+    expect(tasks[0].args[1]).toBe(1);
+    expect((c.args as unknown[])[0]).toEqual({ $ref: "x" });
+    expect(Buffer.compare((c.args as Uint8Array[])[1], big)).toBe(0);
+  });
+
   test("a sender waits while the socket holds more than the high-water mark, then goes on", async () => {
     let buffered = highWaterBytes + 1;
     const { sent, sender } = recordingSender(() => buffered);
