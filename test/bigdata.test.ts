@@ -249,6 +249,32 @@ describe("large values end to end", () => {
     }
   }, 120_000);
 
+  test("a 70 MB result whose holder peers cannot reach is relayed through the scheduler in chunks", async () => {
+    const mb = 70;
+    const cluster = await startCluster({ workers: 0, flavor: "bun", workerArgs: ["--tasks", tasks] });
+    // Port 9 (discard) on loopback: nothing listens, so every peer request fails at once.
+    await cluster.addWorker(["--contact-address", "http://127.0.0.1:9"]);
+    await cluster.addWorker();
+    const client = await Client.connect(cluster.url);
+    try {
+      const [hidden, open] = await workerNames(cluster);
+      const futures = await client.compute({
+        tasks: [
+          { key: "hidden", fn: "bigdata-tasks.bytes", args: [mb], annotations: { workers: [hidden] } },
+          { key: "relayed", fn: "bigdata-tasks.check", args: [{ $ref: "hidden" }], annotations: { workers: [open] } },
+        ],
+        keys: ["relayed"],
+      });
+      expect(await futures.relayed.result()).toEqual({ bytes: mb * MiB, ok: true });
+      const metrics = await (await fetch(`${cluster.url}/metrics`)).text();
+      expect(metrics).toMatch(/cluster_relayed_total [1-9]/);
+      for (const proc of [cluster.scheduler, ...cluster.workers]) expect(reconnects(proc)).toEqual([]);
+    } finally {
+      await client.close();
+      await cluster.stop();
+    }
+  }, 90_000);
+
   test("a 40 MB argument goes to its task over the client socket and over HTTP when the limits allow it, and is refused with 413 when they do not", async () => {
     const cluster = await startCluster({ workers: 1, flavor: "bun", workerArgs: ["--tasks", tasks], schedulerArgs: ["--max-body-mib", "100", "--max-args-mib", "50"] });
     const client = await Client.connect(cluster.url);
