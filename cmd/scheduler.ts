@@ -21,6 +21,8 @@ const args = {
   "preload-options": { type: "string", description: "JSON object passed as options to every preload's clusterSetup" },
   "events-kept": { type: "string", description: "Events kept for replay", default: "20000" },
   "worker-ttl": { type: "string", description: "Seconds without a heartbeat before a worker is removed (Dask's worker-ttl)", default: "15" },
+  "max-body-mib": { type: "string", description: "MiB in one submitted graph (an HTTP body or a client message)", default: "64" },
+  "max-args-mib": { type: "string", description: "MiB in one task's args", default: "16" },
   ...commonArgs,
   ...authArgs,
   ...tlsArgs,
@@ -47,6 +49,10 @@ export const schedulerCommand = defineCommand({
       heartbeatTimeoutMs: intFlag(a["worker-ttl"], "worker-ttl", { fallback: 15, min: 2 }) * 1000,
       tls: applyTlsArgs(a),
       auth,
+      limits: {
+        maxBodyBytes: intFlag(a["max-body-mib"], "max-body-mib", { fallback: 64, min: 1, max: 1 << 20 }) * 1024 * 1024,
+        maxArgsBytes: intFlag(a["max-args-mib"], "max-args-mib", { fallback: 16, min: 1, max: 1 << 20 }) * 1024 * 1024,
+      },
     });
     // Handlers first: a signal right after the ready line must still close gracefully.
     onShutdown(() => scheduler.close());

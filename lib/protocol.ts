@@ -17,7 +17,22 @@ export const inlineLimitBytes = 64 * 1024;
 /** The version of this program, reported by /health and --version. */
 export const version = "0.2.0";
 
-const encoder = new Encoder({ useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false });
+const newEncoder = () => new Encoder({ useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false });
+let encoder = newEncoder();
+/** Past this size an encoding keeps the encoder's buffer for itself (see `encodeShared`). */
+const ownBufferBytes = 8 * 1024 * 1024;
+
+/**
+ * Encodes with the shared encoder. cbor-x keeps its grown buffer for later calls, so after a
+ * large value (a 200 MB result) the encoder is replaced: its buffer then belongs to the result
+ * alone (no copy needed, `owned`) and is freed with it instead of staying for good.
+ */
+function encodeShared(value: unknown): { bytes: Uint8Array<ArrayBuffer>; owned: boolean } {
+  const bytes = encoder.encode(value) as Uint8Array<ArrayBuffer>;
+  if (bytes.byteLength <= ownBufferBytes) return { bytes, owned: false };
+  encoder = newEncoder();
+  return { bytes, owned: true };
+}
 
 /** One protocol message. */
 export interface Message {
@@ -34,7 +49,7 @@ export interface Message {
  * ```
  */
 export function encodeCbor(value: unknown): Uint8Array<ArrayBuffer> {
-  return encoder.encode(value) as Uint8Array<ArrayBuffer>;
+  return encodeShared(value).bytes;
 }
 
 /**
@@ -42,7 +57,8 @@ export function encodeCbor(value: unknown): Uint8Array<ArrayBuffer> {
  * buffer: a runtime may keep (or take over) a sent buffer while the next frame is encoded.
  */
 export function encodeFrame(messages: unknown[]): Uint8Array<ArrayBuffer> {
-  return encoder.encode(messages).slice() as Uint8Array<ArrayBuffer>;
+  const { bytes, owned } = encodeShared(messages);
+  return owned ? bytes : bytes.slice();
 }
 
 /** Decodes one CBOR value; throws a `SyntaxError` on malformed input. */
@@ -55,13 +71,16 @@ export function decodeCbor(data: Uint8Array | ArrayBuffer): unknown {
   }
 }
 
-/** Decodes a frame into its messages; throws a `TypeError` when it is not an array of `{op}`. */
-export function decodeFrame(data: unknown): Message[] {
+/**
+ * Decodes a frame into its messages; throws a `TypeError` when it is not an array of `{op}`, a
+ * `RangeError` past `maxBytes` (a frame put together from chunks has its own cap, lib/frames.ts).
+ */
+export function decodeFrame(data: unknown, maxBytes = maxFrameBytes): Message[] {
   let bytes: Uint8Array;
   if (data instanceof Uint8Array) bytes = data;
   else if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
   else throw new TypeError("Expected a binary CBOR frame");
-  if (bytes.byteLength > maxFrameBytes) throw new RangeError(`Frame of ${bytes.byteLength} bytes is too large`);
+  if (bytes.byteLength > maxBytes) throw new RangeError(`Frame of ${bytes.byteLength} bytes is too large`);
   // Bun's WebSocket client sometimes delivers an empty message after a large fragmented one.
   if (bytes.byteLength === 0) return [];
   const value = decodeCbor(bytes);
@@ -89,7 +108,7 @@ export function sizeOf(value: unknown): number {
       if (value === null) return 1;
       if (value instanceof Uint8Array) return value.byteLength;
       try {
-        return encoder.encode(value).byteLength;
+        return encodeShared(value).bytes.byteLength;
       } catch {
         return 0;
       }

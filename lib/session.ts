@@ -9,7 +9,8 @@
 import { closeCodeFailure, ConnectError, diagnose } from "./connect-error.ts";
 import { errorMessage } from "./errors.ts";
 import type { ComponentLogger } from "./log.ts";
-import { clusterToken, decodeFrame, encodeFrame, type Message, socketUrl } from "./protocol.ts";
+import { clusterToken, encodeFrame, type Message, socketUrl } from "./protocol.ts";
+import { FrameAssembler, type FrameSender, socketSender } from "./frames.ts";
 import { clientWebSocket } from "./runtime/client.ts";
 
 /** How often a session that waits for its scheduler says so. */
@@ -56,6 +57,8 @@ export interface SessionOptions {
 export class SchedulerSession {
   #options: SessionOptions;
   #socket: WebSocket | null = null;
+  /** Sends the frames of the open socket, large ones split (lib/frames.ts). */
+  #sender: FrameSender | null = null;
   #closed = false;
   #openWaiters: Array<() => void> = [];
 
@@ -126,7 +129,7 @@ export class SchedulerSession {
   /** Sends one frame; false when the connection is not open. */
   send(messages: Message[]): boolean {
     if (!this.isOpen) return false;
-    this.#socket!.send(encodeFrame(messages));
+    this.#sender!.send(messages);
     return true;
   }
 
@@ -145,6 +148,8 @@ export class SchedulerSession {
     return new Promise((resolveOpen, rejectOpen) => {
       const socket = clientWebSocket(socketUrl(options.scheduler, options.path, { token: options.token }).href);
       socket.binaryType = "arraybuffer";
+      const frames = new FrameAssembler();
+      const sender = socketSender(socket);
       let settled = false;
       let welcomed = false;
       // No welcome in time (a silent address, a stuck scheduler): this attempt timed out.
@@ -160,12 +165,13 @@ export class SchedulerSession {
       }, timeoutMs);
       socket.onopen = () => {
         this.#socket = socket;
+        this.#sender = sender;
         socket.send(encodeFrame([options.register()]));
       };
       socket.onmessage = (event) => {
         let messages: Message[];
         try {
-          messages = decodeFrame(event.data);
+          messages = frames.decode(event.data);
         } catch (err) {
           options.log.error(`Malformed frame from the scheduler: ${errorMessage(err)}`);
           return;
@@ -188,6 +194,7 @@ export class SchedulerSession {
       socket.onerror = () => {};
       socket.onclose = (event) => {
         clearTimeout(timer);
+        sender.clear();
         if (this.#socket === socket) this.#socket = null;
         if (!settled) {
           settled = true;

@@ -16,7 +16,8 @@
  */
 import { closeCodeFailure, ConnectError, diagnose } from "../connect-error.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
-import { decodeCbor, decodeFrame, encodeFrame, socketUrl } from "../protocol.ts";
+import { decodeCbor, socketUrl } from "../protocol.ts";
+import { FrameAssembler, type FrameSender, socketSender } from "../frames.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
 import { clientWebSocket } from "../runtime/client.ts";
 import { type ReplyMessage, RequestError, Requests } from "../rpc.ts";
@@ -85,6 +86,8 @@ export class Client {
   readonly url: string;
   id = "";
   #socket: WebSocket;
+  /** Frames of any size, large ones split (lib/frames.ts). */
+  #sender: FrameSender;
   #token?: string;
   /** Requests wait as long as it takes (a gather may): the link closing rejects them. */
   #requests: Requests;
@@ -98,6 +101,7 @@ export class Client {
   private constructor(url: string, socket: WebSocket, token?: string) {
     this.url = url;
     this.#socket = socket;
+    this.#sender = socketSender(socket);
     this.#token = token;
     this.#requests = new Requests({ peer: `the scheduler at ${url}`, timeoutMs: 0 });
   }
@@ -121,13 +125,14 @@ export class Client {
       const client = new Client(url, socket, token);
       client.#ca = options.ca;
       let welcomed = false;
+      const frames = new FrameAssembler();
       const timer = setTimeout(() => {
         welcomed = true; // the close that follows is not a failure to explain
         socket.close();
         reject(new ConnectError(url, "timeout", `no answer within ${timeoutMs / 1000} s`));
       }, timeoutMs);
       socket.onmessage = (event) => {
-        for (const msg of decodeFrame(event.data) as unknown as FromScheduler[]) {
+        for (const msg of frames.decode(event.data) as unknown as FromScheduler[]) {
           if (msg.op === "welcome" && !welcomed) {
             welcomed = true;
             client.id = String(msg.client);
@@ -149,6 +154,7 @@ export class Client {
           return;
         }
         client.#closed = true;
+        client.#sender.clear();
         client.#requests.rejectAll(`connection closed: ${event.reason || `code ${event.code}`}`, { final: true });
       };
     });
@@ -164,7 +170,7 @@ export class Client {
 
   #request(msg: Request): Promise<ReplyMessage> {
     if (this.#closed) return Promise.reject(new RequestError("The client is closed", { code: "E_CLOSED" }));
-    return this.#requests.send((id) => this.#socket.send(encodeFrame([{ ...msg, id }])));
+    return this.#requests.send((id) => this.#sender.send([{ ...msg, id }]));
   }
 
   /** Submits one task; tasks submitted in the same tick go as one graph. */

@@ -11,7 +11,8 @@ import { errorMessage } from "../errors.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
 import type { PluginManager } from "../plugins/manager.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
-import { decodeFrame, encodeFrame, version } from "../protocol.ts";
+import { version } from "../protocol.ts";
+import { FrameAssembler, sendFrame } from "../frames.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { runtime } from "../runtime/mod.ts";
 import { BadRequestError, httpStatus } from "./errors.ts";
@@ -28,6 +29,8 @@ export interface ClientLinkContext {
   readonly operations: Operations;
   /** Applies the state machine's pending effects. */
   apply(): void;
+  /** Bytes in one client message, however it was split (the graph body limit). */
+  readonly maxMessageBytes?: number;
 }
 
 type Handler = (ops: Operations, client: ClientState, msg: never) => unknown;
@@ -49,9 +52,10 @@ export function clientSocket(ctx: ClientLinkContext) {
   let client: ClientState | null = null;
   // Hooks and requests of this client, in order.
   let chain: Promise<unknown> = Promise.resolve();
+  const frames = new FrameAssembler({ maxBytes: ctx.maxMessageBytes });
   const send = (ws: WSContext, msg: SchedulerToClient) => {
     try {
-      ws.send(encodeFrame([msg]));
+      sendFrame(ws, [msg], runtime.bufferedAmount);
     } catch {
       // the client left
     }
@@ -77,7 +81,7 @@ export function clientSocket(ctx: ClientLinkContext) {
     onMessage: (event: MessageEvent, ws: WSContext) => {
       let messages: ClientToScheduler[];
       try {
-        messages = decodeFrame(event.data) as unknown as ClientToScheduler[];
+        messages = frames.decode(event.data) as unknown as ClientToScheduler[];
       } catch (err) {
         ws.close(1007, errorMessage(err).slice(0, 120));
         return;

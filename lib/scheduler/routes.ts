@@ -11,6 +11,7 @@ import { errorMessage } from "../errors.ts";
 import { decodeCbor } from "../protocol.ts";
 import { BadRequestError } from "./errors.ts";
 import type { Operations } from "./operations.ts";
+import { resultResponse } from "./result-route.ts";
 import type { ClientState } from "./state.ts";
 
 /**
@@ -39,7 +40,7 @@ export function apiRoutes(ops: Operations, httpClient: ClientState, limits: Limi
       ops.task(c.req.param("key")); // an unknown key is 404 before a bad timeout is 400
       throw new BadRequestError(`Invalid timeout "${raw}"`);
     }
-    return c.json(await ops.result(c.req.param("key"), timeout));
+    return await resultResponse(c, ops, c.req.param("key"), timeout);
   });
   api.get("/plugins", (c) => c.json(ops.listPlugins()));
   api.post("/plugins", async (c) => c.json(await ops.registerPlugin(await readBody(c)), 201));

@@ -233,6 +233,8 @@ export class Scheduler {
       this.#settlePluginsStarted();
       this.#pluginsStarted = null;
     }
+    // The bare URL, never the token: `cluster dashboard` prints the login link.
+    log.info(`Dashboard at ${this.address}/ (\`cluster dashboard ${this.address}\` prints the login link)`);
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
     this.#heartbeatTimer = setInterval(() => this.workers.checkHeartbeats(timeout, Date.now()), Math.min(1000, timeout / 2));
   }
@@ -278,6 +280,7 @@ export class Scheduler {
         api: this.api,
         operations: this.operations,
         apply: () => this.#apply(),
+        maxMessageBytes: this.limits.maxBodyBytes,
       })
     ));
     app.route("/api/v1", apiRoutes(this.operations, this.#httpClient, this.limits));

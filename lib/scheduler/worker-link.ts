@@ -13,7 +13,8 @@ import type { PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../mes
 import type { PluginManager } from "../plugins/manager.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
-import { decodeFrame, encodeFrame, version } from "../protocol.ts";
+import { version } from "../protocol.ts";
+import { FrameAssembler, sendFrame } from "../frames.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { type ReplyMessage, Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
@@ -121,7 +122,7 @@ export class WorkerLinks {
       if (box.length === 0) continue;
       conn.outbox = [];
       try {
-        conn.ws.send(encodeFrame(box));
+        sendFrame(conn.ws, box, runtime.bufferedAmount);
       } catch (err) {
         this.#ctx.log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
       }
@@ -155,12 +156,13 @@ export class WorkerLinks {
   /** The WebSocket handlers of one worker connection. */
   socket() {
     let conn: WorkerConn | null = null;
+    const frames = new FrameAssembler();
     return {
       onOpen: (_e: Event, ws: WSContext) => runtime.prepareSocket(ws),
       onMessage: (event: MessageEvent, ws: WSContext) => {
         let messages: WorkerToScheduler[];
         try {
-          messages = decodeFrame(event.data) as unknown as WorkerToScheduler[];
+          messages = frames.decode(event.data) as unknown as WorkerToScheduler[];
         } catch (err) {
           this.#ctx.log.warn(`Closing a worker socket: ${errorMessage(err)}`);
           ws.close(1007, errorMessage(err).slice(0, 120));

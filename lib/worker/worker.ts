@@ -25,6 +25,7 @@ import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
+import { readValueSequence, valueSequence, valueSequenceType } from "../transfer.ts";
 import { withLiveFields } from "../live.ts";
 import { builtins, type TaskFunction } from "./builtins.ts";
 import { cpuMeter } from "./cpu.ts";
@@ -559,15 +560,23 @@ export class Worker {
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
     const headers: Record<string, string> = { "content-type": "application/cbor" };
     if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    headers.accept = valueSequenceType;
+    // The answer must start within 10 s; after that only a stall ends it (lib/transfer.ts).
+    const started = new AbortController();
+    const timer = setTimeout(() => started.abort(new Error("No answer within 10 s")), 10_000);
     const res = await runtime.fetch(new URL("/api/v1/data", address), {
       method: "POST",
       headers,
       body: encodeCbor({ keys }),
-      signal: AbortSignal.timeout(10_000),
-    });
+      signal: started.signal,
+    }).finally(() => clearTimeout(timer));
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const body = decodeCbor(new Uint8Array(await res.arrayBuffer())) as { data: Record<string, unknown> };
-    return body.data;
+    if (!res.headers.get("content-type")?.includes(valueSequenceType)) {
+      return (decodeCbor(new Uint8Array(await res.arrayBuffer())) as { data: Record<string, unknown> }).data;
+    }
+    const { data, error } = await readValueSequence(res.body);
+    if (error) log.debug(`Transfer from ${address} broke off: ${errorMessage(error)}`);
+    return data;
   }
 
   async #relay(keys: string[]): Promise<Record<string, unknown>> {
@@ -597,9 +606,10 @@ export class Worker {
       } catch (err) {
         return c.json({ error: errorMessage(err) }, 400);
       }
-      const data: Record<string, unknown> = {};
-      for (const key of keys) if (this.state.data.has(key)) data[key] = this.state.data.get(key);
-      return c.body(encodeCbor({ data }) as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/cbor" });
+      // Streamed, any size (lib/transfer.ts); a value dropped meanwhile is left out.
+      const data = this.state.data;
+      const body = valueSequence(keys, (key) => data.has(key) ? { value: data.get(key) } : undefined);
+      return new Response(body, { headers: { "content-type": valueSequenceType } });
     });
     return app;
   }
