@@ -5,6 +5,7 @@
  * @module
  */
 import { waitFor } from "./wait.ts";
+import { authenticate, peerToken } from "../lib/auth/handshake.ts";
 
 /** JSON over HTTP: the status and the parsed body (the text when it is not JSON). */
 export async function api(
@@ -42,6 +43,7 @@ export function collectEvents(
   timeoutMs = 20_000,
 ): { ready: Promise<void>; done: Promise<any[]>; close(): void } {
   const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?${query}`);
+  ws.binaryType = "arraybuffer";
   const events: any[] = [];
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
@@ -50,17 +52,21 @@ export function collectEvents(
       ws.close();
       reject(new Error(`Timed out with ${events.length} events: ${JSON.stringify(events.slice(-5))}`));
     }, timeoutMs);
-    ws.onopen = () => resolveReady();
-    ws.onmessage = (e) => {
-      const data = JSON.parse(String(e.data));
-      if (Array.isArray(data)) events.push(...data);
-      else events.push(data);
-      if (until(events)) {
-        clearTimeout(timer);
-        ws.close();
-        resolveDone(events);
-      }
-    };
+    // Every link opens with the challenge–response (lib/auth/handshake.ts); ready once subscribed.
+    authenticate(ws, {
+      role: "events",
+      token: peerToken("events"),
+      onMessage: (e) => {
+        const data = JSON.parse(String(e.data));
+        if (Array.isArray(data)) events.push(...data);
+        else events.push(data);
+        if (until(events)) {
+          clearTimeout(timer);
+          ws.close();
+          resolveDone(events);
+        }
+      },
+    }).then(() => resolveReady(), reject);
   });
   return { ready, done, close: () => ws.close() };
 }

@@ -12,6 +12,7 @@ export type NannyToScheduler =
   | { op: "worker"; worker: string | null; restarts: number; pid?: number }
   | { op: "plugin-error"; plugin: string; hook: string; error: string }
   | { op: "event"; topic: string; msg: Record<string, unknown> }
+  | { op: "heartbeat" }
   | ReplyMessage;
 
 /** Scheduler → nanny. Requests carry an `id` and are answered by one `reply`. */

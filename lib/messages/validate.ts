@@ -51,6 +51,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
     worker: { worker: "string|null?", restarts: "number?", pid: "number?" },
     "plugin-error": pluginError,
     event: { topic: "string" },
+    heartbeat: {},
     reply,
   },
   client: {

@@ -9,6 +9,9 @@
 import type { Context, MiddlewareHandler } from "hono";
 import { timingSafeEqual } from "../protocol.ts";
 
+/** The WebSocket upgrades that authenticate themselves (link-auth.ts). */
+const inBandPaths = new Set(["/api/v1/worker", "/api/v1/nanny", "/api/v1/client", "/api/v1/events"]);
+
 /** The token a request presents: the bearer header first, else the `token` query parameter. */
 export function presentedToken(c: Context): string | undefined {
   const header = c.req.header("authorization");
@@ -27,6 +30,8 @@ export function presentedToken(c: Context): string | undefined {
 export function authMiddleware(options: { token: string | undefined }): MiddlewareHandler {
   const token = options.token;
   return async (c, next) => {
+    // The WebSocket links authenticate in-band by challenge–response (lib/scheduler/link-auth.ts).
+    if (c.req.header("upgrade")?.toLowerCase() === "websocket" && inBandPaths.has(c.req.path)) return await next();
     if (token) {
       const given = presentedToken(c);
       if (given === undefined || !timingSafeEqual(given, token)) {

@@ -34,6 +34,10 @@ import { apiRoutes } from "./routes.ts";
 import { type Limits, resolveLimits } from "../limits.ts";
 import { type ClientState, SchedulerState, type TaskState } from "./state.ts";
 import { WorkerLinks } from "./worker-link.ts";
+import { authenticatedLink } from "./link-auth.ts";
+import { tokensFromEnv } from "../auth/handshake.ts";
+import type { TokenSet } from "../auth/tokens.ts";
+import { randomBytes } from "node:crypto";
 
 const log = createLogger("scheduler");
 
@@ -61,6 +65,8 @@ export interface SchedulerOptions {
   heartbeatTimeoutMs?: number;
   /** Serve https/wss with this certificate (`--tls-cert`, `--tls-key`). */
   tls?: ServerTls;
+  /** The tokens WebSocket links authenticate with; null turns auth off. @default tokensFromEnv() */
+  tokens?: TokenSet | null;
 }
 
 /**
@@ -149,6 +155,8 @@ export class Scheduler {
       knownModules: this.#knownModules,
       workerPlugins: () => this.remotePlugins.worker,
       afterFrame: () => this.#maybeCollectGarbage(),
+      // One per scheduler start: workers of a restarted scheduler get the new one in their welcome.
+      peerKey: randomBytes(32),
     });
     this.nannies = new NannyLinks({ events, plugins, log, nannyPlugins: () => this.remotePlugins.nanny });
     this.remotePlugins = new RemotePlugins({
@@ -200,7 +208,10 @@ export class Scheduler {
       throw err;
     }
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
-    this.#heartbeatTimer = setInterval(() => this.workers.checkHeartbeats(timeout, Date.now()), Math.min(1000, timeout / 2));
+    this.#heartbeatTimer = setInterval(() => {
+      this.workers.checkHeartbeats(timeout, Date.now());
+      this.nannies.checkHeartbeats(timeout, Date.now());
+    }, Math.min(1000, timeout / 2));
   }
 
   /** The HTTP server: `/health` open, everything else behind the auth middleware. */
@@ -215,18 +226,23 @@ export class Scheduler {
     app.get("/health", (c) => c.json({ status: "ok", role: "scheduler", version }));
     app.use("*", authMiddleware({ token: clusterToken() }));
     app.get("/metrics", (c) => c.text(this.metrics(), 200, { "content-type": "text/plain; version=0.0.4" }));
-    app.get("/api/v1/events", upgrade((c) => eventStreamSocket(c, this.events)));
-    app.get("/api/v1/worker", upgrade(() => this.workers.socket()));
-    app.get("/api/v1/nanny", upgrade(() => this.nannies.socket()));
+    // The links authenticate in-band (link-auth.ts): the token never travels, not even in a URL.
+    const tokens = this.#options.tokens !== undefined ? this.#options.tokens : tokensFromEnv();
+    const link = (role: "worker" | "nanny" | "client" | "events", make: Parameters<typeof authenticatedLink>[1]) =>
+      authenticatedLink({ tokens, role, log }, make);
+    app.get("/api/v1/events", upgrade((c) => link("events", () => eventStreamSocket(c, this.events))));
+    app.get("/api/v1/worker", upgrade(() => link("worker", (auth) => this.workers.socket(auth))));
+    app.get("/api/v1/nanny", upgrade(() => link("nanny", () => this.nannies.socket())));
     app.get("/api/v1/client", upgrade(() =>
-      clientSocket({
-        state: this.state,
-        events: this.events,
-        plugins: this.plugins,
-        api: this.api,
-        operations: this.operations,
-        apply: () => this.#apply(),
-      })
+      link("client", (auth) =>
+        clientSocket({
+          state: this.state,
+          events: this.events,
+          plugins: this.plugins,
+          api: this.api,
+          operations: this.operations,
+          apply: () => this.#apply(),
+        }, auth.scope))
     ));
     app.route("/api/v1", apiRoutes(this.operations, this.#httpClient, this.limits));
     return app;

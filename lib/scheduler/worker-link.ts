@@ -2,7 +2,10 @@
  * The scheduler's side of the worker link (`WS /api/v1/worker`, messages in
  * lib/messages/worker.ts): registration and welcome, task results into the state machine,
  * heartbeats, relays, and the requests the scheduler makes of workers (get-data, plugin-add,
- * plugin-remove) through `Requests`. Messages to a worker are batched into one frame per tick.
+ * plugin-remove) through `Requests`. Messages to a worker are batched into one frame per tick;
+ * a message that cannot be encoded (or alone passes the frame limit) errs only its own task, and
+ * a batch past the limit is split into several frames. The socket is authenticated first
+ * (link-auth.ts); the welcome carries the cluster's peer-data key sealed for this worker.
  *
  * @module
  */
@@ -13,10 +16,11 @@ import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts
 import type { PluginManager } from "../plugins/manager.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
-import { decodeFrame, encodeFrame, version } from "../protocol.ts";
+import { decodeFrame, encodeCbor, encodeFrame, maxFrameBytes, version } from "../protocol.ts";
+import { seal } from "../auth/handshake.ts";
+import type { LinkAuth } from "./link-auth.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { type ReplyMessage, Requests } from "../rpc.ts";
-import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
 import type { SchedulerState, WorkerState } from "./state.ts";
 
@@ -43,6 +47,8 @@ export interface WorkerLinkContext {
   apply(): void;
   /** Called after every frame a worker sent. */
   afterFrame(): void;
+  /** The cluster's peer-data key (lib/auth/peer-data.ts), sealed into every welcome. */
+  readonly peerKey: Uint8Array;
 }
 
 /** One connected worker. */
@@ -67,6 +73,8 @@ export class WorkerLinks {
   #ctx: WorkerLinkContext;
   #dirty = new Set<WorkerConn>();
   #flushScheduled = false;
+  /** A message of this flush could not be delivered. */
+  #undelivered = false;
 
   constructor(context: WorkerLinkContext) {
     this.#ctx = context;
@@ -104,17 +112,86 @@ export class WorkerLinks {
   /** Sends every queued message now. */
   flush(): void {
     this.#flushScheduled = false;
+    this.#undelivered = false;
     for (const conn of this.#dirty) {
       const box = conn.outbox;
       if (box.length === 0) continue;
       conn.outbox = [];
+      let frames: Uint8Array<ArrayBuffer>[];
       try {
-        conn.ws.send(encodeFrame(box));
+        const whole = encodeFrame(box);
+        frames = whole.byteLength <= maxFrameBytes ? [whole] : this.#split(conn, box);
+      } catch {
+        frames = this.#split(conn, box);
+      }
+      try {
+        for (const frame of frames) conn.ws.send(frame);
       } catch (err) {
         this.#ctx.log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
       }
     }
     this.#dirty.clear();
+    if (!this.#undelivered) return;
+    // Tasks erred by #split: their effects (a retry elsewhere, waiters woken) apply now, and
+    // error replies in place of undeliverable ones go out next tick.
+    this.#ctx.apply();
+    for (const conn of this.conns.values()) {
+      if (conn.outbox.length > 0) this.#dirty.add(conn);
+    }
+    if (this.#dirty.size > 0 && !this.#flushScheduled) {
+      this.#flushScheduled = true;
+      queueMicrotask(() => this.flush());
+    }
+  }
+
+  /**
+   * The slow path of a batch that cannot go as one frame: each message is encoded alone; one
+   * that cannot be encoded or passes the frame limit alone errs its task (a request gets an
+   * error reply), and the rest go in frames under the limit.
+   */
+  #split(conn: WorkerConn, box: SchedulerToWorker[]): Uint8Array<ArrayBuffer>[] {
+    const frames: Uint8Array<ArrayBuffer>[] = [];
+    let group: SchedulerToWorker[] = [];
+    let groupBytes = 16;
+    for (const msg of box) {
+      let bytes: number;
+      let reason: string | null = null;
+      try {
+        bytes = encodeCbor(msg).byteLength;
+        if (bytes + 16 > maxFrameBytes) reason = `message of ${bytes} bytes is over the frame limit of ${maxFrameBytes} bytes`;
+      } catch (err) {
+        bytes = 0;
+        reason = `cannot be encoded: ${errorMessage(err)}`;
+      }
+      if (reason !== null) {
+        this.#undeliverable(conn, msg, reason);
+        continue;
+      }
+      if (groupBytes + bytes > maxFrameBytes && group.length > 0) {
+        frames.push(encodeFrame(group));
+        group = [];
+        groupBytes = 16;
+      }
+      group.push(msg);
+      groupBytes += bytes;
+    }
+    if (group.length > 0) frames.push(encodeFrame(group));
+    return frames;
+  }
+
+  /** A message that cannot reach its worker: its task errs with the reason, a request fails. */
+  #undeliverable(conn: WorkerConn, msg: SchedulerToWorker, reason: string): void {
+    const state = this.#ctx.state;
+    this.#undelivered = true;
+    if (msg.op === "compute") {
+      const exception = `Cannot send task "${msg.key}" to worker "${conn.state.name}": ${reason}`;
+      this.#ctx.log.warn(exception);
+      state.taskErred(conn.state, { key: msg.key, exception, traceback: "" }, state.stimulusId("send-failed"));
+    } else if (msg.op === "reply") {
+      conn.outbox.push({ op: "reply", id: msg.id, error: `Cannot send the reply: ${reason}` });
+    } else {
+      this.#ctx.log.warn(`Dropped a "${msg.op}" message to worker "${conn.state.name}": ${reason}`);
+    }
   }
 
   /** Fetches results a worker holds (keys it no longer has are absent). */
@@ -139,11 +216,10 @@ export class WorkerLinks {
     });
   }
 
-  /** The WebSocket handlers of one worker connection. */
-  socket() {
+  /** The WebSocket handlers of one worker connection, once authenticated. */
+  socket(auth: LinkAuth) {
     let conn: WorkerConn | null = null;
     return {
-      onOpen: (_e: Event, ws: WSContext) => runtime.prepareSocket(ws),
       onMessage: (event: MessageEvent, ws: WSContext) => {
         let messages: WorkerToScheduler[];
         try {
@@ -166,7 +242,7 @@ export class WorkerLinks {
           } else if (msg.op !== "register") {
             ws.close(4002, "Expected a register message first");
             return;
-          } else if (!(conn = this.#register(ws, msg))) {
+          } else if (!(conn = this.#register(ws, msg, auth))) {
             return;
           }
         }
@@ -231,7 +307,7 @@ export class WorkerLinks {
     }
   }
 
-  #register(ws: WSContext, msg: Extract<WorkerToScheduler, { op: "register" }>): WorkerConn | null {
+  #register(ws: WSContext, msg: Extract<WorkerToScheduler, { op: "register" }>, auth: LinkAuth): WorkerConn | null {
     const ctx = this.#ctx;
     const { name, nthreads } = msg;
     if (typeof name !== "string" || name === "" || typeof nthreads !== "number" || nthreads < 1) {
@@ -263,7 +339,8 @@ export class WorkerLinks {
     };
     this.conns.set(name, conn);
     // Plugins first: the worker confirms them with "ready" before it gets any task.
-    this.send(state, { op: "welcome", plugins: ctx.workerPlugins(), version });
+    const peerKey = auth.sessionKey ? seal(ctx.peerKey, auth.sessionKey) : undefined;
+    this.send(state, { op: "welcome", plugins: ctx.workerPlugins(), version, ...(peerKey ? { peerKey } : {}) });
     return conn;
   }
 

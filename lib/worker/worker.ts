@@ -19,7 +19,9 @@ import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
-import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
+import { decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, version } from "../protocol.ts";
+import { type PeerAuth, peerToken, type Sealed, unseal } from "../auth/handshake.ts";
+import { peerAuthHeader, PeerRequestVerifier, signRequest, signResponse, verifyResponse } from "../auth/peer-data.ts";
 import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
@@ -54,6 +56,8 @@ export interface WorkerOptions {
   baseDir?: string;
   /** Serve the data endpoint with https (`--tls-cert`, `--tls-key`). */
   tls?: ServerTls;
+  /** Close after the scheduler was lost this long (`--death-timeout`); 0 or absent: never. */
+  deathTimeoutMs?: number;
 }
 
 const log = createLogger("worker");
@@ -102,7 +106,12 @@ export class Worker {
   #registered = false;
   /** Our requests to the scheduler (relay). */
   #requests = new Requests({ peer: "the scheduler", timeoutMs: 30_000 });
-  #token = clusterToken();
+  /** With a token, peers' data requests are signed with the peer key the scheduler sealed for us. */
+  #token = peerToken("worker");
+  #peerKey: Uint8Array | null = null;
+  #peerRequests = new PeerRequestVerifier();
+  /** The worker closed because its scheduler did not come back within `--death-timeout`. */
+  gaveUp = false;
   #pendingLocal: WirePluginSpec[] = [];
   #onClosed: Array<() => void> = [];
   #resolveClosed!: () => void;
@@ -117,10 +126,16 @@ export class Worker {
     this.#session = new SchedulerSession({
       scheduler: options.scheduler,
       path: "/api/v1/worker",
+      role: "worker",
       register: () => this.#registerMessage(),
-      welcome: (msg) => this.#welcome(msg),
+      welcome: (msg, auth) => this.#welcome(msg, auth),
       message: (msg) => this.#handle(msg as unknown as FromScheduler),
       lost: () => this.#lost(),
+      deathTimeoutMs: options.deathTimeoutMs,
+      gaveUp: () => {
+        this.gaveUp = true;
+        this.close();
+      },
       log,
     });
     this.plugins = new PluginManager<WorkerPlugin>((name, hook, err) => {
@@ -233,7 +248,8 @@ export class Worker {
     };
   }
 
-  async #welcome(msg: Message): Promise<void> {
+  async #welcome(msg: Message, auth: PeerAuth): Promise<void> {
+    this.#peerKey = auth.sessionKey && msg.peerKey ? unseal(msg.peerKey as Sealed, auth.sessionKey) : null;
     // Plugins registered at the scheduler: set up before this worker accepts any task.
     // A plugin that fails here is reported and left out; the worker still joins.
     for (const spec of (msg.plugins as WirePluginSpec[]) ?? []) {
@@ -464,17 +480,22 @@ export class Worker {
   }
 
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
+    const url = new URL("/api/v1/data", address);
+    const body = encodeCbor({ keys }).slice();
     const headers: Record<string, string> = { "content-type": "application/cbor" };
-    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
-    const res = await runtime.fetch(new URL("/api/v1/data", address), {
-      method: "POST",
-      headers,
-      body: encodeCbor({ keys }),
-      signal: AbortSignal.timeout(10_000),
-    });
+    const key = this.#peerKey;
+    let nonce = "";
+    if (this.#token) {
+      if (!key) throw new Error("no peer key from the scheduler yet");
+      const signed = signRequest(key, { method: "POST", path: url.pathname, body });
+      headers[peerAuthHeader] = signed.header;
+      nonce = signed.nonce;
+    }
+    const res = await runtime.fetch(url, { method: "POST", headers, body, signal: AbortSignal.timeout(10_000) });
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    const body = decodeCbor(new Uint8Array(await res.arrayBuffer())) as { data: Record<string, unknown> };
-    return body.data;
+    const answer = new Uint8Array(await res.arrayBuffer());
+    if (key && !verifyResponse(key, nonce, answer, res.headers.get(peerAuthHeader))) throw new Error("the peer's answer is not signed with the peer key");
+    return (decodeCbor(answer) as { data: Record<string, unknown> }).data;
   }
 
   async #relay(keys: string[]): Promise<Record<string, unknown>> {
@@ -491,22 +512,26 @@ export class Worker {
     const app = new Hono();
     app.get("/health", (c) => c.json({ status: "ok", role: "worker", version, name: this.name }));
     app.post("/api/v1/data", async (c) => {
+      const body = new Uint8Array(await c.req.arrayBuffer());
+      let nonce = "";
       if (this.#token) {
-        const header = c.req.header("authorization") ?? "";
-        if (!header.startsWith("Bearer ") || !timingSafeEqual(header.slice(7), this.#token)) {
-          return c.json({ error: "Unauthorized" }, 401);
-        }
+        const verdict = this.#peerRequests.verify(this.#peerKey, { method: "POST", path: c.req.path, body, header: c.req.header(peerAuthHeader) });
+        if (!verdict.ok) return c.json({ error: `Unauthorized: ${verdict.reason}` }, 401);
+        nonce = verdict.nonce;
       }
       let keys: string[];
       try {
-        keys = (decodeCbor(new Uint8Array(await c.req.arrayBuffer())) as { keys: string[] }).keys;
+        keys = (decodeCbor(body) as { keys: string[] }).keys;
         if (!Array.isArray(keys)) throw new TypeError("keys must be an array");
       } catch (err) {
         return c.json({ error: errorMessage(err) }, 400);
       }
       const data: Record<string, unknown> = {};
       for (const key of keys) if (this.state.data.has(key)) data[key] = this.state.data.get(key);
-      return c.body(encodeCbor({ data }) as Uint8Array<ArrayBuffer>, 200, { "content-type": "application/cbor" });
+      const answer = encodeCbor({ data }).slice();
+      const headers: Record<string, string> = { "content-type": "application/cbor" };
+      if (this.#peerKey && nonce) headers[peerAuthHeader] = signResponse(this.#peerKey, nonce, answer);
+      return c.body(answer, 200, headers);
     });
     return app;
   }
