@@ -6,6 +6,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { api, runCli, sleep, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
+import { authenticate } from "../lib/auth/handshake.ts";
+import { encodeFrame } from "../lib/protocol.ts";
 
 afterAll(stopAll);
 
@@ -99,7 +101,7 @@ describe("client commands", () => {
 });
 
 describe("token", () => {
-  test("with CLUSTER_TOKEN every route but /health needs the bearer token, WebSockets included", async () => {
+  test("with CLUSTER_TOKEN every route but /health needs the bearer token, and WebSockets the handshake", async () => {
     const token = "s3cret-token";
     const cluster = await startCluster({ workers: 1, env: { CLUSTER_TOKEN: token } });
     try {
@@ -108,22 +110,18 @@ describe("token", () => {
       expect((await api(cluster.url, "/api/v1/info", { token: "wrong" })).status).toBe(401);
       expect((await api(cluster.url, "/api/v1/info", { token })).status).toBe(200);
       expect((await api(cluster.url, "/metrics")).status).toBe(401);
-      const denied = await new Promise<boolean>((resolve) => {
-        const ws = new WebSocket(cluster.url.replace("http", "ws") + "/api/v1/events");
-        ws.onopen = () => resolve(false);
-        ws.onerror = () => resolve(true);
-        ws.onclose = () => resolve(true);
-      });
-      expect(denied).toBe(true);
-      const allowed = await new Promise<boolean>((resolve) => {
+      // WebSockets prove the token by challenge–response; a token in the URL proves nothing.
+      const refused = await new Promise<number>((resolve) => {
         const ws = new WebSocket(cluster.url.replace("http", "ws") + `/api/v1/events?token=${token}`);
-        ws.onopen = () => {
-          ws.close();
-          resolve(true);
-        };
-        ws.onerror = () => resolve(false);
+        ws.binaryType = "arraybuffer";
+        ws.onmessage = () => ws.send(encodeFrame([{ op: "auth", nonce: "00".repeat(32), proof: "00".repeat(32) }]));
+        ws.onclose = (event) => resolve(event.code);
       });
-      expect(allowed).toBe(true);
+      expect(refused).toBe(4401);
+      const ws = new WebSocket(cluster.url.replace("http", "ws") + "/api/v1/events");
+      ws.binaryType = "arraybuffer";
+      expect((await authenticate(ws, { role: "events", token, onMessage: () => {} })).scope).toBe("admin");
+      ws.close();
       // The CLI and workers read the same variable; a token file works too.
       const dir = tempDir();
       writeFileSync(join(dir, "token"), token + "\n");
