@@ -200,16 +200,18 @@ describe("a fake scheduler", () => {
 });
 
 describe("robustness", () => {
-  test("a worker gives up on a lost scheduler after --death-timeout with a clear message", async () => {
+  test("a worker and a nanny give up on a lost scheduler after --death-timeout with a clear message", async () => {
     const cluster = await startCluster({ workers: 0 });
     const worker = await cluster.addWorker(["--death-timeout", "2"]);
+    const nanny = await startProcess(["nanny", cluster.url, "--name", "mortal", "--death-timeout", "2", "--local-directory", join(tmp, "mortal")], { ready: /nanny \S+ listening at (\S+)/ });
     await cluster.scheduler.stop("SIGKILL");
     const started = Date.now();
-    const code = await worker.exited;
-    expect(code).toBe(1);
-    expect(Date.now() - started).toBeLessThan(15_000);
+    expect(await worker.exited).toBe(1);
+    expect(await nanny.exited).toBe(1);
+    expect(Date.now() - started).toBeLessThan(20_000);
     expect(worker.stderr.join("")).toContain("not back within 2 s (--death-timeout)");
-  }, 30_000);
+    expect(nanny.stderr.join("")).toContain("not back within 2 s (--death-timeout)");
+  }, 40_000);
 
   test("a second nanny with a taken name is refused and the first keeps its place; a silent nanny is removed", async () => {
     const cluster = await startCluster({ workers: 0, schedulerArgs: ["--worker-ttl", "3"] });
