@@ -175,6 +175,7 @@ export class SchedulerSession {
         }
       }, timeoutMs);
       let auth: PeerAuth | null = null;
+      let established = false;
       const onMessage = (event: MessageEvent) => {
         let messages: Message[];
         try {
@@ -189,6 +190,7 @@ export class SchedulerSession {
             clearTimeout(timer);
             options.welcome(msg, auth!).then(() => {
               settled = true;
+              established = true;
               resolveOpen();
               for (const resolve of this.#openWaiters.splice(0)) resolve();
             }, (err) => {
@@ -218,7 +220,8 @@ export class SchedulerSession {
         if (!settled) {
           settled = true;
           rejectOpen(new ClosedBeforeWelcome(event.code, event.reason));
-        } else if (!this.#closed) {
+        } else if (established && !this.#closed) {
+          // Only an established connection reconnects here: a failed attempt is retried by its caller.
           const reason = event.reason || `code ${event.code}`;
           options.log.warn(`Lost the scheduler (${reason}); reconnecting`);
           options.lost?.(reason);
