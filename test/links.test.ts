@@ -122,6 +122,35 @@ describe("with scoped tokens", () => {
       await cluster.stop();
     }
   }, 60_000);
+  test("after a scheduler restart workers authenticate again and move data peer to peer with the new peer key", async () => {
+    const port = await freePort();
+    const start = () => startProcess(["scheduler", "--port", String(port)], { env: tokenEnv });
+    let scheduler = await start();
+    const workers = [
+      await startProcess(["worker", scheduler.url, "--name", "rw-1"], { env: tokenEnv }),
+      await startProcess(["worker", scheduler.url, "--name", "rw-2"], { env: tokenEnv }),
+    ];
+    try {
+      await scheduler.stop("SIGKILL");
+      scheduler = await start();
+      const url = scheduler.url;
+      await waitFor("both workers back", async () => (await api(url, "/api/v1/info", { token: admin })).body.workers?.filter((w: { status: string }) => w.status === "running").length === 2, { timeoutMs: 20_000 });
+      const graph = {
+        tasks: [
+          { key: "rs-a", fn: "builtin.identity", args: ["r".repeat(80_000)], annotations: { workers: ["rw-1"] } },
+          { key: "rs-b", fn: "builtin.identity", args: [{ $ref: "rs-a" }], annotations: { workers: ["rw-2"] } },
+        ],
+        keys: ["rs-b"],
+      };
+      expect((await api(url, "/api/v1/graph", { token: admin, body: graph })).status).toBe(202);
+      expect((await api(url, "/api/v1/results/rs-b?timeout=20", { token: admin })).body.value.length).toBe(80_000);
+      const metrics = await (await fetch(`${url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
+      expect(metrics).toMatch(/^cluster_relayed_total 0$/m);
+    } finally {
+      await Promise.all(workers.map((w) => w.stop()));
+      await scheduler.stop();
+    }
+  }, 60_000);
 });
 
 describe("a fake scheduler", () => {
