@@ -122,6 +122,29 @@ describe("with scoped tokens", () => {
       await cluster.stop();
     }
   }, 60_000);
+  test("before the handshake a socket is closed with 4401 for a large frame or a first message that is not auth (a register without proof)", async () => {
+    const cluster = await startCluster({ workers: 0, env: { CLUSTER_TOKEN: admin } });
+    try {
+      const attempt = (path: string, frame: Uint8Array) =>
+        new Promise<CloseEvent>((resolve) => {
+          const ws = new WebSocket(`${cluster.url.replace("http", "ws")}${path}`);
+          ws.binaryType = "arraybuffer";
+          ws.onmessage = () => ws.send(frame);
+          ws.onclose = resolve;
+        });
+      expect((await attempt("/api/v1/client", new Uint8Array(1024 * 1024))).code).toBe(4401);
+      const register = encodeFrame([{ op: "register", name: "intruder", nthreads: 1 }]);
+      const refused = await attempt("/api/v1/worker", register);
+      expect(refused.code).toBe(4401);
+      expect(refused.reason).toBe("Expected an auth message first");
+      expect((await attempt("/api/v1/nanny", encodeFrame([{ op: "register", name: "intruder" }]))).code).toBe(4401);
+      const info = (await api(cluster.url, "/api/v1/info", { token: admin })).body;
+      expect([info.workers, info.nannies]).toEqual([[], []]);
+    } finally {
+      await cluster.stop();
+    }
+  }, 30_000);
+
   test("after a scheduler restart workers authenticate again and move data peer to peer with the new peer key", async () => {
     const port = await freePort();
     const start = () => startProcess(["scheduler", "--port", String(port)], { env: tokenEnv });

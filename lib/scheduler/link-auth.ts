@@ -14,6 +14,9 @@ import type { ComponentLogger } from "../log.ts";
 import { decodeFrame, encodeFrame } from "../protocol.ts";
 import { runtime } from "../runtime/mod.ts";
 
+/** The largest frame an unauthenticated peer may send: an `auth` is about 200 bytes. */
+const maxHandshakeBytes = 4096;
+
 /** A link's WebSocket handlers, as Hono's upgrade helper takes them. */
 export interface LinkHandlers {
   onOpen?: (event: Event, ws: WSContext) => void;
@@ -65,6 +68,9 @@ export function authenticatedLink(
     },
     onMessage: (event, ws) => {
       if (inner) return inner.onMessage?.(event, ws);
+      // Before the proof, nobody gets the scheduler to decode megabytes.
+      const size = event.data instanceof ArrayBuffer || ArrayBuffer.isView(event.data) ? event.data.byteLength : String(event.data).length;
+      if (size > maxHandshakeBytes) return refuse(ws, `Handshake frame of ${size} bytes is too large`);
       let messages;
       try {
         messages = decodeFrame(event.data);
