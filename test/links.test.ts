@@ -145,6 +145,33 @@ describe("with scoped tokens", () => {
     }
   }, 30_000);
 
+  test("under a Deno scheduler, Bun and Deno workers authenticate and fetch from each other with signed requests", async () => {
+    const env = { CLUSTER_TOKEN: admin };
+    const cluster = await startCluster({ workers: 0, flavor: "deno", env });
+    try {
+      cluster.workers.push(await startProcess(["worker", cluster.url, "--name", "bun-w"], { env }));
+      cluster.workers.push(await startProcess(["worker", cluster.url, "--name", "deno-w"], { env, flavor: "deno" }));
+      const client = await Client.connect(cluster.url, { token: admin });
+      try {
+        const futures = await client.compute({
+          tasks: [
+            { key: "rt-a", fn: "builtin.identity", args: ["q".repeat(90_000)], annotations: { workers: ["bun-w"] } },
+            { key: "rt-b", fn: "builtin.identity", args: [{ $ref: "rt-a" }], annotations: { workers: ["deno-w"] } },
+            { key: "rt-c", fn: "builtin.identity", args: [{ $ref: "rt-b" }], annotations: { workers: ["bun-w"] } },
+          ],
+          keys: ["rt-c"],
+        });
+        expect(((await futures["rt-c"].result()) as string).length).toBe(90_000);
+      } finally {
+        await client.close();
+      }
+      const metrics = await (await fetch(`${cluster.url}/metrics`, { headers: { authorization: `Bearer ${admin}` } })).text();
+      expect(metrics).toMatch(/^cluster_relayed_total 0$/m);
+    } finally {
+      await cluster.stop();
+    }
+  }, 60_000);
+
   test("after a scheduler restart workers authenticate again and move data peer to peer with the new peer key", async () => {
     const port = await freePort();
     const start = () => startProcess(["scheduler", "--port", String(port)], { env: tokenEnv });
