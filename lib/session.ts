@@ -14,6 +14,7 @@ import type { ComponentLogger } from "./log.ts";
 import { authenticate, HandshakeError, type PeerAuth, peerToken } from "./auth/handshake.ts";
 import { decodeFrame, encodeFrame, type Message, socketUrl } from "./protocol.ts";
 import { clientWebSocket } from "./runtime/client.ts";
+import { encodeFrames } from "./frames.ts";
 
 /** How often a session that waits for its scheduler says so. */
 const waitLogEveryMs = 3_000;
@@ -135,10 +136,17 @@ export class SchedulerSession {
     return new Promise((resolve) => this.#openWaiters.push(resolve));
   }
 
-  /** Sends one frame; false when the connection is not open. */
+  /**
+   * Sends messages (one frame, or several past the frame limit); false when the connection is
+   * not open. A reply that cannot go (a result too large for a frame) goes as an error reply.
+   */
   send(messages: Message[]): boolean {
     if (!this.isOpen) return false;
-    this.#socket!.send(encodeFrame(messages));
+    const frames = encodeFrames(messages, (msg, reason) => {
+      this.#options.log.warn(`Cannot send "${msg.op}" to the scheduler: ${reason}`);
+      return msg.op === "reply" ? { op: "reply", id: msg.id, error: `Cannot send the reply: ${reason}` } : null;
+    });
+    for (const frame of frames) this.#socket!.send(frame);
     return true;
   }
 

@@ -349,7 +349,7 @@ describe("robustness", () => {
     }));
   }, 90_000);
 
-  test("a task message over the frame limit errs only its task; the others in its batch run, and a big batch is split", async () => {
+  test("a task message over the frame limit errs only its task, the others in its batch run, a big batch is split, and a result too large to send fails only its request", async () => {
     const tasks = join(tmp, "blobs.ts");
     writeFileSync(tasks, "export function blob(n: number, i: number) { return String(i).padEnd(n, 'x'); }\nexport function count(list: unknown[]) { return list.length; }\n");
     const cluster = await startCluster({ workers: 2, workerArgs: ["--tasks", tasks] });
@@ -377,6 +377,17 @@ describe("robustness", () => {
       expect((await api(cluster.url, "/api/v1/results/small?timeout=60")).body.value).toBe(2);
       expect((await api(cluster.url, "/api/v1/results/half-1?timeout=60")).body.value).toBe(550);
       expect((await api(cluster.url, "/api/v1/results/half-2?timeout=60")).body.value).toBe(550);
+      // A result too large for one frame back to the scheduler: that request fails (the worker
+      // says why), and the worker's link stays up.
+      const huge = { tasks: [{ key: "huge-result", fn: "blobs.blob", args: [70_000_000, 1], annotations: pinned }], keys: ["huge-result"] };
+      expect((await api(cluster.url, "/api/v1/graph", { body: huge })).status).toBe(202);
+      const fetched = await api(cluster.url, "/api/v1/results/huge-result?timeout=60");
+      expect(fetched.status).toBeGreaterThanOrEqual(400);
+      expect(cluster.workers.some((w) => w.stderr.join("").includes('Cannot send "reply" to the scheduler: message of'))).toBe(true);
+      const after = { tasks: [{ key: "after-huge", fn: "builtin.inc", args: [41], annotations: pinned }], keys: ["after-huge"] };
+      expect((await api(cluster.url, "/api/v1/graph", { body: after })).status).toBe(202);
+      expect((await api(cluster.url, "/api/v1/results/after-huge?timeout=30")).body.value).toBe(42);
+      expect(cluster.workers.every((w) => !w.stderr.join("").includes("Lost the scheduler"))).toBe(true);
     } finally {
       await cluster.stop();
     }

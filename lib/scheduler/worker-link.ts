@@ -16,7 +16,8 @@ import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts
 import type { PluginManager } from "../plugins/manager.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
-import { decodeFrame, encodeCbor, encodeFrame, maxFrameBytes, version } from "../protocol.ts";
+import { decodeFrame, version } from "../protocol.ts";
+import { encodeFrames } from "../frames.ts";
 import { seal } from "../auth/handshake.ts";
 import type { LinkAuth } from "./link-auth.ts";
 import { checkMessage } from "../messages/validate.ts";
@@ -117,13 +118,7 @@ export class WorkerLinks {
       const box = conn.outbox;
       if (box.length === 0) continue;
       conn.outbox = [];
-      let frames: Uint8Array<ArrayBuffer>[];
-      try {
-        const whole = encodeFrame(box);
-        frames = whole.byteLength <= maxFrameBytes ? [whole] : this.#split(conn, box);
-      } catch {
-        frames = this.#split(conn, box);
-      }
+      const frames = encodeFrames(box, (msg, reason) => this.#undeliverable(conn, msg, reason));
       try {
         for (const frame of frames) conn.ws.send(frame);
       } catch (err) {
@@ -132,66 +127,26 @@ export class WorkerLinks {
     }
     this.#dirty.clear();
     if (!this.#undelivered) return;
-    // Tasks erred by #split: their effects (a retry elsewhere, waiters woken) apply now, and
-    // error replies in place of undeliverable ones go out next tick.
+    // Tasks erred by #undeliverable: their effects (a retry elsewhere, waiters woken) apply now.
     this.#ctx.apply();
-    for (const conn of this.conns.values()) {
-      if (conn.outbox.length > 0) this.#dirty.add(conn);
-    }
-    if (this.#dirty.size > 0 && !this.#flushScheduled) {
-      this.#flushScheduled = true;
-      queueMicrotask(() => this.flush());
-    }
   }
 
   /**
-   * The slow path of a batch that cannot go as one frame: each message is encoded alone; one
-   * that cannot be encoded or passes the frame limit alone errs its task (a request gets an
-   * error reply), and the rest go in frames under the limit.
+   * A message that cannot reach its worker (it cannot be encoded, or alone passes the frame
+   * limit): its task errs with the reason, a request gets an error reply in its place.
    */
-  #split(conn: WorkerConn, box: SchedulerToWorker[]): Uint8Array<ArrayBuffer>[] {
-    const frames: Uint8Array<ArrayBuffer>[] = [];
-    let group: SchedulerToWorker[] = [];
-    let groupBytes = 16;
-    for (const msg of box) {
-      let bytes: number;
-      let reason: string | null = null;
-      try {
-        bytes = encodeCbor(msg).byteLength;
-        if (bytes + 16 > maxFrameBytes) reason = `message of ${bytes} bytes is over the frame limit of ${maxFrameBytes} bytes`;
-      } catch (err) {
-        bytes = 0;
-        reason = `cannot be encoded: ${errorMessage(err)}`;
-      }
-      if (reason !== null) {
-        this.#undeliverable(conn, msg, reason);
-        continue;
-      }
-      if (groupBytes + bytes > maxFrameBytes && group.length > 0) {
-        frames.push(encodeFrame(group));
-        group = [];
-        groupBytes = 16;
-      }
-      group.push(msg);
-      groupBytes += bytes;
-    }
-    if (group.length > 0) frames.push(encodeFrame(group));
-    return frames;
-  }
-
-  /** A message that cannot reach its worker: its task errs with the reason, a request fails. */
-  #undeliverable(conn: WorkerConn, msg: SchedulerToWorker, reason: string): void {
+  #undeliverable(conn: WorkerConn, msg: SchedulerToWorker, reason: string): SchedulerToWorker | null {
     const state = this.#ctx.state;
     this.#undelivered = true;
     if (msg.op === "compute") {
       const exception = `Cannot send task "${msg.key}" to worker "${conn.state.name}": ${reason}`;
       this.#ctx.log.warn(exception);
       state.taskErred(conn.state, { key: msg.key, exception, traceback: "" }, state.stimulusId("send-failed"));
-    } else if (msg.op === "reply") {
-      conn.outbox.push({ op: "reply", id: msg.id, error: `Cannot send the reply: ${reason}` });
-    } else {
-      this.#ctx.log.warn(`Dropped a "${msg.op}" message to worker "${conn.state.name}": ${reason}`);
+      return null;
     }
+    if (msg.op === "reply") return { op: "reply", id: msg.id, error: `Cannot send the reply: ${reason}` };
+    this.#ctx.log.warn(`Dropped a "${msg.op}" message to worker "${conn.state.name}": ${reason}`);
+    return null;
   }
 
   /** Fetches results a worker holds (keys it no longer has are absent). */
