@@ -39,7 +39,9 @@ function nextWorkerEvent(url: string, match: (e: Record<string, unknown>) => boo
   const event = new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error("No worker event within 30 s")), 30_000);
     ws.onmessage = (message) => {
-      const e = JSON.parse(String(message.data));
+      // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
+      if (typeof message.data !== "string") return;
+      const e = JSON.parse(message.data);
       if (!match(e)) return;
       clearTimeout(timer);
       ws.close();

@@ -8,10 +8,11 @@ import { readFile } from "node:fs/promises";
 import { Client } from "../lib/client/mod.ts";
 import { ConfigError, errorMessage } from "../lib/errors.ts";
 import { socketUrl } from "../lib/protocol.ts";
+import { authenticate, peerToken } from "../lib/auth/handshake.ts";
 import { applyTokenFile, checkFlags, collect, commonArgs, schedulerUrl } from "./_args.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { clientWebSocket } from "../lib/runtime/client.ts";
-import { ConnectError, diagnose } from "../lib/connect-error.ts";
+import { closeCodeFailure, ConnectError, diagnose } from "../lib/connect-error.ts";
 import { reachScheduler } from "./_connect.ts";
 import { followProgress } from "../lib/progress.ts";
 
@@ -114,17 +115,24 @@ export const eventsCommand = defineCommand({
     url.searchParams.set("batch", "1");
     await new Promise<void>((resolve, reject) => {
       const socket = clientWebSocket(url.href);
+      socket.binaryType = "arraybuffer";
       let opened = false;
       socket.onopen = () => (opened = true);
-      socket.onmessage = (event) => {
-        const batch = JSON.parse(String(event.data)) as unknown[];
-        process.stdout.write(batch.map((e) => JSON.stringify(e)).join("\n") + "\n");
-      };
+      // The token never travels: a challenge–response first (lib/auth/handshake.ts).
+      authenticate(socket, {
+        role: "events",
+        token: peerToken("events"),
+        onMessage: (event) => {
+          const batch = JSON.parse(String(event.data)) as unknown[];
+          process.stdout.write(batch.map((e) => JSON.stringify(e)).join("\n") + "\n");
+        },
+      }).catch((err: Error) => reject(new ConnectError(url.origin, err.message.startsWith("The scheduler needs") ? "unauthorized" : "unreachable", err.message)));
       socket.onerror = () => {};
       socket.onclose = (event) => {
         // The socket says little (1006): one HTTP request finds out why, worded as everywhere.
-        if (!opened) {
-          if (event.reason) reject(new ConnectError(url.origin, "unreachable", event.reason));
+        if (!opened || closeCodeFailure(event.code)) {
+          if (closeCodeFailure(event.code)) reject(new ConnectError(url.origin, "unauthorized"));
+          else if (event.reason) reject(new ConnectError(url.origin, "unreachable", event.reason));
           else diagnose(base, { token: process.env.CLUSTER_TOKEN, fallback: `connection closed (code ${event.code})` }).then(reject);
         }
         else if (event.code !== 1000) reject(new Error(`Event stream closed: ${event.reason || `code ${event.code}`}`));

@@ -30,6 +30,7 @@ const args = {
   "local-directory": { type: "string", description: "Directory for files, packages and plugins" },
   "contact-address": { type: "string", description: "Data address announced to peers (behind NAT); unreachable peers relay through the scheduler" },
   "connect-timeout": { type: "string", description: "Seconds to keep trying to reach the scheduler", default: "10" },
+  "death-timeout": { type: "string", description: "Seconds to keep reconnecting to a lost scheduler before closing (default: for ever)" },
   ...commonArgs,
   ...tlsArgs,
 } as const;
@@ -55,6 +56,7 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
     localDirectory: a["local-directory"] ? resolve(String(a["local-directory"])) : undefined,
     contactAddress: a["contact-address"] === undefined ? undefined : String(a["contact-address"]),
     connectTimeoutMs,
+    deathTimeoutMs: intFlag(a["death-timeout"], "death-timeout", { fallback: 0 }) * 1000,
     baseDir: plugins ? dirname(resolve(plugins)) : process.cwd(),
     tls: applyTlsArgs(a),
   };
@@ -96,7 +98,8 @@ async function runWorker(a: Record<string, unknown>, rawArgs: string[], forceNan
   onShutdown(() => worker.close());
   console.log(`worker ${worker.name} listening at ${worker.address}`);
   await worker.closed;
-  process.exit(0);
+  // Gave up on a lost scheduler (--death-timeout): a nanny waits for it and starts us again.
+  process.exit(worker.gaveUp ? (process.env.CLUSTER_NANNY ? unreachableExitCode : 1) : 0);
 }
 
 /** The `worker` subcommand. */

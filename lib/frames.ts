@@ -11,6 +11,7 @@
  *
  * @module
  */
+import { errorMessage } from "./errors.ts";
 import { Tag } from "cbor-x";
 import type { WSContext } from "hono/ws";
 import { decodeFrame, encodeFrame, type Message } from "./protocol.ts";
@@ -124,6 +125,32 @@ function putParts(messages: Message[], parts: Uint8Array[]): void {
   for (const msg of messages) eachSlot(msg, put);
 }
 
+/** What to send instead of a message that cannot be encoded (null: nothing). */
+export type Undeliverable = (msg: never, reason: string) => unknown | null;
+
+/** The messages that encode, each one that does not replaced by what `undeliverable` gives. */
+function encodable(messages: unknown[], undeliverable: Undeliverable): unknown[] {
+  const out: unknown[] = [];
+  const fits = (msg: unknown): string | null => {
+    try {
+      encodeWithParts([msg]);
+      return null;
+    } catch (err) {
+      return `cannot be encoded: ${errorMessage(err)}`;
+    }
+  };
+  for (const msg of messages) {
+    const reason = fits(msg);
+    if (reason === null) {
+      out.push(msg);
+      continue;
+    }
+    const instead = undeliverable(msg as never, reason);
+    if (instead != null && fits(instead) === null) out.push(instead);
+  }
+  return out;
+}
+
 /** What a sender needs of its socket. */
 export interface FrameSocket {
   /** Sends one binary WebSocket message. */
@@ -174,9 +201,23 @@ export class FrameSender {
     return this.#queue.length > 0;
   }
 
-  /** Sends one frame: at once when small and nothing waits, else in turn, split. */
-  send(messages: unknown[]): void {
-    const { frame, parts } = encodeWithParts(messages);
+  /**
+   * Sends one frame: at once when small and nothing waits, else in turn, split. A message that
+   * cannot be encoded goes to `undeliverable(msg, reason)`, whose answer (an error reply, say)
+   * goes in its place; without it the error is thrown.
+   */
+  send(messages: unknown[], undeliverable?: Undeliverable): void {
+    let encoded: { frame: Uint8Array; parts: Uint8Array[] };
+    try {
+      encoded = encodeWithParts(messages);
+    } catch (err) {
+      if (!undeliverable) throw err;
+      // Rare: find the messages that cannot be encoded, one by one, and send the others.
+      messages = encodable(messages, undeliverable);
+      if (messages.length === 0) return;
+      encoded = encodeWithParts(messages);
+    }
+    const { frame, parts } = encoded;
     if (parts.length === 0) return this.sendEncoded(frame);
     const id = ++this.#ids;
     this.#enqueue((function* () {
@@ -316,7 +357,7 @@ const serverSenders = new WeakMap<object, FrameSender>();
  * Sends a frame on a server-side socket through that socket's {@linkcode FrameSender}.
  * `buffered` reads the socket's send buffer (the runtime's `bufferedAmount`).
  */
-export function sendFrame(ws: WSContext, messages: unknown[], buffered: (ws: WSContext) => number): void {
+export function sendFrame(ws: WSContext, messages: unknown[], buffered: (ws: WSContext) => number, undeliverable?: Undeliverable): void {
   const raw = (ws.raw ?? ws) as object;
   let sender = serverSenders.get(raw);
   if (!sender) {
@@ -327,7 +368,7 @@ export function sendFrame(ws: WSContext, messages: unknown[], buffered: (ws: WSC
       open: () => ((raw as { readyState?: number }).readyState ?? ws.readyState) === 1,
     }));
   }
-  sender.send(messages);
+  sender.send(messages, undeliverable);
 }
 
 /** A sender for a client-side `WebSocket`. */

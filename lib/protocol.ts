@@ -129,18 +129,16 @@ export function clusterToken(): string | undefined {
 }
 
 /**
- * The WebSocket URL of a scheduler path, with the token as `?token=` (WebSocket clients cannot
- * set headers in every runtime).
+ * The WebSocket URL of a scheduler path. It carries no token: every link authenticates in-band
+ * by challenge–response (lib/auth/handshake.ts).
  *
  * @example
  * ```ts
- * socketUrl("http://127.0.0.1:8786", "/api/v1/events", { token: "t" }); // ws://127.0.0.1:8786/api/v1/events?token=t
+ * socketUrl("http://127.0.0.1:8786", "/api/v1/events"); // ws://127.0.0.1:8786/api/v1/events
  * ```
  */
-export function socketUrl(scheduler: string, path: string, options: { token?: string } = {}): URL {
+export function socketUrl(scheduler: string, path: string): URL {
   const url = new URL(path, scheduler);
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-  const token = options.token ?? clusterToken();
-  if (token) url.searchParams.set("token", token);
   return url;
 }

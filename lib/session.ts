@@ -1,16 +1,19 @@
 /**
  * A registered connection to the scheduler, as workers and nannies hold one: open the WebSocket,
- * send `register`, let the owner handle `welcome`, and when an established connection is lost,
- * reconnect with backoff until closed. While it waits for the scheduler it says so at once and
- * then every few seconds, with the reason worded by connect-error.ts.
+ * authenticate both ways (lib/auth/handshake.ts: nothing the scheduler sends is obeyed before it
+ * proved it knows the token), send `register`, let the owner handle `welcome`, and when an
+ * established connection is lost, reconnect with backoff until closed, or until the death
+ * timeout (Dask's `--death-timeout`) passes. While it waits for the scheduler it says so at once
+ * and then every few seconds, with the reason worded by connect-error.ts.
  *
  * @module
  */
 import { closeCodeFailure, ConnectError, diagnose } from "./connect-error.ts";
 import { errorMessage } from "./errors.ts";
 import type { ComponentLogger } from "./log.ts";
-import { clusterToken, encodeFrame, type Message, socketUrl } from "./protocol.ts";
+import { encodeFrame, type Message, socketUrl } from "./protocol.ts";
 import { FrameAssembler, type FrameSender, socketSender } from "./frames.ts";
+import { authenticate, HandshakeError, type PeerAuth, peerToken } from "./auth/handshake.ts";
 import { clientWebSocket } from "./runtime/client.ts";
 
 /** How often a session that waits for its scheduler says so. */
@@ -31,16 +34,22 @@ export interface SessionOptions {
   scheduler: string;
   /** The protocol's path, e.g. `/api/v1/worker`. */
   path: string;
+  /** Who connects (the role its proof is bound to). */
+  role: "worker" | "nanny";
   /** The register message, made anew for every (re)connection. */
   register(): Message;
-  /** Handles `welcome`; the connection counts as established once it resolves. */
-  welcome(msg: Message): Promise<void>;
+  /** Handles `welcome` (with what the handshake gave); the connection counts as established once it resolves. */
+  welcome(msg: Message, auth: PeerAuth): Promise<void>;
   /** Handles every other message. */
   message(msg: Message): void;
   /** An established connection was lost; a reconnection follows. */
   lost?(reason: string): void;
+  /** Reconnection gave up after `deathTimeoutMs`; the session is closed. */
+  gaveUp?(reason: string): void;
+  /** How long to keep reconnecting to a lost scheduler; 0 or absent: for ever. */
+  deathTimeoutMs?: number;
   log: ComponentLogger;
-  /** The cluster token. @default clusterToken() */
+  /** The cluster token. @default peerToken("worker") */
   token?: string;
 }
 
@@ -109,6 +118,9 @@ export class SchedulerSession {
   async #explain(err: unknown): Promise<ConnectError> {
     const url = this.#options.scheduler;
     if (err instanceof ConnectError) return err;
+    // We refused the scheduler (its proof was wrong, or missing): a squatter on its address, so
+    // waiting may help; a scheduler that wants a token we do not have will not change.
+    if (err instanceof HandshakeError) return new ConnectError(url, err.message.startsWith("The scheduler needs a token") ? "unauthorized" : "unreachable", err.message);
     if (err instanceof ClosedBeforeWelcome) {
       const failure = closeCodeFailure(err.code);
       if (failure) return new ConnectError(url, failure);
@@ -117,7 +129,7 @@ export class SchedulerSession {
         return new ConnectError(url, "unreachable", err.message);
       }
     }
-    return await diagnose(url, { token: this.#options.token ?? clusterToken(), fallback: errorMessage(err) });
+    return await diagnose(url, { token: this.#token, fallback: errorMessage(err) });
   }
 
   /** Resolves once the session is registered (at once if it is); never if closed first. */
@@ -126,10 +138,16 @@ export class SchedulerSession {
     return new Promise((resolve) => this.#openWaiters.push(resolve));
   }
 
-  /** Sends one frame; false when the connection is not open. */
+  /**
+   * Sends messages (one frame, or several past the frame limit); false when the connection is
+   * not open. A reply that cannot go (a result too large for a frame) goes as an error reply.
+   */
   send(messages: Message[]): boolean {
     if (!this.isOpen) return false;
-    this.#sender!.send(messages);
+    this.#sender!.send(messages, (msg: Message, reason: string) => {
+      this.#options.log.warn(`Cannot send "${msg.op}" to the scheduler: ${reason}`);
+      return msg.op === "reply" ? { op: "reply", id: msg.id, error: `Cannot send the reply: ${reason}` } : null;
+    });
     return true;
   }
 
@@ -143,10 +161,14 @@ export class SchedulerSession {
     }
   }
 
+  get #token(): string | undefined {
+    return this.#options.token ?? peerToken("worker");
+  }
+
   #open(timeoutMs = attemptTimeoutMs): Promise<void> {
     const options = this.#options;
     return new Promise((resolveOpen, rejectOpen) => {
-      const socket = clientWebSocket(socketUrl(options.scheduler, options.path, { token: options.token }).href);
+      const socket = clientWebSocket(socketUrl(options.scheduler, options.path).href);
       socket.binaryType = "arraybuffer";
       const frames = new FrameAssembler();
       const sender = socketSender(socket);
@@ -163,12 +185,9 @@ export class SchedulerSession {
           // not open yet
         }
       }, timeoutMs);
-      socket.onopen = () => {
-        this.#socket = socket;
-        this.#sender = sender;
-        socket.send(encodeFrame([options.register()]));
-      };
-      socket.onmessage = (event) => {
+      let auth: PeerAuth | null = null;
+      let established = false;
+      const onMessage = (event: MessageEvent) => {
         let messages: Message[];
         try {
           messages = frames.decode(event.data);
@@ -180,17 +199,32 @@ export class SchedulerSession {
           if (msg.op === "welcome" && !welcomed) {
             welcomed = true;
             clearTimeout(timer);
-            options.welcome(msg).then(() => {
+            options.welcome(msg, auth!).then(() => {
               settled = true;
+              established = true;
               resolveOpen();
               for (const resolve of this.#openWaiters.splice(0)) resolve();
             }, (err) => {
               settled = true;
               rejectOpen(err);
             });
-          } else options.message(msg);
+          } else if (welcomed) options.message(msg);
+          else options.log.warn(`Ignored "${msg.op}" from the scheduler before its welcome`);
         }
       };
+      // Nothing is sent, registered or obeyed before the scheduler proved it knows the token.
+      authenticate(socket, { role: options.role, token: this.#token, onMessage }).then((result) => {
+        auth = result;
+        if (settled) return;
+        this.#socket = socket;
+        this.#sender = sender;
+        socket.send(encodeFrame([options.register()]));
+      }, (err) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        rejectOpen(err);
+      });
       socket.onerror = () => {};
       socket.onclose = (event) => {
         clearTimeout(timer);
@@ -199,7 +233,8 @@ export class SchedulerSession {
         if (!settled) {
           settled = true;
           rejectOpen(new ClosedBeforeWelcome(event.code, event.reason));
-        } else if (!this.#closed) {
+        } else if (established && !this.#closed) {
+          // Only an established connection reconnects here: a failed attempt is retried by its caller.
           const reason = event.reason || `code ${event.code}`;
           options.log.warn(`Lost the scheduler (${reason}); reconnecting`);
           options.lost?.(reason);
@@ -211,19 +246,28 @@ export class SchedulerSession {
 
   async #reconnect(): Promise<void> {
     const started = Date.now();
+    const deathTimeoutMs = this.#options.deathTimeoutMs ?? 0;
     let delay = 200;
     let lastLog = 0;
+    let why = "";
     while (!this.#closed) {
-      await sleep(delay);
+      if (deathTimeoutMs > 0 && Date.now() - started >= deathTimeoutMs) {
+        const reason = `Gave up on the scheduler at ${this.#options.scheduler}: not back within ${Math.round(deathTimeoutMs / 1000)} s (--death-timeout)${why ? `; last: ${why}` : ""}`;
+        this.#options.log.error(reason);
+        this.#closed = true;
+        this.#options.gaveUp?.(reason);
+        return;
+      }
+      await sleep(deathTimeoutMs > 0 ? Math.max(0, Math.min(delay, started + deathTimeoutMs - Date.now())) : delay);
       try {
         await this.#open();
         this.#options.log.info(`Reconnected to the scheduler at ${this.#options.scheduler}`);
         return;
       } catch (err) {
         const now = Date.now();
-        if (now - lastLog >= waitLogEveryMs * 3) {
-          const why = await this.#explain(err);
-          this.#options.log.warn(`Still waiting for the scheduler (${Math.round((now - started) / 1000)} s): ${why.message}`);
+        if (now - lastLog >= waitLogEveryMs * 3 || err instanceof HandshakeError) {
+          why = (await this.#explain(err)).message;
+          this.#options.log.warn(`Still waiting for the scheduler (${Math.round((now - started) / 1000)} s): ${why}`);
           lastLog = now;
         }
         delay = Math.min(delay * 2, 5000);

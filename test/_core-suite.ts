@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Client } from "../lib/client/mod.ts";
 import { encodeCbor } from "../lib/protocol.ts";
+import { authenticate } from "../lib/auth/handshake.ts";
 import { api, authHeaders, collectEvents, type Flavor, graphs, sleep, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
 
 /** Registers the suite for a scheduler flavor and a worker flavor. */
@@ -209,19 +210,23 @@ export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor:
     }, 60_000);
 
     test("malformed CBOR frames close only that socket and the scheduler goes on", async () => {
-        for (const path of ["/api/v1/client", "/api/v1/worker"]) {
+        // Authenticated first (the handshake refuses anything else with 4401), then malformed.
+        const open = async (path: string, role: "client" | "worker") => {
           const ws = new WebSocket(cluster.url.replace("http", "ws") + path);
           ws.binaryType = "arraybuffer";
+          await authenticate(ws, { role, token: process.env.CLUSTER_TOKEN, onMessage: () => {} });
+          return ws;
+        };
+        for (const [path, role] of [["/api/v1/client", "client"], ["/api/v1/worker", "worker"]] as const) {
+          const ws = await open(path, role);
           const closed = new Promise<CloseEvent>((r) => (ws.onclose = r));
-          await new Promise((r) => (ws.onopen = r));
           ws.send(new Uint8Array([0x9f, 0xff, 0xff, 0x1c, 0x00]));
           const event = await closed;
           expect(event.code).toBe(1007);
         }
         // A well-formed frame with nonsense messages on the worker socket.
-        const ws = new WebSocket(cluster.url.replace("http", "ws") + "/api/v1/worker");
+        const ws = await open("/api/v1/worker", "worker");
         const closed = new Promise<CloseEvent>((r) => (ws.onclose = r));
-        await new Promise((r) => (ws.onopen = r));
         ws.send(encodeCbor([{ op: "done", key: "x" }]));
         expect((await closed).code).toBe(4002);
         const ok = await client.compute({ tasks: [{ key: "after-frames", fn: "builtin.add", args: [1, 1] }] });

@@ -111,7 +111,9 @@ function streamTransitions(url: string): { events: Transition[]; ready: Promise<
     ws.onerror = () => reject(new Error("Cannot subscribe to the event stream"));
   });
   ws.onmessage = (e) => {
-    const data = JSON.parse(String(e.data));
+    // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
+    if (typeof e.data !== "string") return;
+    const data = JSON.parse(e.data);
     for (const event of Array.isArray(data) ? data : [data]) if (event.topic === "transition") events.push(event);
   };
   ws.onclose = (e) => (reason = `${e.code} ${e.reason}`);

@@ -8,6 +8,8 @@ import { mkdtempSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { api, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
+import { authenticate } from "../lib/auth/handshake.ts";
+import { encodeFrame } from "../lib/protocol.ts";
 
 afterAll(stopAll);
 
@@ -154,7 +156,7 @@ describe("client commands", () => {
 });
 
 describe("token", () => {
-  test("with CLUSTER_TOKEN every route but /health needs the bearer token", async () => {
+  test("with CLUSTER_TOKEN every route but /health needs the bearer token, and WebSockets the handshake", async () => {
     const token = "s3cret-token";
     const cluster = await startCluster({ workers: 1, env: { CLUSTER_TOKEN: token } });
     try {
@@ -165,6 +167,18 @@ describe("token", () => {
       expect((await api(cluster.url, "/metrics")).status).toBe(401);
       // Never from the URL (WebSockets prove the token in-band, after the upgrade).
       expect((await api(cluster.url, `/api/v1/info?token=${token}`, { token: "" })).status).toBe(401);
+      // WebSockets prove the token by challenge–response; a token in the URL proves nothing.
+      const refused = await new Promise<number>((resolve) => {
+        const ws = new WebSocket(cluster.url.replace("http", "ws") + `/api/v1/events?token=${token}`);
+        ws.binaryType = "arraybuffer";
+        ws.onmessage = () => ws.send(encodeFrame([{ op: "auth", nonce: "00".repeat(32), proof: "00".repeat(32) }]));
+        ws.onclose = (event) => resolve(event.code);
+      });
+      expect(refused).toBe(4401);
+      const ws = new WebSocket(cluster.url.replace("http", "ws") + "/api/v1/events");
+      ws.binaryType = "arraybuffer";
+      expect((await authenticate(ws, { role: "events", token, onMessage: () => {} })).scope).toBe("admin");
+      ws.close();
       // The CLI and workers read the same variable; a token file works too.
       const dir = tempDir();
       writeFileSync(join(dir, "token"), token + "\n");

@@ -4,9 +4,9 @@
  * and a subscriber too slow to keep up.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { connect } from "node:net";
 import { Client } from "../lib/client/mod.ts";
-import { api, authHeaders, graphs, startCluster, stopAll, waitFor } from "../testkit/mod.ts";
+import { api, authHeaders, graphs, startCluster, startDelayProxy, stopAll, waitFor } from "../testkit/mod.ts";
+import { authenticate } from "../lib/auth/handshake.ts";
 import { coreSuite } from "./_core-suite.ts";
 
 coreSuite("binary", { flavor: "binary", workerFlavor: "binary" });
@@ -70,17 +70,14 @@ describe("slow subscribers", () => {
   test("a subscriber that stops reading is closed past its buffer and the scheduler goes on", async () => {
     const cluster = await startCluster({ workers: 2 });
     const client = await Client.connect(cluster.url);
-    const url = new URL(cluster.url);
-    // A WebSocket client that completes the handshake and then never reads a byte.
-    const socket = connect(Number(url.port), url.hostname);
+    // A subscriber that authenticates and then never reads a byte: a proxy that stops reading
+    // from the scheduler once the handshake is done.
+    const proxy = await startDelayProxy({ target: Number(new URL(cluster.url).port), delayMs: 0 });
+    const socket = new WebSocket(`ws://127.0.0.1:${proxy.port}/api/v1/events?topic=transition`);
+    socket.binaryType = "arraybuffer";
     try {
-      await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
-      socket.write(
-        "GET /api/v1/events?topic=transition HTTP/1.1\r\nHost: " + url.host + "\r\nUpgrade: websocket\r\n" +
-          "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-      );
-      await new Promise<void>((resolve) => socket.once("data", () => resolve()));
-      socket.pause();
+      await authenticate(socket, { role: "events", token: process.env.CLUSTER_TOKEN, onMessage: () => {} });
+      proxy.stall();
       const subscribers = async () => {
         const text = await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
         return Number(/cluster_event_subscribers (\d+)/.exec(text)![1]);
@@ -98,7 +95,8 @@ describe("slow subscribers", () => {
       // The graphs ran at the usual speed meanwhile (minutes if the scheduler had waited).
       expect(performance.now() - started).toBeLessThan(30_000);
     } finally {
-      socket.destroy();
+      socket.close();
+      await proxy.close();
       await client.close();
       await cluster.stop();
     }

@@ -13,6 +13,7 @@ import fc from "fast-check";
 import { encodeCbor, encodeFrame } from "../lib/protocol.ts";
 import { parsePluginsToml } from "../lib/plugins/config.ts";
 import { ConfigError } from "../lib/errors.ts";
+import { authenticate } from "../lib/auth/handshake.ts";
 import { api, authHeaders, startCluster, stopAll, type TestCluster } from "../testkit/mod.ts";
 
 afterAll(stopAll);
@@ -193,6 +194,14 @@ async function sendFrames(path: string, frames: Array<Uint8Array | string>, wait
     ws.addEventListener("error", () => r(false));
   });
   if (!opened) return;
+  // Past the handshake first (tokens never travel; a link proves it in-band): the fuzzed frames
+  // then reach the link's own protocol, not only its gate.
+  const role = path.startsWith("/api/v1/worker") ? "worker" : path.startsWith("/api/v1/nanny") ? "nanny" : path.startsWith("/api/v1/client") ? "client" : "events";
+  const authed = await Promise.race([
+    authenticate(ws, { role, token: process.env.CLUSTER_TOKEN, onMessage: () => {} }).then(() => true, () => false),
+    closed.then(() => false),
+  ]);
+  if (!authed) return;
   for (const frame of frames) {
     if (ws.readyState !== WebSocket.OPEN) break;
     ws.send(frame);
@@ -295,9 +304,13 @@ describe("fuzzing the WebSocket links", () => {
 describe("fuzzing the event API", () => {
   test("random, deep and large events and random subscriptions leave subscribers receiving events", async () => {
     const ws = new WebSocket(`${cluster.url.replace(/^http/, "ws")}/api/v1/events?topic=fz-canary`);
+    ws.binaryType = "arraybuffer";
     const canaries: number[] = [];
-    ws.onmessage = (e) => canaries.push(JSON.parse(String(e.data)).n);
-    await new Promise((r) => (ws.onopen = r));
+    await authenticate(ws, {
+      role: "events",
+      token: process.env.CLUSTER_TOKEN,
+      onMessage: (e) => typeof e.data === "string" && canaries.push(JSON.parse(e.data).n),
+    });
     const topic = fc.oneof(fc.string({ maxLength: 12 }), fc.constantFrom("transition", "log", "plugin", "fz-canary", "t".repeat(2000)));
     const body = fc.oneof(
       { weight: 6, arbitrary: anyValue.map((v) => ({ bytes: JSON.stringify(v) ?? "null", type: "application/json" })) },

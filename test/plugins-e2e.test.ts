@@ -28,7 +28,8 @@ function replay(url: string, topic: string): Promise<any[]> {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=${topic}&since=0&batch=1`);
     const events: any[] = [];
-    ws.onmessage = (e) => events.push(...JSON.parse(String(e.data)));
+    // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
+    ws.onmessage = (e) => typeof e.data === "string" && events.push(...JSON.parse(e.data));
     ws.onerror = () => reject(new Error("event stream failed"));
     ws.onopen = () => setTimeout(() => {
       ws.close();

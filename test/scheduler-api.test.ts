@@ -10,6 +10,7 @@ import { RequestError } from "../lib/rpc.ts";
 import { ConflictError, httpStatus, NotFoundError } from "../lib/scheduler/errors.ts";
 import { GraphError } from "../lib/scheduler/graph.ts";
 import { Scheduler } from "../lib/scheduler/server.ts";
+import { Client } from "../lib/client/mod.ts";
 
 async function post(url: string, body: unknown): Promise<{ status: number; body: Record<string, unknown> }> {
   const res = await fetch(url, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) });
@@ -181,7 +182,7 @@ describe("plugins' hooks and logs", () => {
 });
 
 describe("auth", () => {
-  test("with a token every route but /health needs it as a bearer header, never from the URL", async () => {
+  test("with a token every route but /health needs it: a bearer header, or the handshake on a WebSocket (a ?token= opens nothing)", async () => {
     const before = process.env.CLUSTER_TOKEN;
     process.env.CLUSTER_TOKEN = "s3cret";
     const scheduler = await Scheduler.start({ port: 0 });
@@ -192,6 +193,15 @@ describe("auth", () => {
       expect((await fetch(`${scheduler.address}/api/v1/info`, { headers: { authorization: "Bearer wrong" } })).status).toBe(401);
       expect((await fetch(`${scheduler.address}/api/v1/info`, { headers: { authorization: "Bearer s3cret" } })).status).toBe(200);
       expect((await fetch(`${scheduler.address}/api/v1/info?token=s3cret`)).status).toBe(401);
+      // The token in the URL is no proof: a first message that is not `auth` closes the socket.
+      const raw = await rawClient(scheduler.address, "?token=s3cret");
+      expect((await raw.next((m) => m.op === "challenge")).auth).toBeUndefined();
+      const closed = new Promise<CloseEvent>((r) => (raw.socket.onclose = r));
+      raw.socket.send(encodeFrame([{ op: "info", id: 1 }]));
+      expect((await closed).code).toBe(4401);
+      const client = await Client.connect(scheduler.address, { token: "s3cret" });
+      expect(client.id).toStartWith("client-");
+      await client.close();
     } finally {
       if (before === undefined) delete process.env.CLUSTER_TOKEN;
       else process.env.CLUSTER_TOKEN = before;

@@ -22,7 +22,8 @@ async function transitionsOf(url: string, key: string, until: number): Promise<s
     const events = await new Promise<any[]>((resolve, reject) => {
       const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=wplugin&since=0&batch=1`);
       const out: any[] = [];
-      ws.onmessage = (e) => out.push(...JSON.parse(String(e.data)));
+      // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
+      ws.onmessage = (e) => typeof e.data === "string" && out.push(...JSON.parse(e.data));
       ws.onerror = () => reject(new Error("event stream failed"));
       ws.onopen = () => setTimeout(() => (ws.close(), resolve(out)), 200);
     });

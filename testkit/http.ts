@@ -5,6 +5,7 @@
  * @module
  */
 import { waitFor } from "./wait.ts";
+import { authenticate, peerToken } from "../lib/auth/handshake.ts";
 
 /** The bearer header for `token` (default: this process's CLUSTER_TOKEN, the kit's `testToken`). */
 export function authHeaders(token: string | undefined = process.env.CLUSTER_TOKEN): Record<string, string> {
@@ -49,6 +50,7 @@ export function collectEvents(
   timeoutMs = 20_000,
 ): { ready: Promise<void>; done: Promise<any[]>; close(): void } {
   const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?${query}`);
+  ws.binaryType = "arraybuffer";
   const events: any[] = [];
   let resolveReady!: () => void;
   const ready = new Promise<void>((r) => (resolveReady = r));
@@ -57,17 +59,21 @@ export function collectEvents(
       ws.close();
       reject(new Error(`Timed out with ${events.length} events: ${JSON.stringify(events.slice(-5))}`));
     }, timeoutMs);
-    ws.onopen = () => resolveReady();
-    ws.onmessage = (e) => {
-      const data = JSON.parse(String(e.data));
-      if (Array.isArray(data)) events.push(...data);
-      else events.push(data);
-      if (until(events)) {
-        clearTimeout(timer);
-        ws.close();
-        resolveDone(events);
-      }
-    };
+    // Every link opens with the challenge–response (lib/auth/handshake.ts); ready once subscribed.
+    authenticate(ws, {
+      role: "events",
+      token: peerToken("events"),
+      onMessage: (e) => {
+        const data = JSON.parse(String(e.data));
+        if (Array.isArray(data)) events.push(...data);
+        else events.push(data);
+        if (until(events)) {
+          clearTimeout(timer);
+          ws.close();
+          resolveDone(events);
+        }
+      },
+    }).then(() => resolveReady(), reject);
   });
   return { ready, done, close: () => ws.close() };
 }

@@ -22,6 +22,11 @@ export interface DelayProxy {
   readonly buffered: number;
   /** The one-way delay in milliseconds; changing it never reorders chunks. */
   delayMs: number;
+  /**
+   * Stops reading from the target on every connection, now and later: the target's sends pile
+   * up in its own buffers, as with a receiver that stopped reading (a stalled subscriber).
+   */
+  stall(): void;
   /** Closes the listener and every connection; resolves once the listener is closed. */
   close(): Promise<void>;
 }
@@ -55,10 +60,10 @@ export async function startDelayProxy(options: {
   const directions = new Set<() => number>();
   const timers = new Set<ReturnType<typeof setTimeout>>();
   let closed = false;
-  const state = { delayMs: options.delayMs };
+  const state = { delayMs: options.delayMs, stalled: false };
 
   /** Forwards `from` to `to` with the delay, pausing `from` past the limit. */
-  function pipeDelayed(from: Socket, to: Socket): void {
+  function pipeDelayed(from: Socket, to: Socket, fromTarget: boolean): void {
     const queue: Pending[] = [];
     let queuedBytes = 0;
     let lastDue = 0;
@@ -67,6 +72,7 @@ export async function startDelayProxy(options: {
     directions.add(held);
     from.once("close", () => directions.delete(held));
     const resumeIfLow = () => {
+      if (fromTarget && state.stalled) return;
       if (from.isPaused() && held() <= limit / 2 && !from.destroyed) from.resume();
     };
     const deliver = () => {
@@ -122,8 +128,9 @@ export async function startDelayProxy(options: {
       s.on("error", teardown);
       s.on("close", () => pair.every((x) => x.destroyed) && pairs.delete(pair));
     }
-    pipeDelayed(client, upstream);
-    pipeDelayed(upstream, client);
+    pipeDelayed(client, upstream, false);
+    pipeDelayed(upstream, client, true);
+    if (state.stalled) upstream.pause();
   });
   server.maxConnections = options.maxConnections ?? 64;
   await new Promise<void>((resolve, reject) => {
@@ -134,6 +141,10 @@ export async function startDelayProxy(options: {
   const port = typeof address === "object" && address ? address.port : 0;
   return {
     port,
+    stall() {
+      state.stalled = true;
+      for (const [, upstream] of pairs) upstream.pause();
+    },
     get connections() {
       return pairs.size;
     },

@@ -18,6 +18,7 @@ import { closeCodeFailure, ConnectError, diagnose } from "../connect-error.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
 import { decodeCbor, socketUrl } from "../protocol.ts";
 import { FrameAssembler, type FrameSender, socketSender } from "../frames.ts";
+import { authenticate, HandshakeError, peerToken } from "../auth/handshake.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
 import { clientWebSocket } from "../runtime/client.ts";
 import { type ReplyMessage, RequestError, Requests } from "../rpc.ts";
@@ -111,12 +112,12 @@ export class Client {
    * why: connection refused, the token was refused, timed out, or a TLS failure.
    */
   static connect(url: string, options: { token?: string; timeoutMs?: number; ca?: string } = {}): Promise<Client> {
-    const token = options.token ?? process.env.CLUSTER_TOKEN;
+    const token = options.token ?? peerToken("client");
     const timeoutMs = options.timeoutMs ?? 10_000;
     return new Promise((resolve, reject) => {
       let socket: WebSocket;
       try {
-        socket = clientWebSocket(socketUrl(url, "/api/v1/client", { token }).href, { ca: options.ca });
+        socket = clientWebSocket(socketUrl(url, "/api/v1/client").href, { ca: options.ca });
       } catch (err) {
         reject(new ConnectError(url, "unreachable", (err as Error).message));
         return;
@@ -131,18 +132,28 @@ export class Client {
         socket.close();
         reject(new ConnectError(url, "timeout", `no answer within ${timeoutMs / 1000} s`));
       }, timeoutMs);
-      socket.onmessage = (event) => {
-        for (const msg of frames.decode(event.data) as unknown as FromScheduler[]) {
-          if (msg.op === "welcome" && !welcomed) {
-            welcomed = true;
-            client.id = String(msg.client);
-            clearTimeout(timer);
-            resolve(client);
-            continue;
+      // The token never travels: both sides prove they hold it before anything else.
+      authenticate(socket, {
+        role: "client",
+        token,
+        onMessage: (event) => {
+          for (const msg of frames.decode(event.data) as unknown as FromScheduler[]) {
+            if (msg.op === "welcome" && !welcomed) {
+              welcomed = true;
+              client.id = String(msg.client);
+              clearTimeout(timer);
+              resolve(client);
+              continue;
+            }
+            client.#onMessage(msg);
           }
-          client.#onMessage(msg);
-        }
-      };
+        },
+      }).catch((err: HandshakeError) => {
+        if (welcomed) return;
+        welcomed = true;
+        clearTimeout(timer);
+        reject(new ConnectError(url, err.message.startsWith("The scheduler needs a token") ? "unauthorized" : "unreachable", err.message));
+      });
       socket.onclose = (event) => {
         clearTimeout(timer);
         if (!welcomed) {
@@ -310,17 +321,23 @@ export class Client {
    * Pass `since` to replay kept events first.
    */
   subscribe(topic: string, handler: (event: Record<string, unknown>) => void, options: { since?: number } = {}): () => void {
-    const url = socketUrl(this.url, "/api/v1/events", { token: this.#token });
+    const url = socketUrl(this.url, "/api/v1/events");
     url.searchParams.set("topic", topic);
     url.searchParams.set("format", "cbor");
     url.searchParams.set("batch", "1");
     if (options.since !== undefined) url.searchParams.set("since", String(options.since));
     const socket = clientWebSocket(url.href, { ca: this.#ca });
     socket.binaryType = "arraybuffer";
-    socket.onmessage = (event) => {
-      const batch = decodeCbor(event.data as ArrayBuffer) as Record<string, unknown>[];
-      for (const e of batch) handler(e);
-    };
+    authenticate(socket, {
+      role: "events",
+      token: this.#token,
+      onMessage: (event) => {
+        const batch = decodeCbor(event.data as ArrayBuffer) as Record<string, unknown>[];
+        for (const e of batch) handler(e);
+      },
+    }).catch(() => {
+      // The socket is closed with the reason; the subscription delivers nothing.
+    });
     this.#subscriptions.add(socket);
     return () => {
       this.#subscriptions.delete(socket);

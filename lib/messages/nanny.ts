@@ -17,6 +17,7 @@ export type NannyToScheduler =
   | { op: "plugin-error"; plugin: string; hook: string; error: string }
   | { op: "event"; topic: string; msg: Record<string, unknown> }
   | { op: "logs"; records: WireLogRecord[] }
+  | { op: "heartbeat" }
   | ReplyMessage;
 
 /** Scheduler → nanny. Requests carry an `id` and are answered by one `reply`. */

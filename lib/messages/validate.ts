@@ -54,6 +54,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
     "plugin-error": pluginError,
     event: { topic: "string" },
     logs: {},
+    heartbeat: {},
     reply,
   },
   client: {

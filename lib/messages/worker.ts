@@ -9,6 +9,7 @@ import type { ReplyMessage } from "../rpc.ts";
 import type { WirePluginSpec } from "../plugins/load.ts";
 import type { WireLogRecord } from "../logs/record.ts";
 import type { Startstop } from "../plugins/types.ts";
+import type { Sealed } from "../auth/handshake.ts";
 
 /** Where a dependency of a `compute` is: inline (`value`), at peers (`who`), or here (neither). */
 export interface DepInfo {
@@ -44,7 +45,8 @@ export type WorkerToScheduler =
 
 /** Scheduler → worker. Requests carry an `id` and are answered by one `reply`. */
 export type SchedulerToWorker =
-  | { op: "welcome"; plugins: WirePluginSpec[]; version: string }
+  /** `peerKey`: the cluster's peer-data key, sealed with this connection's session key (auth on). */
+  | { op: "welcome"; plugins: WirePluginSpec[]; version: string; peerKey?: Sealed }
   | {
     op: "compute";
     key: string;

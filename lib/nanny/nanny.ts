@@ -57,6 +57,8 @@ export interface NannyOptions {
   baseDir?: string;
   /** Serve https (`--tls-cert`, `--tls-key`); the worker gets the same `--tls-*` flags. */
   tls?: ServerTls;
+  /** Close (and stop the worker) after the scheduler was lost this long; 0 or absent: never. */
+  deathTimeoutMs?: number;
 }
 
 const log = createLogger("nanny");
@@ -109,6 +111,7 @@ export class Nanny {
   /** Set once the first worker is up; before that `#startFirstWorker` handles failures. */
   #supervising = false;
   #memoryTimer: ReturnType<typeof setInterval> | null = null;
+  #heartbeat: ReturnType<typeof setInterval> | null = null;
   #restartChain: Promise<void> = Promise.resolve();
   /** The first worker's start (with its retries): a restart asked meanwhile waits for it. */
   #firstStart: Promise<void> | null = null;
@@ -126,6 +129,9 @@ export class Nanny {
     this.#session = new SchedulerSession({
       scheduler: options.scheduler,
       path: "/api/v1/nanny",
+      role: "nanny",
+      deathTimeoutMs: options.deathTimeoutMs,
+      gaveUp: (reason) => this.close(new Error(reason)),
       register: () => ({ op: "register", name: this.name, address: this.address, pid: process.pid }),
       welcome: (msg) => this.#welcome(msg as { plugins?: WirePluginSpec[] }),
       message: (msg) => this.#handle(msg as unknown as SchedulerToNanny),
@@ -190,6 +196,8 @@ export class Nanny {
       throw new PluginError(opts.nannyPlugins[0].name ?? opts.nannyPlugins[0].use, failures.join("; "));
     }
     await this.#session.connect(Math.max(1, connectDeadline - Date.now()));
+    // Heartbeats as workers send them: the scheduler removes a nanny silent past --worker-ttl.
+    this.#heartbeat = setInterval(() => this.#session.isOpen && this.#send({ op: "heartbeat" }), 1000);
     this.#firstStart = this.#startFirstWorker();
     await this.#firstStart;
     if (opts.memoryLimit) this.#memoryTimer = setInterval(() => this.#checkMemory(), 250);
@@ -350,6 +358,7 @@ export class Nanny {
     for (const t of o.tasks) args.push("--tasks", t);
     if (o.pluginsFile) args.push("--plugins", o.pluginsFile);
     if (o.contactAddress) args.push("--contact-address", o.contactAddress);
+    if (o.deathTimeoutMs) args.push("--death-timeout", String(Math.ceil(o.deathTimeoutMs / 1000)));
     if (o.workerArgs.includes("--debug")) args.push("--debug");
     args.push(...tlsFlags(o.workerArgs));
     return { command, args };
@@ -478,6 +487,7 @@ export class Nanny {
     this.#closePromise ??= (async () => {
       this.#closing = true;
       if (this.#memoryTimer) clearInterval(this.#memoryTimer);
+      if (this.#heartbeat) clearInterval(this.#heartbeat);
       await this.#stopWorker();
       await this.plugins.closeAll((p) => p.teardown?.(this.api));
       if (this.#logTimer) clearInterval(this.#logTimer);

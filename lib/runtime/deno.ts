@@ -7,6 +7,7 @@ import { upgradeWebSocket } from "hono/deno";
 import type { Runtime } from "./types.ts";
 import { clientFetch, clientWebSocket } from "./client.ts";
 import { fileURLToPath } from "node:url";
+import { portError } from "./_port.ts";
 
 declare const Deno: {
   serve(
@@ -22,7 +23,12 @@ export const denoRuntime: Runtime = {
   name: "deno",
   serve(app, { hostname, port, tls }) {
     const options = { hostname, port, onListen: () => {}, ...(tls ? { cert: tls.cert, key: tls.key } : {}) };
-    const server = Deno.serve(options, (req, info) => app.fetch(req, info));
+    let server;
+    try {
+      server = Deno.serve(options, (req, info) => app.fetch(req, info));
+    } catch (err) {
+      throw portError(err, port);
+    }
     return Promise.resolve({
       hostname: server.addr.hostname,
       port: server.addr.port,

@@ -3,6 +3,8 @@
  * calls one operation and is answered by one `reply` — `{op: "reply", id, ...payload}`, or
  * `{op: "reply", id, error, status}` with the same status the HTTP API gives. Requests start in
  * the order they came; the plugins' `addClient` and `removeClient` are awaited in that order too.
+ * The socket is authenticated before any of this (link-auth.ts): a submit token may do every op
+ * but registering and removing plugins, which need the admin token (403 naming the scope).
  *
  * @module
  */
@@ -13,9 +15,11 @@ import type { PluginManager } from "../plugins/manager.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
 import { version } from "../protocol.ts";
 import { FrameAssembler, sendFrame } from "../frames.ts";
-import { checkMessage } from "../messages/validate.ts";
 import { runtime } from "../runtime/mod.ts";
-import { BadRequestError, httpStatus } from "./errors.ts";
+import { checkMessage } from "../messages/validate.ts";
+import { allows, type Scope } from "../auth/tokens.ts";
+import { scopeForOp, scopeMessage } from "./auth.ts";
+import { BadRequestError, ForbiddenError, httpStatus } from "./errors.ts";
 import type { EventLog } from "./events.ts";
 import type { Operations } from "./operations.ts";
 import type { ClientState, SchedulerState } from "./state.ts";
@@ -46,8 +50,10 @@ const handlers: { [Op in ClientToScheduler["op"]]: (ops: Operations, client: Cli
   info: (ops) => ({ info: ops.info() }),
 };
 
-/** The WebSocket handlers of one client connection. */
-export function clientSocket(ctx: ClientLinkContext) {
+/** The scope each op needs; the rest need `submit`, which every client link has. */
+
+/** The WebSocket handlers of one client connection, authenticated with `scope`. */
+export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
   const id = `client-${crypto.randomUUID()}`;
   let client: ClientState | null = null;
   // Hooks and requests of this client, in order.
@@ -55,7 +61,8 @@ export function clientSocket(ctx: ClientLinkContext) {
   const frames = new FrameAssembler({ maxBytes: ctx.maxMessageBytes });
   const send = (ws: WSContext, msg: SchedulerToClient) => {
     try {
-      sendFrame(ws, [msg], runtime.bufferedAmount);
+      sendFrame(ws, [msg], runtime.bufferedAmount, (m: SchedulerToClient, reason: string) =>
+        m.op === "reply" ? { op: "reply", id: m.id, error: `Cannot send the reply: ${reason}`, status: 500 } : null);
     } catch {
       // the client left
     }
@@ -64,6 +71,9 @@ export function clientSocket(ctx: ClientLinkContext) {
     try {
       const handler = handlers[msg.op] as Handler | undefined;
       if (!handler) throw new BadRequestError(`Unknown op "${(msg as { op: string }).op}"`);
+      // The same rules as the HTTP routes (auth.ts): plugins need admin, the rest submit.
+      const need = scopeForOp(msg.op);
+      if (!allows(scope, need)) throw new ForbiddenError(scopeMessage(need, scope));
       const payload = await handler(ctx.operations, client!, msg as never);
       if (msg.id !== undefined) send(ws, { ...(payload as Record<string, unknown>), op: "reply", id: msg.id });
     } catch (err) {
@@ -72,7 +82,6 @@ export function clientSocket(ctx: ClientLinkContext) {
   };
   return {
     onOpen: (_e: Event, ws: WSContext) => {
-      runtime.prepareSocket(ws);
       client = ctx.state.addClient(id);
       ctx.events.append("client", { action: "add", client: id });
       if (ctx.plugins.has("addClient")) chain = chain.then(() => ctx.plugins.callAsync("addClient", ctx.api, id));

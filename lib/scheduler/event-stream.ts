@@ -1,7 +1,8 @@
 /**
  * The event stream socket (`WS /api/v1/events?topic=…&since=SEQ&format=cbor&batch=1`): replay
  * from the log, then live events batched per tick; a subscriber that stops reading is closed
- * past its buffer, so it never slows the scheduler.
+ * past its buffer, so it never slows the scheduler. The socket is authenticated first
+ * (link-auth.ts, a submit token): the handshake's frames are CBOR whatever the stream's format.
  *
  * @module
  */
@@ -25,7 +26,6 @@ export function eventStreamSocket(c: Context, events: EventLog) {
   let unsubscribe: (() => void) | null = null;
   return {
     onOpen: (_e: Event, ws: WSContext) => {
-      runtime.prepareSocket(ws);
       if (since !== undefined && !Number.isFinite(since)) {
         ws.close(1008, `Invalid since "${sinceRaw}"`);
         return;

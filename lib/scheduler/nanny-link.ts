@@ -2,7 +2,9 @@
  * The scheduler's side of the nanny link (`WS /api/v1/nanny`, messages in
  * lib/messages/nanny.ts): registration and welcome with the nanny plugins, the worker each
  * nanny runs, and the requests the scheduler makes of nannies (plugin-add, plugin-remove,
- * restart-worker) through `Requests`.
+ * restart-worker) through `Requests`, each with a time limit. The socket is authenticated first
+ * (link-auth.ts); a nanny whose name is taken is refused (the first one keeps its plugins), and a
+ * nanny silent past the heartbeat timeout is removed, as workers are.
  *
  * @module
  */
@@ -16,7 +18,6 @@ import type { SchedulerPlugin } from "../plugins/types.ts";
 import { decodeFrame, encodeFrame, version } from "../protocol.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { Requests } from "../rpc.ts";
-import { runtime } from "../runtime/mod.ts";
 import type { EventLog } from "./events.ts";
 import type { PluginRollout } from "./rollout.ts";
 import type { LogStore } from "./logs.ts";
@@ -54,6 +55,8 @@ export interface NannyConn {
   /** Settles once the nanny said `ready` (its welcome's plugins set up) or left. */
   pluginsReady: Promise<void>;
   settlePluginsReady: () => void;
+  /** When the nanny was last heard from (ms). */
+  lastSeen: number;
 }
 
 /** The connected nannies and their protocol. */
@@ -93,12 +96,12 @@ export class NannyLinks {
     return out;
   }
 
-  /** The WebSocket handlers of one nanny connection. */
+  /** The WebSocket handlers of one nanny connection, once authenticated. */
   socket() {
     let nanny: NannyConn | null = null;
     return {
-      onOpen: (_e: Event, ws: WSContext) => runtime.prepareSocket(ws),
       onMessage: (event: MessageEvent, ws: WSContext) => {
+        if (nanny) nanny.lastSeen = Date.now();
         try {
           for (const msg of decodeFrame(event.data) as unknown as NannyToScheduler[]) {
             const invalid = checkMessage("nanny", msg);
@@ -114,18 +117,41 @@ export class NannyLinks {
         }
       },
       onClose: () => {
-        if (nanny && this.conns.get(nanny.name) === nanny) {
-          this.conns.delete(nanny.name);
-          nanny.requests.rejectAll("nanny left", { final: true });
-          nanny.settlePluginsReady();
-        }
+        if (nanny) this.#remove(nanny, "nanny left");
       },
     };
+  }
+
+  #remove(nanny: NannyConn, reason: string): void {
+    if (this.conns.get(nanny.name) !== nanny) return;
+    this.conns.delete(nanny.name);
+    nanny.requests.rejectAll(reason, { final: true });
+    nanny.settlePluginsReady();
+  }
+
+  /** Closes and removes the nannies not heard from for `timeoutMs` at time `now`. */
+  checkHeartbeats(timeoutMs: number, now: number): void {
+    for (const nanny of this.conns.values()) {
+      if (now - nanny.lastSeen <= timeoutMs) continue;
+      this.#ctx.log.warn(`Nanny "${nanny.name}" missed heartbeats for ${Math.round((now - nanny.lastSeen) / 1000)} s`);
+      try {
+        nanny.ws.close(4008, "Heartbeat timeout");
+      } catch {
+        // already closed
+      }
+      this.#remove(nanny, "heartbeat timeout");
+    }
   }
 
   #register(ws: WSContext, msg: NannyToScheduler): NannyConn | null {
     if (msg.op !== "register" || typeof msg.name !== "string") {
       ws.close(4002, "Expected a register message first");
+      return null;
+    }
+    if (this.conns.has(msg.name)) {
+      // Not replaced: the connected one keeps its plugins' settings (secrets in `environ`).
+      this.#ctx.log.warn(`Refused a second nanny named "${msg.name}"`);
+      ws.close(4009, `A nanny named "${msg.name}" is already connected`);
       return null;
     }
     let settlePluginsReady = () => {};
@@ -143,6 +169,7 @@ export class NannyLinks {
       welcomed: plugins.map((s) => s.name!),
       pluginsReady,
       settlePluginsReady,
+      lastSeen: Date.now(),
     };
     this.conns.set(conn.name, conn);
     // A registration in progress waits for this nanny's `ready` (see remote-plugins.ts).
@@ -167,6 +194,8 @@ export class NannyLinks {
         remote.refreshQuarantine();
         break;
       }
+      case "heartbeat":
+        break;
       case "worker":
         nanny.workerName = msg.worker ?? null;
         nanny.restarts = Number(msg.restarts ?? nanny.restarts);

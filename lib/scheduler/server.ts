@@ -43,6 +43,8 @@ import { WorkerLinks } from "./worker-link.ts";
 import { TasksView } from "./task-view.ts";
 import { retireWorkers } from "./retire.ts";
 import { schedulerTarget } from "../plugins/target.ts";
+import { authenticatedLink } from "./link-auth.ts";
+import { randomBytes } from "node:crypto";
 
 const log = createLogger("scheduler");
 
@@ -171,6 +173,8 @@ export class Scheduler {
       knownModules: this.#knownModules,
       remotePlugins: () => this.remotePlugins,
       afterFrame: () => this.#maybeCollectGarbage(),
+      // One per scheduler start: workers of a restarted scheduler get the new one in their welcome.
+      peerKey: randomBytes(32),
     });
     this.nannies = new NannyLinks({ events, plugins, log, logs: this.logs, remotePlugins: () => this.remotePlugins });
     this.remotePlugins = new RemotePlugins({
@@ -236,7 +240,10 @@ export class Scheduler {
     // The bare URL, never the token: `cluster dashboard` prints the login link.
     log.info(`Dashboard at ${this.address}/ (\`cluster dashboard ${this.address}\` prints the login link)`);
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
-    this.#heartbeatTimer = setInterval(() => this.workers.checkHeartbeats(timeout, Date.now()), Math.min(1000, timeout / 2));
+    this.#heartbeatTimer = setInterval(() => {
+      this.workers.checkHeartbeats(timeout, Date.now());
+      this.nannies.checkHeartbeats(timeout, Date.now());
+    }, Math.min(1000, timeout / 2));
   }
 
   /** The HTTP server: `/health` open, everything else behind the auth middleware. */
@@ -269,19 +276,23 @@ export class Scheduler {
     // feed takes the session cookie the login sets, an HMAC of the admin token).
     app.route("/", dashboardApp({ token: () => tokens?.admin, events: this.events }));
     app.get("/metrics", (c) => c.text(this.metrics(), 200, { "content-type": "text/plain; version=0.0.4" }));
-    app.get("/api/v1/events", upgrade((c) => eventStreamSocket(c, this.events)));
-    app.get("/api/v1/worker", upgrade(() => this.workers.socket()));
-    app.get("/api/v1/nanny", upgrade(() => this.nannies.socket()));
+    // The links authenticate in-band (link-auth.ts): the token never travels, not even in a URL.
+    const link = (role: "worker" | "nanny" | "client" | "events", make: Parameters<typeof authenticatedLink>[1]) =>
+      authenticatedLink({ tokens, role, log }, make);
+    app.get("/api/v1/events", upgrade((c) => link("events", () => eventStreamSocket(c, this.events))));
+    app.get("/api/v1/worker", upgrade(() => link("worker", (auth) => this.workers.socket(auth))));
+    app.get("/api/v1/nanny", upgrade(() => link("nanny", () => this.nannies.socket())));
     app.get("/api/v1/client", upgrade(() =>
-      clientSocket({
-        state: this.state,
-        events: this.events,
-        plugins: this.plugins,
-        api: this.api,
-        operations: this.operations,
-        apply: () => this.#apply(),
-        maxMessageBytes: this.limits.maxBodyBytes,
-      })
+      link("client", (auth) =>
+        clientSocket({
+          state: this.state,
+          events: this.events,
+          plugins: this.plugins,
+          api: this.api,
+          operations: this.operations,
+          apply: () => this.#apply(),
+          maxMessageBytes: this.limits.maxBodyBytes,
+        }, auth.scope))
     ));
     app.route("/api/v1", apiRoutes(this.operations, this.#httpClient, this.limits));
     return app;

@@ -2,7 +2,10 @@
  * The scheduler's side of the worker link (`WS /api/v1/worker`, messages in
  * lib/messages/worker.ts): registration and welcome, task results into the state machine,
  * heartbeats, relays, and the requests the scheduler makes of workers (get-data, plugin-add,
- * plugin-remove) through `Requests`. Messages to a worker are batched into one frame per tick.
+ * plugin-remove) through `Requests`. Messages to a worker are batched into one frame per tick;
+ * a message that cannot be encoded (or alone passes the frame limit) errs only its own task, and
+ * a batch past the limit is split into several frames. The socket is authenticated first
+ * (link-auth.ts); the welcome carries the cluster's peer-data key sealed for this worker.
  *
  * @module
  */
@@ -15,6 +18,8 @@ import type { WirePluginSpec } from "../plugins/load.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
 import { version } from "../protocol.ts";
 import { FrameAssembler, sendFrame } from "../frames.ts";
+import { seal } from "../auth/handshake.ts";
+import type { LinkAuth } from "./link-auth.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { type ReplyMessage, Requests } from "../rpc.ts";
 import { runtime } from "../runtime/mod.ts";
@@ -49,6 +54,8 @@ export interface WorkerLinkContext {
   afterFrame(): void;
   /** Where forwarded log records are kept. */
   readonly logs: LogStore;
+  /** The cluster's peer-data key (lib/auth/peer-data.ts), sealed into every welcome. */
+  readonly peerKey: Uint8Array;
 }
 
 /** One connected worker. */
@@ -80,6 +87,8 @@ export class WorkerLinks {
   #ctx: WorkerLinkContext;
   #dirty = new Set<WorkerConn>();
   #flushScheduled = false;
+  /** A message of this flush could not be delivered. */
+  #undelivered = false;
 
   constructor(context: WorkerLinkContext) {
     this.#ctx = context;
@@ -117,17 +126,39 @@ export class WorkerLinks {
   /** Sends every queued message now. */
   flush(): void {
     this.#flushScheduled = false;
+    this.#undelivered = false;
     for (const conn of this.#dirty) {
       const box = conn.outbox;
       if (box.length === 0) continue;
       conn.outbox = [];
       try {
-        sendFrame(conn.ws, box, runtime.bufferedAmount);
+        sendFrame(conn.ws, box, runtime.bufferedAmount, (msg: SchedulerToWorker, reason: string) => this.#undeliverable(conn, msg, reason));
       } catch (err) {
         this.#ctx.log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
       }
     }
     this.#dirty.clear();
+    if (!this.#undelivered) return;
+    // Tasks erred by #undeliverable: their effects (a retry elsewhere, waiters woken) apply now.
+    this.#ctx.apply();
+  }
+
+  /**
+   * A message that cannot reach its worker (it cannot be encoded, or alone passes the frame
+   * limit): its task errs with the reason, a request gets an error reply in its place.
+   */
+  #undeliverable(conn: WorkerConn, msg: SchedulerToWorker, reason: string): SchedulerToWorker | null {
+    const state = this.#ctx.state;
+    this.#undelivered = true;
+    if (msg.op === "compute") {
+      const exception = `Cannot send task "${msg.key}" to worker "${conn.state.name}": ${reason}`;
+      this.#ctx.log.warn(exception);
+      state.taskErred(conn.state, { key: msg.key, exception, traceback: "" }, state.stimulusId("send-failed"));
+      return null;
+    }
+    if (msg.op === "reply") return { op: "reply", id: msg.id, error: `Cannot send the reply: ${reason}` };
+    this.#ctx.log.warn(`Dropped a "${msg.op}" message to worker "${conn.state.name}": ${reason}`);
+    return null;
   }
 
   /** Fetches results a worker holds (keys it no longer has are absent). */
@@ -153,12 +184,11 @@ export class WorkerLinks {
     });
   }
 
-  /** The WebSocket handlers of one worker connection. */
-  socket() {
+  /** The WebSocket handlers of one worker connection, once authenticated. */
+  socket(auth: LinkAuth) {
     let conn: WorkerConn | null = null;
     const frames = new FrameAssembler();
     return {
-      onOpen: (_e: Event, ws: WSContext) => runtime.prepareSocket(ws),
       onMessage: (event: MessageEvent, ws: WSContext) => {
         let messages: WorkerToScheduler[];
         try {
@@ -181,7 +211,7 @@ export class WorkerLinks {
           } else if (msg.op !== "register") {
             ws.close(4002, "Expected a register message first");
             return;
-          } else if (!(conn = this.#register(ws, msg))) {
+          } else if (!(conn = this.#register(ws, msg, auth))) {
             return;
           }
         }
@@ -256,7 +286,7 @@ export class WorkerLinks {
     }
   }
 
-  #register(ws: WSContext, msg: Extract<WorkerToScheduler, { op: "register" }>): WorkerConn | null {
+  #register(ws: WSContext, msg: Extract<WorkerToScheduler, { op: "register" }>, auth: LinkAuth): WorkerConn | null {
     const ctx = this.#ctx;
     const { name, nthreads } = msg;
     if (typeof name !== "string" || name === "" || typeof nthreads !== "number" || nthreads < 1) {
@@ -296,7 +326,8 @@ export class WorkerLinks {
     this.conns.set(name, conn);
     // Plugins first: the worker confirms them with "ready" before it gets any task.
     remote.welcomed("worker", name, conn.welcomed);
-    this.send(state, { op: "welcome", plugins, version });
+    const peerKey = auth.sessionKey ? seal(ctx.peerKey, auth.sessionKey) : undefined;
+    this.send(state, { op: "welcome", plugins, version, ...(peerKey ? { peerKey } : {}) });
     return conn;
   }
 

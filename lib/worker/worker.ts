@@ -20,7 +20,9 @@ import { preloadSpecs } from "../plugins/preload.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import type { DepInfo, PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
-import { clusterToken, decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, timingSafeEqual, version } from "../protocol.ts";
+import { decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, version } from "../protocol.ts";
+import { type PeerAuth, peerToken, type Sealed, unseal } from "../auth/handshake.ts";
+import { peerAuthHeader, PeerRequestVerifier, signRequest, signResponse, verifyResponse } from "../auth/peer-data.ts";
 import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
@@ -35,6 +37,9 @@ import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from ".
 import { resolveRefs, unixSeconds } from "./values.ts";
 
 export { resolveRefs };
+
+/** What a streamed data answer's signature covers instead of its body (see #fetchFromPeer). */
+const streamed = new Uint8Array(0);
 
 /** Options of `cluster worker`. */
 export interface WorkerOptions {
@@ -65,6 +70,8 @@ export interface WorkerOptions {
   baseDir?: string;
   /** Serve the data endpoint with https (`--tls-cert`, `--tls-key`). */
   tls?: ServerTls;
+  /** Close after the scheduler was lost this long (`--death-timeout`); 0 or absent: never. */
+  deathTimeoutMs?: number;
 }
 
 const log = createLogger("worker");
@@ -116,7 +123,12 @@ export class Worker {
   #registered = false;
   /** Our requests to the scheduler (relay). */
   #requests = new Requests({ peer: "the scheduler", timeoutMs: 30_000 });
-  #token = clusterToken();
+  /** With a token, peers' data requests are signed with the peer key the scheduler sealed for us. */
+  #token = peerToken("worker");
+  #peerKey: Uint8Array | null = null;
+  #peerRequests = new PeerRequestVerifier();
+  /** The worker closed because its scheduler did not come back within `--death-timeout`. */
+  gaveUp = false;
   #pendingLocal: WirePluginSpec[] = [];
   /**
    * Plugin set-ups and teardowns run one after the other, in the order the scheduler sent them:
@@ -137,10 +149,16 @@ export class Worker {
     this.#session = new SchedulerSession({
       scheduler: options.scheduler,
       path: "/api/v1/worker",
+      role: "worker",
       register: () => this.#registerMessage(),
-      welcome: (msg) => this.#welcome(msg),
+      welcome: (msg, auth) => this.#welcome(msg, auth),
       message: (msg) => this.#handle(msg as unknown as FromScheduler),
       lost: () => this.#lost(),
+      deathTimeoutMs: options.deathTimeoutMs,
+      gaveUp: () => {
+        this.gaveUp = true;
+        this.close();
+      },
       log,
     });
     this.plugins = new PluginManager<WorkerPlugin>((name, hook, err) => {
@@ -268,7 +286,8 @@ export class Worker {
     };
   }
 
-  async #welcome(msg: Message): Promise<void> {
+  async #welcome(msg: Message, auth: PeerAuth): Promise<void> {
+    this.#peerKey = auth.sessionKey && msg.peerKey ? unseal(msg.peerKey as Sealed, auth.sessionKey) : null;
     // Plugins registered at the scheduler: set up before this worker accepts any task. A plugin
     // that fails here is reported in `ready`: the scheduler quarantines the worker (no task).
     const failed = await this.#serially(async () => {
@@ -558,19 +577,29 @@ export class Worker {
   }
 
   async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
+    const url = new URL("/api/v1/data", address);
+    const body = encodeCbor({ keys }).slice();
     const headers: Record<string, string> = { "content-type": "application/cbor" };
-    if (this.#token) headers.authorization = `Bearer ${this.#token}`;
+    const key = this.#peerKey;
+    let nonce = "";
+    if (this.#token) {
+      if (!key) throw new Error("no peer key from the scheduler yet");
+      const signed = signRequest(key, { method: "POST", path: url.pathname, body });
+      headers[peerAuthHeader] = signed.header;
+      nonce = signed.nonce;
+    }
     headers.accept = valueSequenceType;
     // The answer must start within 10 s; after that only a stall ends it (lib/transfer.ts).
     const started = new AbortController();
     const timer = setTimeout(() => started.abort(new Error("No answer within 10 s")), 10_000);
-    const res = await runtime.fetch(new URL("/api/v1/data", address), {
-      method: "POST",
-      headers,
-      body: encodeCbor({ keys }),
-      signal: started.signal,
-    }).finally(() => clearTimeout(timer));
+    const res = await runtime.fetch(url, { method: "POST", headers, body, signal: started.signal }).finally(() => clearTimeout(timer));
     if (!res.ok) throw new Error(`HTTP ${res.status}`);
+    // The answer streams: its header proves the peer holds the key, bound to this request's nonce
+    // (lib/auth/peer-data.ts); the body's integrity on the wire is TLS's job.
+    if (key && !verifyResponse(key, nonce, streamed, res.headers.get(peerAuthHeader))) {
+      await res.body?.cancel();
+      throw new Error("the peer's answer is not signed with the peer key");
+    }
     if (!res.headers.get("content-type")?.includes(valueSequenceType)) {
       return (decodeCbor(new Uint8Array(await res.arrayBuffer())) as { data: Record<string, unknown> }).data;
     }
@@ -593,23 +622,26 @@ export class Worker {
     const app = new Hono();
     app.get("/health", (c) => c.json({ status: "ok", role: "worker", version, name: this.name }));
     app.post("/api/v1/data", async (c) => {
+      const body = new Uint8Array(await c.req.arrayBuffer());
+      let nonce = "";
       if (this.#token) {
-        const header = c.req.header("authorization") ?? "";
-        if (!header.startsWith("Bearer ") || !timingSafeEqual(header.slice(7), this.#token)) {
-          return c.json({ error: "Unauthorized" }, 401);
-        }
+        const verdict = this.#peerRequests.verify(this.#peerKey, { method: "POST", path: c.req.path, body, header: c.req.header(peerAuthHeader) });
+        if (!verdict.ok) return c.json({ error: `Unauthorized: ${verdict.reason}` }, 401);
+        nonce = verdict.nonce;
       }
       let keys: string[];
       try {
-        keys = (decodeCbor(new Uint8Array(await c.req.arrayBuffer())) as { keys: string[] }).keys;
+        keys = (decodeCbor(body) as { keys: string[] }).keys;
         if (!Array.isArray(keys)) throw new TypeError("keys must be an array");
       } catch (err) {
         return c.json({ error: errorMessage(err) }, 400);
       }
       // Streamed, any size (lib/transfer.ts); a value dropped meanwhile is left out.
       const data = this.state.data;
-      const body = valueSequence(keys, (key) => data.has(key) ? { value: data.get(key) } : undefined);
-      return new Response(body, { headers: { "content-type": valueSequenceType } });
+      const stream = valueSequence(keys, (key) => data.has(key) ? { value: data.get(key) } : undefined);
+      const headers: Record<string, string> = { "content-type": valueSequenceType };
+      if (this.#peerKey && nonce) headers[peerAuthHeader] = signResponse(this.#peerKey, nonce, streamed);
+      return new Response(stream, { headers });
     });
     return app;
   }
