@@ -32,6 +32,7 @@ import {
   sleep,
   startCluster,
   startProcess,
+  startDelayProxy,
   startWorker,
   stopAll,
   taskCounts,
@@ -49,12 +50,14 @@ export interface Sizes {
   chain: number;
   roundTrips: number;
   rssTasks: number;
+  /** Workers of `map-many-workers` (100 asked; 40 on a 2-core box shared with others). */
+  manyWorkers: number;
 }
 
 /** `--sizes full` is issue 6's; `--sizes small` keeps the smoke test quick. */
 export const sizeSets: Record<"full" | "small", Sizes> = {
-  full: { map: 10_000, mapBig: 100_000, treeLeaves: 10_000, chain: 2_000, roundTrips: 2_000, rssTasks: 100_000 },
-  small: { map: 200, mapBig: 2_000, treeLeaves: 256, chain: 50, roundTrips: 50, rssTasks: 2_000 },
+  full: { map: 10_000, mapBig: 100_000, treeLeaves: 10_000, chain: 2_000, roundTrips: 2_000, rssTasks: 100_000, manyWorkers: 40 },
+  small: { map: 200, mapBig: 2_000, treeLeaves: 256, chain: 50, roundTrips: 50, rssTasks: 2_000, manyWorkers: 4 },
 };
 
 /** A target from issue 6. */
@@ -100,6 +103,8 @@ export const workloadNames = [
   "map-noop-transition",
   "map-jsonl",
   "map-3-subscribers",
+  "map-far-workers",
+  "map-many-workers",
   "scheduler-rss",
   "cold-start-scheduler",
   "cold-start-worker",
@@ -294,6 +299,8 @@ const labels: Record<WorkloadName, (s: Sizes) => [label: string, unit: string]> 
   "map-noop-transition": (s) => [`map ${s.map.toLocaleString("en")} + no-op transition plugin`, "tasks/s"],
   "map-jsonl": (s) => [`map ${s.map.toLocaleString("en")} + jsonl plugin`, "tasks/s"],
   "map-3-subscribers": (s) => [`map ${s.map.toLocaleString("en")} + 3 event subscribers`, "tasks/s"],
+  "map-far-workers": (s) => [`map ${s.map.toLocaleString("en")}, workers behind a 25 ms (one way) proxy`, "tasks/s"],
+  "map-many-workers": (s) => [`map ${s.mapBig.toLocaleString("en")}, ${s.manyWorkers} workers`, "tasks/s"],
   "scheduler-rss": (s) => [`scheduler RSS holding ${s.rssTasks.toLocaleString("en")} results`, "B/task"],
   "cold-start-scheduler": () => ["cold start: scheduler to ready", "ms"],
   "cold-start-worker": () => ["cold start: worker to registered", "ms"],
@@ -438,6 +445,77 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
     for (const s of setups.reverse()) await stopSetup(s);
   }
 
+  // Far workers: 2 workers reaching the scheduler through a delaying proxy (25 ms each way) against
+  // 2 direct ones, runs alternating (near, far, near, …) so that the machine's load falls on both.
+  if (want("map-far-workers")) {
+    const near = await startCluster({});
+    const farScheduler = await startProcess(["scheduler", "--port", "0"]);
+    const proxy = await startDelayProxy({ target: Number(new URL(farScheduler.url).port), delayMs: 25 });
+    const farWorkers: Proc[] = [];
+    try {
+      for (let i = 0; i < 2; i++) farWorkers.push(await startWorker(`http://127.0.0.1:${proxy.port}`));
+      const nearSamples: number[] = [];
+      const farSamples: number[] = [];
+      await withClient(near.url, (nearClient) =>
+        withClient(farScheduler.url, async (farClient) => {
+          for (let run = 0; run <= runs; run++) {
+            const n = await mapRun(nearClient, near.url, sizes.map, "near");
+            const f = await mapRun(farClient, farScheduler.url, sizes.map, "far");
+            if (run > 0) {
+              nearSamples.push(n);
+              farSamples.push(f);
+            }
+          }
+        }));
+      record("map-far-workers", farSamples, { nearSamples, pairedRatios: farSamples.map((f, i) => f / nearSamples[i]), oneWayDelayMs: 25 });
+    } finally {
+      for (const w of farWorkers) await w.stop();
+      await proxy.close();
+      await farScheduler.stop();
+      await near.stop();
+    }
+  }
+
+  // Many workers: the big map on N single-threaded workers against 2, runs alternating; and how
+  // long the N workers take from their start until all are registered.
+  if (want("map-many-workers")) {
+    const two = await startCluster({});
+    const many = await startProcess(["scheduler", "--port", "0"]);
+    const procs: Proc[] = [];
+    try {
+      const t0 = performance.now();
+      const starting: Promise<Proc>[] = [];
+      for (let i = 0; i < sizes.manyWorkers; i++) starting.push(startWorker(many.url, { args: ["--nthreads", "1"] }));
+      for (const p of await Promise.allSettled(starting)) {
+        if (p.status === "fulfilled") procs.push(p.value);
+        else throw p.reason;
+      }
+      await waitFor("every worker to register", async () => (await readMetric(many.url, "cluster_workers")) >= sizes.manyWorkers, {
+        timeoutMs: 120_000,
+        intervalMs: 50,
+      });
+      const registerSeconds = (performance.now() - t0) / 1000;
+      const twoSamples: number[] = [];
+      const manySamples: number[] = [];
+      await withClient(two.url, (twoClient) =>
+        withClient(many.url, async (manyClient) => {
+          for (let run = 0; run <= runs; run++) {
+            const a = await mapRun(twoClient, two.url, sizes.mapBig, "two");
+            const b = await mapRun(manyClient, many.url, sizes.mapBig, "many");
+            if (run > 0) {
+              twoSamples.push(a);
+              manySamples.push(b);
+            }
+          }
+        }));
+      record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]) });
+    } finally {
+      await Promise.all(procs.map((w) => w.stop()));
+      await many.stop();
+      await two.stop();
+    }
+  }
+
   // Memory: a fresh cluster per sample, so no run reuses the heap an earlier one grew.
   if (want("scheduler-rss")) {
     const details: Array<{ before: number; after: number }> = [];
@@ -494,6 +572,30 @@ function meets(value: number, target: Target): boolean {
 /** The plugin-cost and growth ratios of issue 6, from the medians. */
 function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
   const out: RatioResult[] = [];
+  const far = results.get("map-far-workers");
+  const near = median((far?.details?.nearSamples as number[] | undefined) ?? []);
+  if (far && near > 0) {
+    out.push({
+      name: "far-vs-near", label: "far workers (50 ms round trip) vs near", unit: "×", value: far.median / near,
+      target: { op: ">=", value: 0.6 }, ok: far.median / near >= 0.6,
+      description: "map-far-workers / the same map on direct workers, same run, alternating (medians)",
+    });
+  }
+  const many = results.get("map-many-workers");
+  const two = median((many?.details?.twoWorkerSamples as number[] | undefined) ?? []);
+  if (many && two > 0) {
+    out.push({
+      name: "many-vs-two-workers", label: `${many.details?.workers} workers vs 2`, unit: "×", value: many.median / two,
+      target: { op: ">=", value: 0.7 }, ok: many.median / two >= 0.7,
+      description: "map-many-workers / the same map on 2 workers, same run, alternating (medians)",
+    });
+    const reg = many.details?.registerSeconds as number;
+    out.push({
+      name: "many-workers-registered", label: `${many.details?.workers} workers registered after start`, unit: "s", value: reg,
+      target: { op: "<=", value: 5 }, ok: reg <= 5,
+      description: "seconds from starting the workers (all at once) until the scheduler counts them all",
+    });
+  }
   const base = results.get("map");
   if (!base) return out;
   const big = results.get("map-big");
@@ -509,10 +611,12 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
     });
   }
   const costs: Array<[WorkloadName, string, string, number]> = [
-    ["map-noop-transition", "no-op-transition-cost", "no-op transition plugin cost", 0.05],
-    ["map-jsonl", "jsonl-cost", "jsonl plugin cost", 0.15],
-    ["map-3-subscribers", "subscribers-cost", "3 event subscribers cost", 0.10],
+    ["map-noop-transition", "noop-plugin", "no-op transition plugin cost", 0.05],
+    ["map-jsonl", "jsonl", "jsonl plugin cost", 0.10],
+    ["map-3-subscribers", "events-3-subscribers", "3 event subscribers cost", 0.10],
   ];
+  // Targets in scheduler CPU: the no-op plugin 5 %, jsonl and the subscribers 20 %.
+  const cpuLimits: Partial<Record<WorkloadName, number>> = { "map-noop-transition": 0.05, "map-jsonl": 0.20, "map-3-subscribers": 0.20 };
   for (const [workload, name, label, limit] of costs) {
     const variant = results.get(workload);
     if (!variant) continue;
@@ -529,7 +633,8 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
   }
   // The same costs in the scheduler's CPU time per run, which a busy machine disturbs far less.
   const baseCpu = median((base.details?.schedulerCpuMs as number[] | undefined) ?? []);
-  for (const [workload, name, label, limit] of costs) {
+  for (const [workload, name, label] of costs) {
+    const limit = cpuLimits[workload]!;
     const cpu = median((results.get(workload)?.details?.schedulerCpuMs as number[] | undefined) ?? []);
     if (!Number.isFinite(cpu) || !Number.isFinite(baseCpu) || baseCpu <= 0) continue;
     const cost = cpu / baseCpu - 1;

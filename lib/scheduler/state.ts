@@ -157,6 +157,9 @@ export class SchedulerState {
       engine.recommend(ts, "waiting");
     }
     engine.run(stimulusId);
+    // New root tasks queue behind queued ones; free slots (idle workers) take them now.
+    engine.fillWorkers();
+    engine.run(stimulusId);
     return this.effects;
   }
 
@@ -173,6 +176,9 @@ export class SchedulerState {
         else if (ts.state !== "erred" && ts.waiters.size === 0) engine.recommend(ts, "released");
       }
     }
+    engine.run(stimulusId);
+    // Released tasks may have freed slots that queued tasks are waiting for.
+    engine.fillWorkers();
     engine.run(stimulusId);
     return this.effects;
   }
@@ -241,6 +247,8 @@ export class SchedulerState {
     ws.heldTasks.clear();
     // Released tasks still wanted go back to waiting inside the loop (releasedOrForgotten).
     engine.run(stimulusId);
+    engine.fillWorkers();
+    engine.run(stimulusId);
     return this.effects;
   }
 
@@ -272,7 +280,7 @@ export class SchedulerState {
     const engine = this.#engine;
     engine.recommend(ts, "memory");
     engine.run(stimulusId);
-    engine.fillWorkers();
+    engine.fillWorkers(ws);
     engine.run(stimulusId);
     return this.effects;
   }
@@ -302,7 +310,7 @@ export class SchedulerState {
       engine.recommend(ts, "erred");
     }
     engine.run(stimulusId);
-    engine.fillWorkers();
+    engine.fillWorkers(ws);
     engine.run(stimulusId);
     return this.effects;
   }

@@ -80,6 +80,8 @@ export class WorkerState implements WorkerView {
   readonly processingTasks = new Set<TaskState>();
   readonly heldTasks = new Set<TaskState>();
   nbytes = 0;
+  /** The measured round trip to the worker (seconds; 0 until measured): deepens its pipeline. */
+  rttSeconds = 0;
   /** When the worker was last heard from (ms since the epoch); the server keeps it current. */
   lastSeen: number;
   constructor(

@@ -88,21 +88,32 @@ export class Transitions {
     this.#fx.transition(ts, start, finish, stimulusId, extra);
   }
 
-  /** Recommends queued tasks to workers with free slots. */
-  fillWorkers(): void {
+  /**
+   * Recommends queued tasks to workers with free slots: to `only` (the worker that just finished
+   * a task: O(1) per task whatever the number of workers), or to every running worker.
+   */
+  fillWorkers(only?: WorkerState): void {
     const placement = this.#placement;
     if (!placement.hasQueued) return;
-    for (const ws of placement.running) {
-      let free = placement.capacity(ws) - ws.processingTasks.size;
-      while (free > 0) {
-        const ts = placement.nextQueued();
-        if (ts === undefined) break;
-        if (ts.state !== "queued" || this.#recs.has(ts)) continue;
-        this.recommend(ts, "processing");
-        free--;
-      }
+    if (only !== undefined) {
+      if (only.status === "running") this.#fill(only);
+    } else {
+      for (const ws of placement.running) this.#fill(ws);
     }
     placement.compactQueue();
+  }
+
+  #fill(ws: WorkerState): void {
+    const placement = this.#placement;
+    let free = placement.capacity(ws) - ws.processingTasks.size;
+    while (free > 0) {
+      const ts = placement.nextQueued();
+      if (ts === undefined) break;
+      if (ts.state !== "queued" || this.#recs.has(ts)) continue;
+      placement.reserve(ts, ws);
+      this.recommend(ts, "processing");
+      free--;
+    }
   }
 
   #transition(ts: TaskState, finish: Finish, stimulusId: string): void {
