@@ -24,6 +24,7 @@ const workloads = [
   "map-3-subscribers",
   "map-far-workers",
   "map-many-workers",
+  "submit-1m",
   "scheduler-rss",
   "cold-start-scheduler",
   "cold-start-worker",

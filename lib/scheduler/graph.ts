@@ -14,6 +14,8 @@ export interface TaskSpec {
   args: unknown[];
   retries: number;
   annotations: Record<string, unknown>;
+  /** Its place in the graph's dependency order (set by validation). */
+  rank?: number;
 }
 
 /** A validated graph. `deps` lists each task's referenced keys. */
@@ -23,6 +25,8 @@ export interface ValidGraph {
   deps: Map<string, string[]>;
   /** Task keys in dependency order (dependencies first, depth-first from the wanted keys). */
   order: string[];
+  /** A task's place in `order` (without a map of a million keys). */
+  rank(task: TaskSpec): number;
 }
 
 /** A graph that cannot be accepted; answered with 400. */
@@ -125,6 +129,7 @@ class GraphValidation {
   #found: string[] = [];
   #onObject = (object: Record<string, unknown>) => refOf(object, this.#found);
   #keys: string[] = [];
+  #anyRefs = false;
   #order: TaskOrder | null = null;
 
   constructor(graph: unknown, options: GraphContext) {
@@ -167,7 +172,7 @@ class GraphValidation {
       const end = Math.min(keys.length, this.#i + budget);
       for (; this.#i < end; this.#i++) this.#wanted(keys[this.#i]);
       if (this.#i < keys.length) return false;
-      this.#order = new TaskOrder(this.#tasks, this.#deps, this.#keys);
+      this.#order = new TaskOrder(this.#tasks, this.#deps, this.#byKey, this.#keys, this.#rawKeys === undefined && !this.#anyRefs);
       this.#phase = 3;
       return false;
     }
@@ -175,7 +180,7 @@ class GraphValidation {
   }
 
   result(): ValidGraph {
-    return { tasks: this.#tasks, keys: this.#keys, deps: this.#deps, order: this.#order!.order };
+    return { tasks: this.#tasks, keys: this.#keys, deps: this.#deps, order: this.#order!.order, rank: (task) => task.rank! };
   }
 
   #task(i: number): void {
@@ -221,7 +226,11 @@ class GraphValidation {
     }
     const found = this.#found;
     const refs = found.length === 0 ? noRefs : found.length === 1 ? [found[0]] : [...new Set(found)];
-    found.length = 0;
+    if (refs.length > 0) {
+      this.#anyRefs = true;
+      // Only when it holds something: setting an array's length is a slow path in JSC.
+      found.length = 0;
+    }
     const task: TaskSpec = { key, fn, args, retries, annotations: annotations as Record<string, unknown> };
     this.#tasks.push(task);
     this.#byKey.set(key, task);
@@ -250,6 +259,7 @@ class GraphValidation {
  */
 class TaskOrder {
   readonly order: string[] = [];
+  #byKey: Map<string, TaskSpec>;
   #deps: Map<string, string[]>;
   #roots: string[];
   #tasks: TaskSpec[];
@@ -258,10 +268,19 @@ class TaskOrder {
   #mark = new Map<string, number>();
   #stack: Array<[string, number]> = [];
 
-  constructor(tasks: TaskSpec[], deps: Map<string, string[]>, keys: string[]) {
+  /** `flat`: no task depends on another and every one is wanted: submission order it is. */
+  constructor(tasks: TaskSpec[], deps: Map<string, string[]>, byKey: Map<string, TaskSpec>, keys: string[], flat: boolean) {
     this.#tasks = tasks;
     this.#deps = deps;
+    this.#byKey = byKey;
     this.#roots = keys;
+    if (flat) {
+      for (let i = 0; i < tasks.length; i++) {
+        tasks[i].rank = i;
+        this.order.push(tasks[i].key);
+      }
+      this.#next = Infinity;
+    }
   }
 
   /** Does up to `budget` steps; true once every task is ordered. */
@@ -293,6 +312,7 @@ class TaskOrder {
         stack.push([next, 0]);
       } else {
         mark.set(top[0], 2);
+        this.#byKey.get(top[0])!.rank = this.order.length;
         this.order.push(top[0]);
         stack.pop();
       }

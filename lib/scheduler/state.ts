@@ -11,7 +11,7 @@ import { Effects } from "./effects.ts";
 import { ConflictError } from "./errors.ts";
 import type { ValidGraph } from "./graph.ts";
 import { Placement } from "./placement.ts";
-import { allowedFailures, ClientState, TaskState, WorkerState } from "./task-state.ts";
+import { allowedFailures, ClientState, own, TaskState, WorkerState } from "./task-state.ts";
 import { Transitions } from "./transitions.ts";
 
 export { allowedFailures, ClientState, Effects, TaskState, WorkerState };
@@ -108,7 +108,7 @@ export class SchedulerState {
    * was forgotten meanwhile, a restart), what was added is taken back and it throws: nothing is
    * half-submitted. Only one graph may be added at a time (the caller serializes).
    */
-  *addGraphSlices(client: ClientState, graph: ValidGraph, every = 4096): Generator<void, AddedGraph> {
+  *addGraphSlices(client: ClientState, graph: ValidGraph, every = 1024): Generator<void, AddedGraph> {
     const epoch = this.#epoch;
     let budget = every;
     if (this.tasks.size > 0) {
@@ -127,19 +127,18 @@ export class SchedulerState {
       }
     }
     const created: TaskState[] = [];
+    const wanted: TaskState[] = [];
     const byKey = new Map<string, TaskState>();
     const priorityBase = this.#nextPriority;
-    const priorities = new Map<string, number>();
-    for (let i = 0; i < graph.order.length; i++) {
-      priorities.set(graph.order[i], priorityBase + i);
-      if (--budget <= 0) {
-        yield;
-        budget = every;
-      }
-    }
     this.#nextPriority += graph.order.length;
     const touched: TaskState[] = [];
     const counts = this.#engine.counts;
+    // A task found existing may be forgotten between slices until something of this graph holds
+    // it (a dependent, a want): each is checked where it is first held.
+    const held = (ts: TaskState) => {
+      if (this.tasks.get(ts.key) !== ts) throw new ConflictError(`Key "${ts.key}" was forgotten while the graph was added: submit it again`, { key: ts.key });
+      return ts;
+    };
     try {
       for (const spec of graph.tasks) {
         const existing = this.tasks.get(spec.key);
@@ -147,7 +146,7 @@ export class SchedulerState {
           byKey.set(spec.key, existing);
           if (existing.state === "erred" || existing.state === "released") touched.push(existing);
         } else {
-          const ts = new TaskState(spec.key, spec.fn, spec.args, spec.retries, spec.annotations, priorities.get(spec.key)!);
+          const ts = new TaskState(spec.key, spec.fn, spec.args, spec.retries, spec.annotations, priorityBase + graph.rank(spec));
           this.tasks.set(spec.key, ts);
           counts.released++;
           byKey.set(spec.key, ts);
@@ -159,31 +158,39 @@ export class SchedulerState {
           this.#checkEpoch(epoch);
         }
       }
-      if (every !== Infinity) {
-        // Between slices a task the graph found existing may have been forgotten: check, in the
-        // same slice as the wiring that protects them, before anything depends on it.
-        for (const ts of byKey.values()) {
-          if (this.tasks.get(ts.key) !== ts) throw new ConflictError(`Key "${ts.key}" was forgotten while the graph was added: submit it again`, { key: ts.key });
-        }
-        externalDeps(graph, byKey, this.tasks);
-      }
       for (const ts of created) {
-        for (const depKey of graph.deps.get(ts.key)!) {
-          const dep = byKey.get(depKey) ?? this.tasks.get(depKey)!;
-          ts.deps.add(dep);
-          dep.dependentTasks.add(ts);
+        const refs = graph.deps.get(ts.key)!;
+        for (let i = 0; i < refs.length; i++) {
+          const dep = held(byKey.get(refs[i]) ?? this.tasks.get(refs[i]) ?? missing(refs[i]));
+          own(ts, "deps").add(dep);
+          own(dep, "dependentTasks").add(ts);
+        }
+        if (--budget <= 0) {
+          yield;
+          budget = every;
+          this.#checkEpoch(epoch);
+        }
+      }
+      for (const key of graph.keys) {
+        const ts = held(byKey.get(key) ?? this.tasks.get(key) ?? missing(key));
+        if (!ts.whoWants.has(client)) {
+          ts.whoWants.add(client);
+          client.wantedTasks.add(ts);
+          wanted.push(ts);
+        }
+        if (--budget <= 0) {
+          yield;
+          budget = every;
+          this.#checkEpoch(epoch);
         }
       }
     } catch (err) {
+      for (const ts of wanted) {
+        ts.whoWants.delete(client);
+        client.wantedTasks.delete(ts);
+      }
       this.#takeBack(created);
       throw err;
-    }
-    for (const key of graph.keys) {
-      const ts = byKey.get(key) ?? this.tasks.get(key)!;
-      if (!ts.whoWants.has(client)) {
-        ts.whoWants.add(client);
-        client.wantedTasks.add(ts);
-      }
     }
     return { created, touched };
   }
@@ -213,7 +220,7 @@ export class SchedulerState {
    * each slice, which the caller applies before the next. The tasks of later slices stay in
    * `released` meanwhile: a finished dependency they will need is computed again if it was let go.
    */
-  *scheduleGraphSlices(added: AddedGraph, stimulusId: string, every = 8192): Generator<Effects, Effects> {
+  *scheduleGraphSlices(added: AddedGraph, stimulusId: string, every = 2048): Generator<Effects, Effects> {
     const engine = this.#engine;
     // Lowest priority number first. `created` is in submission order and its priorities are
     // consecutive from the first: placed by priority, not sorted (a million tasks).
@@ -459,18 +466,9 @@ function finish<T>(steps: Generator<unknown, T>): T {
   }
 }
 
-/** The tasks outside the graph that its tasks depend on. */
-function externalDeps(graph: ValidGraph, byKey: ReadonlyMap<string, TaskState>, tasks: ReadonlyMap<string, TaskState>): TaskState[] {
-  const out: TaskState[] = [];
-  for (const refs of graph.deps.values()) {
-    for (const key of refs) {
-      if (byKey.has(key)) continue;
-      const ts = tasks.get(key);
-      if (ts === undefined) throw new ConflictError(`Key "${key}" was forgotten while the graph was added: submit it again`, { key });
-      out.push(ts);
-    }
-  }
-  return out;
+/** A key the graph needs that is gone (forgotten between slices). */
+function missing(key: string): never {
+  throw new ConflictError(`Key "${key}" was forgotten while the graph was added: submit it again`, { key });
 }
 
 /** Deep equality of two decoded JSON/CBOR values (task definitions). */

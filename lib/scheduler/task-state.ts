@@ -9,15 +9,33 @@ import type { ClientView, SchedulerTaskStateName, TaskStateView, WorkerView } fr
 /** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
 export const allowedFailures = 3;
 
+/**
+ * The empty set every task holds for its dependencies, dependents, `waitingOn` and `waiters`
+ * until it needs one of its own ({@linkcode own}): most tasks of a big map never do, and four
+ * empty sets a task are a third of its memory. Adding to it throws.
+ */
+export const noTasks: ReadonlySet<TaskState> = Object.assign(new Set<TaskState>(), {
+  add(): never {
+    throw new Error("noTasks is shared and stays empty: take the task's own set first");
+  },
+});
+
+/** The task's own set for one of its four task sets (made on first use). */
+export function own(ts: TaskState, field: "deps" | "dependentTasks" | "waitingOn" | "waiters"): Set<TaskState> {
+  const set = ts[field];
+  return set === noTasks ? (ts[field] = new Set<TaskState>()) : set as Set<TaskState>;
+}
+
 /** A task at the scheduler. */
 export class TaskState implements TaskStateView {
   state: SchedulerTaskStateName = "released";
-  readonly deps = new Set<TaskState>();
-  readonly dependentTasks = new Set<TaskState>();
+  // Shared and empty until a task needs one (own(ts, field)); delete and clear work on them.
+  deps = noTasks as Set<TaskState>;
+  dependentTasks = noTasks as Set<TaskState>;
   /** Dependencies not yet in memory. */
-  readonly waitingOn = new Set<TaskState>();
+  waitingOn = noTasks as Set<TaskState>;
   /** Dependents not yet computed that need this task's result. */
-  readonly waiters = new Set<TaskState>();
+  waiters = noTasks as Set<TaskState>;
   readonly whoWants = new Set<ClientState>();
   readonly whoHas = new Set<WorkerState>();
   processingOn: WorkerState | null = null;
@@ -32,6 +50,8 @@ export class TaskState implements TaskStateView {
   hasValue = false;
   /** Worker deaths while this task ran on them. */
   suspicious = 0;
+  /** The state the transition engine's loop will move it to next (null: none pending). */
+  recommended: SchedulerTaskStateName | null = null;
   constructor(
     readonly key: string,
     readonly fn: string,
