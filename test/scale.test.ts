@@ -174,3 +174,19 @@ describe("events nobody listens to", () => {
     expect(batches.join("").trim().split("\n").map((l) => JSON.parse(l).key)).toEqual(["late"]);
   });
 });
+
+describe("event batches as CBOR", () => {
+  test("the hand-written CBOR of a batch decodes to the same events as cbor-x's, mixed with other events", async () => {
+    const { decodeCbor } = await import("../lib/protocol.ts");
+    const log = new EventLog(10_000);
+    const got: unknown[] = [];
+    log.subscribe({ topics: null, deliver: (b) => got.push(decodeCbor(b.cbor()), b.events.map((e) => ({ ...e }))) });
+    log.appendTransition("k-é-1", "released", "waiting", "s-1", undefined);
+    log.append("log", { nested: { a: [1, 2, "x"] } });
+    log.appendTransition("k".repeat(300), "processing", "memory", "task-finished-9", "worker-ü");
+    log.post("transition", { posted: true });
+    await new Promise((r) => setTimeout(r, 10));
+    expect(got.length).toBe(2);
+    expect(got[0]).toEqual(got[1]);
+  });
+});

@@ -17,7 +17,7 @@
  * @module
  */
 import { checkEvent, defaultLimits, type Limits } from "../limits.ts";
-import { encodeFrame } from "../protocol.ts";
+import { encodeEventBatch } from "./event-cbor.ts";
 
 /** One event: `{seq, topic, time, ...fields}`. */
 export interface ClusterEvent {
@@ -36,15 +36,20 @@ export class EventBatch {
   /** The events, in seq order. */
   readonly events: readonly ClusterEvent[];
   #json: (string | undefined)[];
+  #own: boolean[];
   #index: number[] | null;
   #array: string | undefined;
   #lines: string | undefined;
   #cbor: Uint8Array | undefined;
 
-  /** `json[i]` caches the text of `events[i]` (or, with `index`, of the shared `events[index[i]]`). */
-  constructor(events: readonly ClusterEvent[], json?: (string | undefined)[], index?: number[]) {
+  /**
+   * `json[i]` caches the text of `events[i]` (or, with `index`, of the shared `events[index[i]]`);
+   * `own[i]` says it is one of the scheduler's own transition events (of one fixed shape).
+   */
+  constructor(events: readonly ClusterEvent[], json?: (string | undefined)[], own?: boolean[], index?: number[]) {
     this.events = events;
     this.#json = json ?? new Array(events.length);
+    this.#own = own ?? [];
     this.#index = index ?? null;
   }
 
@@ -71,7 +76,9 @@ export class EventBatch {
 
   /** The events as one CBOR array. */
   cbor(): Uint8Array {
-    return this.#cbor ??= encodeFrame(this.events as ClusterEvent[]);
+    const own = this.#own;
+    const index = this.#index;
+    return this.#cbor ??= encodeEventBatch(this.events, index === null ? (i) => own[i] === true : (i) => own[index[i]] === true);
   }
 
   /** A batch of the events of these topics, sharing this one's JSON texts. */
@@ -86,7 +93,7 @@ export class EventBatch {
         index.push(base === null ? i : base[i]);
       }
     }
-    return new EventBatch(events, this.#json, index);
+    return new EventBatch(events, this.#json, this.#own, index);
   }
 
   /** The events after seq `after` (all topics), sharing this one's JSON texts. */
@@ -96,7 +103,7 @@ export class EventBatch {
     if (first === 0) return this;
     const index: number[] = [];
     for (let i = first; i < this.events.length; i++) index.push(this.#index === null ? i : this.#index[i]);
-    return new EventBatch(this.events.slice(first), this.#json, index);
+    return new EventBatch(this.events.slice(first), this.#json, this.#own, index);
   }
 
   #texts(): string[] {
@@ -156,6 +163,7 @@ export class EventLog {
   /** Events since the last flush and their JSON where known (kept only while someone subscribes). */
   #pending: ClusterEvent[] = [];
   #pendingJson: (string | undefined)[] = [];
+  #pendingOwn: boolean[] = [];
   #flushScheduled = false;
   #onEvent: ((event: ClusterEvent) => void) | null = null;
   /** Whether anyone takes events as they come (subscribers or `onEvent`): else no object is made. */
@@ -275,7 +283,7 @@ export class EventLog {
     this.#tFinish[slot] = finish;
     this.#tStimulus[slot] = stimulusId;
     this.#tWorker[slot] = worker;
-    if (this.#listening) this.#deliver(transitionEvent(seq, time, key, start, finish, stimulusId, worker), undefined);
+    if (this.#listening) this.#deliver(transitionEvent(seq, time, key, start, finish, stimulusId, worker), undefined, true);
   }
 
   #storeOther(event: ClusterEvent): void {
@@ -299,12 +307,13 @@ export class EventLog {
     this.#others[slot] = event;
     this.#otherJson[slot] = json;
     this.#otherBytes += json.length;
-    if (this.#listening) this.#deliver(event, json);
+    if (this.#listening) this.#deliver(event, json, false);
   }
 
-  #deliver(event: ClusterEvent, json: string | undefined): void {
+  #deliver(event: ClusterEvent, json: string | undefined, own: boolean): void {
     if (this.#subscribers.size > 0) {
       this.#pendingJson[this.#pending.length] = json;
+      this.#pendingOwn[this.#pending.length] = own;
       this.#pending.push(event);
       this.#scheduleFlush();
     }
@@ -355,6 +364,7 @@ export class EventLog {
       if (this.#subscribers.size === 0) {
         this.#pending = [];
         this.#pendingJson = [];
+        this.#pendingOwn = [];
         this.#listening = this.#onEvent !== null;
       }
     };
@@ -372,9 +382,10 @@ export class EventLog {
    */
   flush(): void {
     this.#flushScheduled = false;
-    const tick = new EventBatch(this.#pending, this.#pendingJson);
+    const tick = new EventBatch(this.#pending, this.#pendingJson, this.#pendingOwn);
     this.#pending = [];
     this.#pendingJson = [];
+    this.#pendingOwn = [];
     const events = tick.events;
     const byFilter = new Map<string, EventBatch>();
     for (const sub of this.#subscribers) {
