@@ -502,18 +502,26 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       const registerSeconds = (performance.now() - t0) / 1000;
       const twoSamples: number[] = [];
       const manySamples: number[] = [];
+      // Scheduler CPU per run (ms): whether the many workers cost the scheduler more per task.
+      const twoCpu: number[] = [];
+      const manyCpu: number[] = [];
       await withClient(two.url, (twoClient) =>
         withClient(many.url, async (manyClient) => {
           for (let run = 0; run <= runs; run++) {
+            const cpu0 = readCpuMs(two.scheduler.pid);
             const a = await mapRun(twoClient, two.url, sizes.mapBig, "two");
+            const twoCpuMs = readCpuMs(two.scheduler.pid) - cpu0;
+            const cpu1 = readCpuMs(many.pid);
             const b = await mapRun(manyClient, many.url, sizes.mapBig, "many");
             if (run > 0) {
               twoSamples.push(a);
               manySamples.push(b);
+              twoCpu.push(twoCpuMs);
+              manyCpu.push(readCpuMs(many.pid) - cpu1);
             }
           }
         }));
-      record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]) });
+      record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]), schedulerCpuMs: manyCpu, twoWorkerSchedulerCpuMs: twoCpu });
     } finally {
       await Promise.all(procs.map((w) => w.stop()));
       await many.stop();

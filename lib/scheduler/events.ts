@@ -83,6 +83,9 @@ export class EventBatch {
 
   /** A batch of the events of these topics, sharing this one's JSON texts. */
   only(topics: ReadonlySet<string>, after = 0): EventBatch {
+    let all = true;
+    for (let i = 0; i < this.events.length && all; i++) all = this.events[i].seq > after && topics.has(this.events[i].topic);
+    if (all) return this; // the usual case (a tick of transitions for transition subscribers): no copy
     const events: ClusterEvent[] = [];
     const index: number[] = [];
     const base = this.#index;
