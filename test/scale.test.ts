@@ -190,3 +190,23 @@ describe("event batches as CBOR", () => {
     expect(got[0]).toEqual(got[1]);
   });
 });
+
+describe("big CBOR bodies decoded in slices", () => {
+  test("a 1 MB+ graph decodes in slices to exactly what decodeCbor gives, and malformed input is a SyntaxError", async () => {
+    const { decodeCbor, encodeCbor } = await import("../lib/protocol.ts");
+    const { decodeCborSliced } = await import("../lib/scheduler/cbor-slices.ts");
+    const tasks = Array.from({ length: 30_000 }, (_, i) => ({
+      key: `k-é-${i}`, fn: "builtin.inc", args: [i, -i, i / 3, null, true, { $ref: `k-${i - 1}` }, new Uint8Array([1, 2, 3])],
+      ...(i % 1000 === 0 ? { annotations: { big: "x".repeat(300_000) } } : {}),
+    }));
+    const value = { tasks, keys: tasks.map((t) => t.key), nested: { deep: [1, [2, [3]]] } };
+    const bytes = encodeCbor(value).slice();
+    expect(bytes.length).toBeGreaterThan(1_000_000);
+    const sliced = await decodeCborSliced(bytes, 1);
+    expect(sliced).toEqual(decodeCbor(bytes));
+    await expect(decodeCborSliced(bytes.subarray(0, bytes.length - 10))).rejects.toThrow(SyntaxError);
+    const extra = new Uint8Array(bytes.length + 1);
+    extra.set(bytes);
+    await expect(decodeCborSliced(extra)).rejects.toThrow(SyntaxError);
+  });
+});
