@@ -9,7 +9,14 @@
  * @module
  */
 import { encodeCbor } from "../protocol.ts";
-import type { ClusterEvent } from "./events.ts";
+
+/** An event as the event log holds it (events.ts's `ClusterEvent`, not imported: no cycle). */
+interface ClusterEvent {
+  seq: number;
+  topic: string;
+  time: number;
+  [field: string]: unknown;
+}
 
 const textEncoder = new TextEncoder();
 
