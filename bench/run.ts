@@ -21,7 +21,7 @@ import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { parseArgs } from "node:util";
 import { Client } from "../lib/client/mod.ts";
-import { version } from "../lib/protocol.ts";
+import { encodeCbor, version } from "../lib/protocol.ts";
 import {
   cleanUpOnSignal,
   graphs,
@@ -32,6 +32,7 @@ import {
   sleep,
   startCluster,
   startProcess,
+  startDelayProxy,
   startWorker,
   stopAll,
   taskCounts,
@@ -39,7 +40,7 @@ import {
   waitFor,
   waitIdle,
 } from "../testkit/mod.ts";
-import { median, percentile, readCpuMs, readRss } from "./_lib.ts";
+import { median, percentile, readCpuMs, readMemory, readRss } from "./_lib.ts";
 
 /** How big each workload is. */
 export interface Sizes {
@@ -49,12 +50,16 @@ export interface Sizes {
   chain: number;
   roundTrips: number;
   rssTasks: number;
+  /** Workers of `map-many-workers` (100 asked; 40 on a 2-core box shared with others). */
+  manyWorkers: number;
+  /** Tasks of `submit-1m`. */
+  submitBig: number;
 }
 
 /** `--sizes full` is issue 6's; `--sizes small` keeps the smoke test quick. */
 export const sizeSets: Record<"full" | "small", Sizes> = {
-  full: { map: 10_000, mapBig: 100_000, treeLeaves: 10_000, chain: 2_000, roundTrips: 2_000, rssTasks: 100_000 },
-  small: { map: 200, mapBig: 2_000, treeLeaves: 256, chain: 50, roundTrips: 50, rssTasks: 2_000 },
+  full: { map: 10_000, mapBig: 100_000, treeLeaves: 10_000, chain: 2_000, roundTrips: 2_000, rssTasks: 100_000, manyWorkers: 40, submitBig: 1_000_000 },
+  small: { map: 200, mapBig: 2_000, treeLeaves: 256, chain: 50, roundTrips: 50, rssTasks: 2_000, manyWorkers: 4, submitBig: 30_000 },
 };
 
 /** A target from issue 6. */
@@ -100,6 +105,9 @@ export const workloadNames = [
   "map-noop-transition",
   "map-jsonl",
   "map-3-subscribers",
+  "map-far-workers",
+  "map-many-workers",
+  "submit-1m",
   "scheduler-rss",
   "cold-start-scheduler",
   "cold-start-worker",
@@ -109,6 +117,7 @@ export const workloadNames = [
 export type WorkloadName = typeof workloadNames[number];
 
 const targets: Partial<Record<WorkloadName, Target>> = {
+  "submit-1m": { op: "<=", value: 100 },
   "map": { op: ">=", value: 15_000 },
   "tree-sum": { op: ">=", value: 10_000 },
   "chain": { op: ">=", value: 3_000 },
@@ -294,6 +303,9 @@ const labels: Record<WorkloadName, (s: Sizes) => [label: string, unit: string]> 
   "map-noop-transition": (s) => [`map ${s.map.toLocaleString("en")} + no-op transition plugin`, "tasks/s"],
   "map-jsonl": (s) => [`map ${s.map.toLocaleString("en")} + jsonl plugin`, "tasks/s"],
   "map-3-subscribers": (s) => [`map ${s.map.toLocaleString("en")} + 3 event subscribers`, "tasks/s"],
+  "map-far-workers": (s) => [`map ${s.map.toLocaleString("en")}, workers behind a 25 ms (one way) proxy`, "tasks/s"],
+  "map-many-workers": (s) => [`map ${s.mapBig.toLocaleString("en")}, ${s.manyWorkers} workers`, "tasks/s"],
+  "submit-1m": (s) => [`/health p99 while ${s.submitBig.toLocaleString("en")} tasks are submitted and run`, "ms"],
   "scheduler-rss": (s) => [`scheduler RSS holding ${s.rssTasks.toLocaleString("en")} results`, "B/task"],
   "cold-start-scheduler": () => ["cold start: scheduler to ready", "ms"],
   "cold-start-worker": () => ["cold start: worker to registered", "ms"],
@@ -438,6 +450,134 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
     for (const s of setups.reverse()) await stopSetup(s);
   }
 
+  // Far workers: 2 workers reaching the scheduler through a delaying proxy (25 ms each way) against
+  // 2 direct ones, runs alternating (near, far, near, …) so that the machine's load falls on both.
+  if (want("map-far-workers")) {
+    const near = await startCluster({});
+    const farScheduler = await startProcess(["scheduler", "--port", "0"]);
+    const proxy = await startDelayProxy({ target: Number(new URL(farScheduler.url).port), delayMs: 25 });
+    const farWorkers: Proc[] = [];
+    try {
+      for (let i = 0; i < 2; i++) farWorkers.push(await startWorker(`http://127.0.0.1:${proxy.port}`));
+      const nearSamples: number[] = [];
+      const farSamples: number[] = [];
+      await withClient(near.url, (nearClient) =>
+        withClient(farScheduler.url, async (farClient) => {
+          for (let run = 0; run <= runs; run++) {
+            const n = await mapRun(nearClient, near.url, sizes.map, "near");
+            const f = await mapRun(farClient, farScheduler.url, sizes.map, "far");
+            if (run > 0) {
+              nearSamples.push(n);
+              farSamples.push(f);
+            }
+          }
+        }));
+      record("map-far-workers", farSamples, { nearSamples, pairedRatios: farSamples.map((f, i) => f / nearSamples[i]), oneWayDelayMs: 25 });
+    } finally {
+      for (const w of farWorkers) await w.stop();
+      await proxy.close();
+      await farScheduler.stop();
+      await near.stop();
+    }
+  }
+
+  // Many workers: the big map on N single-threaded workers against 2, runs alternating; and how
+  // long the N workers take from their start until all are registered.
+  if (want("map-many-workers")) {
+    const two = await startCluster({});
+    const many = await startProcess(["scheduler", "--port", "0"]);
+    const procs: Proc[] = [];
+    try {
+      const t0 = performance.now();
+      const starting: Promise<Proc>[] = [];
+      for (let i = 0; i < sizes.manyWorkers; i++) starting.push(startWorker(many.url, { args: ["--nthreads", "1"] }));
+      for (const p of await Promise.allSettled(starting)) {
+        if (p.status === "fulfilled") procs.push(p.value);
+        else throw p.reason;
+      }
+      await waitFor("every worker to register", async () => (await readMetric(many.url, "cluster_workers")) >= sizes.manyWorkers, {
+        timeoutMs: 120_000,
+        intervalMs: 50,
+      });
+      const registerSeconds = (performance.now() - t0) / 1000;
+      const twoSamples: number[] = [];
+      const manySamples: number[] = [];
+      // Scheduler CPU per run (ms): whether the many workers cost the scheduler more per task.
+      const twoCpu: number[] = [];
+      const manyCpu: number[] = [];
+      await withClient(two.url, (twoClient) =>
+        withClient(many.url, async (manyClient) => {
+          for (let run = 0; run <= runs; run++) {
+            const cpu0 = readCpuMs(two.scheduler.pid);
+            const a = await mapRun(twoClient, two.url, sizes.mapBig, "two");
+            const twoCpuMs = readCpuMs(two.scheduler.pid) - cpu0;
+            const cpu1 = readCpuMs(many.pid);
+            const b = await mapRun(manyClient, many.url, sizes.mapBig, "many");
+            if (run > 0) {
+              twoSamples.push(a);
+              manySamples.push(b);
+              twoCpu.push(twoCpuMs);
+              manyCpu.push(readCpuMs(many.pid) - cpu1);
+            }
+          }
+        }));
+      record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]), schedulerCpuMs: manyCpu, twoWorkerSchedulerCpuMs: twoCpu });
+    } finally {
+      await Promise.all(procs.map((w) => w.stop()));
+      await many.stop();
+      await two.stop();
+    }
+  }
+
+  // A big graph: /health is asked again and again (one request at a time) while a map of a
+  // million tasks is submitted and runs; its latencies, and the scheduler's memory per held task.
+  // One run (each takes a minute or more), whatever --runs says.
+  if (want("submit-1m")) {
+    await withCluster({}, (cluster) =>
+      withClient(cluster.url, async (client) => {
+        const { url } = cluster;
+        const pid = cluster.scheduler.pid;
+        await mapRun(client, url, Math.min(1_000, sizes.submitBig), "submit-warm");
+        await sleep(200);
+        const before = readMemory(pid);
+        // Short keys and no "keys" (every task is wanted): a million tasks fit the 64 MiB body limit.
+        const graph = graphs.map(sizes.submitBig, `s${++prefixCounter}`);
+        const poller = await startProcess([join(root, "bench", "fixtures", "health-poller.ts"), url], { command: [process.execPath], ready: /^ready$/m });
+        // Over HTTP as one CBOR body: the socket's answer to a graph lists every wanted key, a
+        // message past the WebSocket client's size limit for a million keys.
+        const body = encodeCbor({ tasks: graph.tasks }).slice();
+        const t0 = performance.now();
+        const response = await fetch(`${url}/api/v1/graph`, { method: "POST", headers: { "content-type": "application/cbor" }, body });
+        if (response.status !== 202) throw new Error(`The big graph was refused: ${response.status} ${await response.text()}`);
+        await response.arrayBuffer();
+        const submitSeconds = (performance.now() - t0) / 1000;
+        await waitFor("every result to be in memory", async () => (await taskCounts(url)).memory === sizes.submitBig, {
+          timeoutMs: 900_000,
+          intervalMs: 200,
+        });
+        const totalSeconds = (performance.now() - t0) / 1000;
+        const answer = new Promise<string>((resolve) => createInterface({ input: poller.child.stdout! }).on("line", (l) => l.startsWith("{") && resolve(l)));
+        poller.child.stdin!.write("stop\n");
+        const latencies = (JSON.parse(await answer) as { latencies: number[] }).latencies;
+        await poller.stop();
+        await sleep(1000);
+        const after = readMemory(pid);
+        const p99 = percentile(latencies, 99);
+        record("submit-1m", [p99], {
+          worstMs: Math.max(...latencies),
+          p50Ms: percentile(latencies, 50),
+          requests: latencies.length,
+          over100Ms: latencies.filter((l) => l > 100).length,
+          submitSeconds,
+          totalSeconds,
+          tasksPerSecond: sizes.submitBig / totalSeconds,
+          bytesPerHeldTask: (after.rss - before.rss) / sizes.submitBig,
+          peakRssBytes: after.peak,
+        });
+        // The cluster is stopped with the million results held (nothing to release them in bulk over HTTP).
+      }));
+  }
+
   // Memory: a fresh cluster per sample, so no run reuses the heap an earlier one grew.
   if (want("scheduler-rss")) {
     const details: Array<{ before: number; after: number }> = [];
@@ -494,6 +634,45 @@ function meets(value: number, target: Target): boolean {
 /** The plugin-cost and growth ratios of issue 6, from the medians. */
 function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
   const out: RatioResult[] = [];
+  const far = results.get("map-far-workers");
+  const near = median((far?.details?.nearSamples as number[] | undefined) ?? []);
+  if (far && near > 0) {
+    out.push({
+      name: "far-vs-near", label: "far workers (50 ms round trip) vs near", unit: "×", value: far.median / near,
+      target: { op: ">=", value: 0.6 }, ok: far.median / near >= 0.6,
+      description: "map-far-workers / the same map on direct workers, same run, alternating (medians)",
+    });
+  }
+  const many = results.get("map-many-workers");
+  const two = median((many?.details?.twoWorkerSamples as number[] | undefined) ?? []);
+  if (many && two > 0) {
+    out.push({
+      name: "many-vs-two-workers", label: `${many.details?.workers} workers vs 2`, unit: "×", value: many.median / two,
+      target: { op: ">=", value: 0.7 }, ok: many.median / two >= 0.7,
+      description: "map-many-workers / the same map on 2 workers, same run, alternating (medians)",
+    });
+    const reg = many.details?.registerSeconds as number;
+    out.push({
+      name: "many-workers-registered", label: `${many.details?.workers} workers registered after start`, unit: "s", value: reg,
+      target: { op: "<=", value: 5 }, ok: reg <= 5,
+      description: "seconds from starting the workers (all at once) until the scheduler counts them all",
+    });
+  }
+  const submit = results.get("submit-1m");
+  if (submit) {
+    const worst = submit.details?.worstMs as number;
+    const perTask = submit.details?.bytesPerHeldTask as number;
+    out.push({
+      name: "submit-1m-worst", label: "/health worst during the big submit", unit: "ms", value: worst,
+      target: { op: "<=", value: 1000 }, ok: worst <= 1000,
+      description: "the slowest /health answer while the big graph was submitted and ran (the target is the p99's, 100 ms; this is informative)",
+    });
+    out.push({
+      name: "submit-1m-bytes-per-task", label: "scheduler memory per held task (big submit)", unit: "B", value: perTask,
+      target: { op: "<=", value: 1200 }, ok: perTask <= 1200,
+      description: "scheduler RSS after every result is in memory minus before, divided by the tasks",
+    });
+  }
   const base = results.get("map");
   if (!base) return out;
   const big = results.get("map-big");
@@ -509,10 +688,12 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
     });
   }
   const costs: Array<[WorkloadName, string, string, number]> = [
-    ["map-noop-transition", "no-op-transition-cost", "no-op transition plugin cost", 0.05],
-    ["map-jsonl", "jsonl-cost", "jsonl plugin cost", 0.15],
-    ["map-3-subscribers", "subscribers-cost", "3 event subscribers cost", 0.10],
+    ["map-noop-transition", "noop-plugin", "no-op transition plugin cost", 0.05],
+    ["map-jsonl", "jsonl", "jsonl plugin cost", 0.10],
+    ["map-3-subscribers", "events-3-subscribers", "3 event subscribers cost", 0.10],
   ];
+  // Targets in scheduler CPU: the no-op plugin 5 %, jsonl and the subscribers 20 %.
+  const cpuLimits: Partial<Record<WorkloadName, number>> = { "map-noop-transition": 0.05, "map-jsonl": 0.20, "map-3-subscribers": 0.20 };
   for (const [workload, name, label, limit] of costs) {
     const variant = results.get(workload);
     if (!variant) continue;
@@ -529,7 +710,8 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
   }
   // The same costs in the scheduler's CPU time per run, which a busy machine disturbs far less.
   const baseCpu = median((base.details?.schedulerCpuMs as number[] | undefined) ?? []);
-  for (const [workload, name, label, limit] of costs) {
+  for (const [workload, name, label] of costs) {
+    const limit = cpuLimits[workload]!;
     const cpu = median((results.get(workload)?.details?.schedulerCpuMs as number[] | undefined) ?? []);
     if (!Number.isFinite(cpu) || !Number.isFinite(baseCpu) || baseCpu <= 0) continue;
     const cost = cpu / baseCpu - 1;

@@ -71,6 +71,15 @@ export function decodeCbor(data: Uint8Array | ArrayBuffer): unknown {
   }
 }
 
+/** Decodes a CBOR sequence (items one after the other, RFC 8742) into an array of its items. */
+export function decodeCborSequence(bytes: Uint8Array): unknown[] {
+  try {
+    return encoder.decodeMultiple(bytes) as unknown[];
+  } catch (err) {
+    throw new SyntaxError(`Malformed CBOR: ${err instanceof Error ? err.message : String(err)}`);
+  }
+}
+
 /**
  * Decodes a frame into its messages; throws a `TypeError` when it is not an array of `{op}`, a
  * `RangeError` past `maxBytes` (a frame put together from chunks has its own cap, lib/frames.ts).

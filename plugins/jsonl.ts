@@ -1,7 +1,10 @@
 /**
  * The `jsonl` built-in scheduler plugin: appends every event (or those of chosen topics) to a
- * file, one JSON object a line. The `logEvent` hook only buffers the line; a timer appends the
- * buffer every ~50 ms (or at once past ~1 MiB), and `close()` writes what is left.
+ * file, one JSON object a line. On a scheduler it takes the event log's batches (one per tick) and
+ * appends their JSON lines as they are — the same text every event-stream subscriber shares, made
+ * once — so it makes no object and no JSON of its own per event; elsewhere (a plain `logEvent`
+ * caller) it buffers one line per call. A timer appends the buffer every ~50 ms (or at once past
+ * ~1 MiB), and `close()` writes what is left.
  *
  * @module
  */
@@ -40,8 +43,11 @@ export class JsonlPlugin implements SchedulerPlugin {
   readonly path: string;
   #topics: Set<string> | null;
   #log: Logger;
-  #lines: string[] = [];
+  /** Chunks of whole lines, each ending in a newline, and how many lines each holds. */
+  #chunks: string[] = [];
+  #chunkLines: number[] = [];
   #bytes = 0;
+  #unsubscribe: (() => void) | null = null;
   #timer: ReturnType<typeof setTimeout> | null = null;
   #writing: Promise<void> | null = null;
   #file: FileHandle | null = null;
@@ -58,29 +64,44 @@ export class JsonlPlugin implements SchedulerPlugin {
 
   /** Opens the file now, so a bad path fails the registration rather than the first flush. */
   async start(scheduler?: SchedulerApi): Promise<void> {
-    // The scheduler's JSON of an event is made once, shared with event-stream subscribers.
-    if (scheduler?.eventJson) this.#eventJson = scheduler.eventJson;
     await this.#open();
+    if (scheduler?.subscribeEvents) {
+      // Batches of the event log instead of one `logEvent` call per event: without the hook, the
+      // scheduler makes no event object for this plugin.
+      this.#unsubscribe = scheduler.subscribeEvents(this.#topics, (batch) => this.#add(batch.jsonLines(), batch.length));
+      (this as { logEvent?: unknown }).logEvent = undefined;
+    } else if (scheduler?.eventJson) {
+      this.#eventJson = scheduler.eventJson;
+    }
   }
 
   #eventJson: (event: Record<string, unknown>) => string = JSON.stringify;
 
   /** Buffers one event; never waits. */
   logEvent(topic: string, msg: Record<string, unknown>): void {
-    if (this.#closed || (this.#topics && !this.#topics.has(topic))) return;
+    if (this.#topics && !this.#topics.has(topic)) return;
     const line = eventLine(topic, msg, this.#eventJson);
     if (line === undefined) {
       this.#lost++;
       return;
     }
-    this.#lines.push(line);
-    this.#bytes += line.length + 1;
+    this.#add(line + "\n", 1);
+  }
+
+  /** Buffers whole lines (`text` ends in a newline). */
+  #add(text: string, lines: number): void {
+    if (this.#closed) return;
+    this.#chunks.push(text);
+    this.#chunkLines.push(lines);
+    this.#bytes += text.length;
     if (this.#bytes >= FLUSH_BYTES) this.#flushSoon(0);
     else this.#flushSoon(FLUSH_DELAY_MS);
   }
 
   /** Writes everything buffered and closes the file. */
   async close(): Promise<void> {
+    this.#unsubscribe?.();
+    this.#unsubscribe = null;
     this.#closed = true;
     if (this.#timer) clearTimeout(this.#timer);
     this.#timer = null;
@@ -93,7 +114,7 @@ export class JsonlPlugin implements SchedulerPlugin {
 
   /** Writes everything buffered so far. */
   async flush(): Promise<void> {
-    while (this.#writing || this.#lines.length) {
+    while (this.#writing || this.#chunks.length) {
       if (!this.#writing) this.#startWriting();
       await this.#writing;
     }
@@ -101,7 +122,9 @@ export class JsonlPlugin implements SchedulerPlugin {
 
   /** How many lines were written and how many events were lost (unserializable or I/O errors). */
   stats(): { written: number; buffered: number; lost: number } {
-    return { written: this.#written, buffered: this.#lines.length, lost: this.#lost };
+    let buffered = 0;
+    for (const n of this.#chunkLines) buffered += n;
+    return { written: this.#written, buffered, lost: this.#lost };
   }
 
   #flushSoon(delay: number): void {
@@ -122,22 +145,25 @@ export class JsonlPlugin implements SchedulerPlugin {
     this.#writing = this.#writeLoop().finally(() => {
       this.#writing = null;
       // Lines that arrived during the last write wait for the next tick of the timer.
-      if (this.#lines.length && !this.#closed) this.#flushSoon(FLUSH_DELAY_MS);
+      if (this.#chunks.length && !this.#closed) this.#flushSoon(FLUSH_DELAY_MS);
     });
   }
 
   async #writeLoop(): Promise<void> {
-    while (this.#lines.length) {
-      const lines = this.#lines;
-      this.#lines = [];
+    while (this.#chunks.length) {
+      const chunks = this.#chunks;
+      let lines = 0;
+      for (const n of this.#chunkLines) lines += n;
+      this.#chunks = [];
+      this.#chunkLines = [];
       this.#bytes = 0;
       try {
         const file = await this.#open();
-        await file.write(lines.join("\n") + "\n");
-        this.#written += lines.length;
+        await file.write(chunks.length === 1 ? chunks[0] : chunks.join(""));
+        this.#written += lines;
       } catch (err) {
-        this.#lost += lines.length;
-        this.#log.error(`cannot append ${lines.length} events to "${this.path}": ${errorMessage(err)}`);
+        this.#lost += lines;
+        this.#log.error(`cannot append ${lines} events to "${this.path}": ${errorMessage(err)}`);
       }
     }
   }

@@ -22,6 +22,9 @@ const workloads = [
   "map-noop-transition",
   "map-jsonl",
   "map-3-subscribers",
+  "map-far-workers",
+  "map-many-workers",
+  "submit-1m",
   "scheduler-rss",
   "cold-start-scheduler",
   "cold-start-worker",
@@ -57,7 +60,7 @@ test("the benchmark runs every workload with tiny sizes and writes a median for 
       expect(Number.isFinite(report.medians[name]), `median of "${name}"`).toBe(true);
       expect(report.workloads[name].samples).toHaveLength(1);
     }
-    for (const name of ["map-big-per-task-cost", "no-op-transition-cost", "jsonl-cost", "subscribers-cost"]) {
+    for (const name of ["map-big-per-task-cost", "noop-plugin", "jsonl", "events-3-subscribers", "far-vs-near", "many-vs-two-workers"]) {
       expect(Number.isFinite(report.ratios[name].value), `ratio "${name}"`).toBe(true);
     }
     expect(report.workloads["map-3-subscribers"].details.receivedEvents).toEqual(

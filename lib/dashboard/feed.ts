@@ -112,7 +112,7 @@ export class DashboardFeed {
   #start(): void {
     this.#reset();
     // Replays what the log kept, so a page opened mid-graph sees that graph.
-    this.#unsubscribe = this.#source.subscribe({ topics: null, deliver: (events) => this.fold(events) }, 0);
+    this.#unsubscribe = this.#source.subscribe({ topics: null, deliver: (batch) => this.fold(batch.events) }, 0);
     this.#timer = setInterval(() => this.#flush(), this.#intervalMs);
   }
 
@@ -147,7 +147,7 @@ export class DashboardFeed {
   }
 
   /** Folds events in (the event log calls this once per tick). Public for tests. */
-  fold(events: ClusterEvent[]): void {
+  fold(events: readonly ClusterEvent[]): void {
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
       if (e.topic === "transition") {

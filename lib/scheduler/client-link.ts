@@ -13,13 +13,14 @@ import { errorMessage } from "../errors.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
 import type { PluginManager } from "../plugins/manager.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
-import { version } from "../protocol.ts";
+import { maxFrameBytes, version } from "../protocol.ts";
 import { FrameAssembler, sendFrame } from "../frames.ts";
 import { runtime } from "../runtime/mod.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { allows, type Scope } from "../auth/tokens.ts";
 import { scopeForOp, scopeMessage } from "./auth.ts";
 import { BadRequestError, ForbiddenError, httpStatus } from "./errors.ts";
+import { decodeCborSliced } from "./cbor-slices.ts";
 import type { EventLog } from "./events.ts";
 import type { Operations } from "./operations.ts";
 import type { ClientState, SchedulerState } from "./state.ts";
@@ -67,6 +68,14 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
       // the client left
     }
   };
+  /** Checks a message's fields; a bad one is answered with 400 (when it has an id) and dropped. */
+  const accepted = (ws: WSContext, msg: ClientToScheduler): boolean => {
+    const invalid = checkMessage("client", msg);
+    if (invalid === null) return true;
+    const id = (msg as { id?: unknown }).id;
+    if (typeof id === "number") send(ws, { op: "reply", id, status: 400, error: invalid });
+    return false;
+  };
   const run = async (ws: WSContext, msg: ClientToScheduler) => {
     try {
       const handler = handlers[msg.op] as Handler | undefined;
@@ -88,6 +97,25 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
       send(ws, { op: "welcome", client: id, version });
     },
     onMessage: (event: MessageEvent, ws: WSContext) => {
+      const data = event.data;
+      if ((data instanceof Uint8Array || data instanceof ArrayBuffer) && data.byteLength >= slicedFrameBytes && data.byteLength <= maxFrameBytes) {
+        // A big frame (a graph of a million tasks): decoded in slices, in its place in the order.
+        chain = chain.then(async () => {
+          let messages: ClientToScheduler[];
+          try {
+            messages = frameMessages(await decodeCborSliced(data instanceof Uint8Array ? data : new Uint8Array(data))) as ClientToScheduler[];
+          } catch (err) {
+            ws.close(1007, errorMessage(err).slice(0, 120));
+            return;
+          }
+          for (const msg of messages) {
+            if (!accepted(ws, msg)) continue;
+            const running = run(ws, msg);
+            if (msg.op !== "gather") await running;
+          }
+        });
+        return;
+      }
       let messages: ClientToScheduler[];
       try {
         messages = frames.decode(event.data) as unknown as ClientToScheduler[];
@@ -98,12 +126,7 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
       // A gather sent right after its graph finds the graph applied, but a gather's long wait
       // does not hold up what follows it.
       for (const msg of messages) {
-        const invalid = checkMessage("client", msg);
-        if (invalid !== null) {
-          const id = (msg as { id?: unknown }).id;
-          if (typeof id === "number") send(ws, { op: "reply", id, status: 400, error: invalid });
-          continue;
-        }
+        if (!accepted(ws, msg)) continue;
         chain = chain.then(() => {
           const running = run(ws, msg);
           return msg.op === "gather" ? undefined : running;
@@ -119,4 +142,18 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
       });
     },
   };
+}
+
+/** Frames from clients of this many bytes or more are decoded in slices (see cbor-slices.ts). */
+const slicedFrameBytes = 1024 * 1024;
+
+/** A decoded frame's messages, checked as `decodeFrame` checks them. */
+function frameMessages(value: unknown): unknown[] {
+  const messages = Array.isArray(value) ? value : [value];
+  for (const msg of messages) {
+    if (msg === null || typeof msg !== "object" || typeof (msg as { op?: unknown }).op !== "string") {
+      throw new TypeError("Expected messages of the form {op: string, ...}");
+    }
+  }
+  return messages;
 }

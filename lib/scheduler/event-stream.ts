@@ -8,9 +8,9 @@
  */
 import type { Context } from "hono";
 import type { WSContext } from "hono/ws";
-import { encodeCbor, encodeFrame } from "../protocol.ts";
+import { encodeCbor } from "../protocol.ts";
 import { runtime } from "../runtime/mod.ts";
-import type { ClusterEvent, EventLog } from "./events.ts";
+import type { EventBatch, EventLog } from "./events.ts";
 
 /** Bytes queued on a subscriber's socket past which it is closed. */
 const maxBuffered = 16 * 1024 * 1024;
@@ -32,7 +32,7 @@ export function eventStreamSocket(c: Context, events: EventLog) {
       }
       unsubscribe = events.subscribe({
         topics: topicSet,
-        deliver: (batchOfEvents: ClusterEvent[]) => {
+        deliver: (batchOfEvents: EventBatch) => {
           if (runtime.bufferedAmount(ws) > maxBuffered) {
             unsubscribe?.();
             unsubscribe = null;
@@ -40,9 +40,10 @@ export function eventStreamSocket(c: Context, events: EventLog) {
             return;
           }
           runtime.cork(ws, () => {
-            if (batch) runtime.send(ws, cbor ? batchCbor(batchOfEvents) : batchJson(batchOfEvents, events));
-            else if (cbor) for (const e of batchOfEvents) runtime.send(ws, encodeCbor(e).slice());
-            else for (const e of batchOfEvents) runtime.send(ws, events.json(e));
+            // The batch's encodings are made once and shared by every subscriber of these topics.
+            if (batch) runtime.send(ws, cbor ? batchOfEvents.cbor() : batchOfEvents.jsonArray());
+            else if (cbor) for (const e of batchOfEvents.events) runtime.send(ws, encodeCbor(e).slice());
+            else for (let i = 0; i < batchOfEvents.length; i++) runtime.send(ws, batchOfEvents.jsonAt(i));
           });
         },
       }, since);
@@ -51,20 +52,4 @@ export function eventStreamSocket(c: Context, events: EventLog) {
       unsubscribe?.();
     },
   };
-}
-
-const batchCache = new WeakMap<ClusterEvent[], { json?: string; cbor?: Uint8Array }>();
-
-/** One tick's events as a JSON array, made once for every subscriber that gets this array. */
-function batchJson(events: ClusterEvent[], log: EventLog): string {
-  let cached = batchCache.get(events);
-  if (!cached) batchCache.set(events, cached = {});
-  return cached.json ??= `[${events.map((e) => log.json(e)).join(",")}]`;
-}
-
-/** One tick's events as a CBOR array, made once for every subscriber that gets this array. */
-function batchCbor(events: ClusterEvent[]): Uint8Array {
-  let cached = batchCache.get(events);
-  if (!cached) batchCache.set(events, cached = {});
-  return cached.cbor ??= encodeFrame(events);
 }

@@ -1,16 +1,23 @@
 /**
  * The scheduler's event log: every event gets the next `seq`; the kept events are replayed for
- * `since=SEQ`, and subscribers receive events batched once per tick.
+ * `since=SEQ`, and subscribers receive the events of each tick as one {@linkcode EventBatch}.
  *
  * What is kept is bounded per topic class, so that one class cannot push out another:
- * `transition` events (the scheduler's hot path, one fixed shape) sit in a ring bounded by count;
- * every other event (`log`, `plugin`, `worker`, posted topics) sits in a second ring bounded by
- * count and by the bytes of its JSON text. Events posted from outside (`post`) are checked
- * against the event limits (lib/limits.ts) before they are numbered or reach anyone.
+ * `transition` events (the scheduler's hot path, one fixed shape) sit in a ring of columns
+ * (seq, time, key, start, finish, stimulus, worker) bounded by count — no object per transition
+ * unless someone listens; every other event (`log`, `plugin`, `worker`, posted topics) sits in a
+ * second ring bounded by count and by the bytes of its JSON text. Events posted from outside
+ * (`post`) are checked against the event limits (lib/limits.ts) before they are numbered or
+ * reach anyone.
+ *
+ * Fan-out is per tick, not per event per subscriber: the tick's events are made into objects once,
+ * and each event's JSON text, the batch's JSON array, its JSON lines and its CBOR are each made
+ * at most once (lazily) and shared by every subscriber and plugin (`jsonl`) that wants them.
  *
  * @module
  */
 import { checkEvent, defaultLimits, type Limits } from "../limits.ts";
+import { encodeEventBatch } from "./event-cbor.ts";
 
 /** One event: `{seq, topic, time, ...fields}`. */
 export interface ClusterEvent {
@@ -20,10 +27,99 @@ export interface ClusterEvent {
   [field: string]: unknown;
 }
 
+/**
+ * The events of one tick (or of a replay) for one topic filter, with their encodings made at
+ * most once however many subscribers send them. Filtered batches share the tick's cache of
+ * each event's JSON text.
+ */
+export class EventBatch {
+  /** The events, in seq order. */
+  readonly events: readonly ClusterEvent[];
+  #json: (string | undefined)[];
+  #own: boolean[];
+  #index: number[] | null;
+  #array: string | undefined;
+  #lines: string | undefined;
+  #cbor: Uint8Array | undefined;
+
+  /**
+   * `json[i]` caches the text of `events[i]` (or, with `index`, of the shared `events[index[i]]`);
+   * `own[i]` says it is one of the scheduler's own transition events (of one fixed shape).
+   */
+  constructor(events: readonly ClusterEvent[], json?: (string | undefined)[], own?: boolean[], index?: number[]) {
+    this.events = events;
+    this.#json = json ?? new Array(events.length);
+    this.#own = own ?? [];
+    this.#index = index ?? null;
+  }
+
+  /** How many events. */
+  get length(): number {
+    return this.events.length;
+  }
+
+  /** The JSON text of the i-th event (made once). */
+  jsonAt(i: number): string {
+    const j = this.#index === null ? i : this.#index[i];
+    return this.#json[j] ??= toJson(this.events[i]);
+  }
+
+  /** The events as one JSON array. */
+  jsonArray(): string {
+    return this.#array ??= `[${this.#texts().join(",")}]`;
+  }
+
+  /** The events as JSON lines, each ending in a newline (what `jsonl` appends). */
+  jsonLines(): string {
+    return this.#lines ??= this.#texts().join("\n") + "\n";
+  }
+
+  /** The events as one CBOR array. */
+  cbor(): Uint8Array {
+    const own = this.#own;
+    const index = this.#index;
+    return this.#cbor ??= encodeEventBatch(this.events, index === null ? (i) => own[i] === true : (i) => own[index[i]] === true);
+  }
+
+  /** A batch of the events of these topics, sharing this one's JSON texts. */
+  only(topics: ReadonlySet<string>, after = 0): EventBatch {
+    let all = true;
+    for (let i = 0; i < this.events.length && all; i++) all = this.events[i].seq > after && topics.has(this.events[i].topic);
+    if (all) return this; // the usual case (a tick of transitions for transition subscribers): no copy
+    const events: ClusterEvent[] = [];
+    const index: number[] = [];
+    const base = this.#index;
+    for (let i = 0; i < this.events.length; i++) {
+      const e = this.events[i];
+      if (e.seq > after && topics.has(e.topic)) {
+        events.push(e);
+        index.push(base === null ? i : base[i]);
+      }
+    }
+    return new EventBatch(events, this.#json, this.#own, index);
+  }
+
+  /** The events after seq `after` (all topics), sharing this one's JSON texts. */
+  after(after: number): EventBatch {
+    let first = 0;
+    while (first < this.events.length && this.events[first].seq <= after) first++;
+    if (first === 0) return this;
+    const index: number[] = [];
+    for (let i = first; i < this.events.length; i++) index.push(this.#index === null ? i : this.#index[i]);
+    return new EventBatch(this.events.slice(first), this.#json, this.#own, index);
+  }
+
+  #texts(): string[] {
+    const out = new Array<string>(this.events.length);
+    for (let i = 0; i < out.length; i++) out[i] = this.jsonAt(i);
+    return out;
+  }
+}
+
 /** A live subscriber; `deliver` receives the events of one tick, in order. */
 export interface Subscriber {
   topics: ReadonlySet<string> | null;
-  deliver(events: ClusterEvent[]): void;
+  deliver(batch: EventBatch): void;
 }
 
 /** Options of `EventLog` beyond the transitions kept. */
@@ -46,10 +142,16 @@ export interface EventLogOptions {
  * ```
  */
 export class EventLog {
-  // Transitions: slot = (n-th transition) % capacity. Each kept event's JSON text, made at most
-  // once (`json`), sits in the same slot of #transitionJson.
-  #transitions: (ClusterEvent | undefined)[];
-  #transitionJson: (string | undefined)[];
+  // Transitions, as columns: slot = (n-th transition) % capacity.
+  #tSeq: Float64Array;
+  #tTime: Float64Array;
+  #tKey: string[];
+  #tStart: string[];
+  #tFinish: string[];
+  #tStimulus: string[];
+  #tWorker: (string | undefined)[];
+  /** The `startstops` of transitions into memory or erred, by slot. */
+  #tStartstops = new Map<number, unknown[]>();
   #transitionCapacity: number;
   #transitionCount = 0;
   // Other events: kept from absolute index #otherHead to #otherCount (exclusive), slot = index % capacity.
@@ -63,16 +165,24 @@ export class EventLog {
   #limits: Limits;
   #seq = 0;
   #subscribers = new Set<SubscriberEntry>();
-  /** Events since the last flush (kept only while someone subscribes). */
+  /** Events since the last flush and their JSON where known (kept only while someone subscribes). */
   #pending: ClusterEvent[] = [];
+  #pendingJson: (string | undefined)[] = [];
+  #pendingOwn: boolean[] = [];
   #flushScheduled = false;
-  /** Called synchronously for every appended event (plugins' `logEvent`). */
-  onEvent: ((event: ClusterEvent) => void) | null = null;
+  #onEvent: ((event: ClusterEvent) => void) | null = null;
+  /** Whether anyone takes events as they come (subscribers or `onEvent`): else no object is made. */
+  #listening = false;
 
   constructor(capacity = 20_000, options: EventLogOptions = {}) {
-    this.#transitionCapacity = Math.max(capacity, 10_000);
-    this.#transitions = new Array(this.#transitionCapacity);
-    this.#transitionJson = new Array(this.#transitionCapacity);
+    const cap = this.#transitionCapacity = Math.max(capacity, 10_000);
+    this.#tSeq = new Float64Array(cap);
+    this.#tTime = new Float64Array(cap);
+    this.#tKey = new Array(cap);
+    this.#tStart = new Array(cap);
+    this.#tFinish = new Array(cap);
+    this.#tStimulus = new Array(cap);
+    this.#tWorker = new Array(cap);
     this.#otherCapacity = Math.max(options.otherKept ?? 20_000, 1);
     this.#others = new Array(this.#otherCapacity);
     this.#otherJson = new Array(this.#otherCapacity);
@@ -80,18 +190,36 @@ export class EventLog {
     this.#limits = options.limits ?? defaultLimits;
   }
 
-  /** An event's JSON text, made once however many subscribers receive it. */
+  /** Called for every event but transitions, as it is kept (e.g. `log` events to stderr). */
+  onOther: ((event: ClusterEvent) => void) | null = null;
+
+  /** Called synchronously for every appended event (plugins' `logEvent`); `null` for none. */
+  get onEvent(): ((event: ClusterEvent) => void) | null {
+    return this.#onEvent;
+  }
+  set onEvent(fn: ((event: ClusterEvent) => void) | null) {
+    this.#onEvent = fn;
+    this.#listening = fn !== null || this.#subscribers.size > 0;
+  }
+
+  /** An event's JSON text (for one that is pending delivery, the text the subscribers share). */
   json(event: ClusterEvent): string {
-    if (event.topic === "transition") {
-      const first = Math.max(this.#transitionCount - this.#transitionCapacity, 0);
-      const index = findSeq(this.#transitions, this.#transitionCapacity, first, this.#transitionCount, event.seq);
-      if (index >= 0 && this.#transitions[index % this.#transitionCapacity] === event) {
-        const slot = index % this.#transitionCapacity;
-        return this.#transitionJson[slot] ??= toJson(event);
-      }
+    if (event.topic !== "transition") {
+      const index = findSeq(this.#others, this.#otherCapacity, this.#otherHead, this.#otherCount, event.seq);
+      if (index >= 0 && this.#others[index % this.#otherCapacity] === event) return this.#otherJson[index % this.#otherCapacity]!;
     }
-    const index = findSeq(this.#others, this.#otherCapacity, this.#otherHead, this.#otherCount, event.seq);
-    if (index >= 0 && this.#others[index % this.#otherCapacity] === event) return this.#otherJson[index % this.#otherCapacity]!;
+    const pending = this.#pending;
+    if (pending.length > 0 && event.seq >= pending[0].seq) {
+      // Pending events are in seq order with no gaps but the events nobody saw: search.
+      let lo = 0;
+      let hi = pending.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        if (pending[mid].seq < event.seq) lo = mid + 1;
+        else hi = mid;
+      }
+      if (pending[lo] === event) return this.#pendingJson[lo] ??= toJson(event);
+    }
     return toJson(event);
   }
 
@@ -149,22 +277,30 @@ export class EventLog {
   }
 
   /**
-   * Appends a `transition` event. One object of one fixed shape per transition: this is the
-   * scheduler's hot path.
+   * Appends a `transition` event: the scheduler's hot path. Kept as columns; an object is made
+   * only when someone listens now.
    */
   appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined, startstops?: unknown[]): void {
-    // Without the worker, no `worker: undefined`: JSON.stringify is a third slower on it.
     const seq = ++this.#seq;
     const time = Date.now() / 1000;
-    const event: ClusterEvent = worker === undefined
-      ? { seq, topic: "transition", time, key, start, finish, stimulusId }
-      : { seq, topic: "transition", time, key, start, finish, stimulusId, worker };
-    // Dask's transition kwargs: the measured spans of a task that reached memory or erred.
-    if (startstops !== undefined) event.startstops = startstops;
     const slot = this.#transitionCount++ % this.#transitionCapacity;
-    this.#transitions[slot] = event;
-    this.#transitionJson[slot] = undefined;
-    this.#deliver(event);
+    this.#tSeq[slot] = seq;
+    this.#tTime[slot] = time;
+    this.#tKey[slot] = key;
+    this.#tStart[slot] = start;
+    this.#tFinish[slot] = finish;
+    this.#tStimulus[slot] = stimulusId;
+    this.#tWorker[slot] = worker;
+    // Dask's transition kwargs: the measured spans of a task that reached memory or erred. Rare
+    // next to the other columns' every transition, so kept sparse; such an event is not of the
+    // fixed shape the batch encoder writes by hand (event-cbor.ts), so it is not "own".
+    if (startstops !== undefined) this.#tStartstops.set(slot, startstops);
+    else if (this.#tStartstops.size > 0) this.#tStartstops.delete(slot);
+    if (this.#listening) {
+      const event = transitionEvent(seq, time, key, start, finish, stimulusId, worker);
+      if (startstops !== undefined) event.startstops = startstops;
+      this.#deliver(event, undefined, startstops === undefined);
+    }
   }
 
   #storeOther(event: ClusterEvent): void {
@@ -188,15 +324,18 @@ export class EventLog {
     this.#others[slot] = event;
     this.#otherJson[slot] = json;
     this.#otherBytes += json.length;
-    this.#deliver(event);
+    this.onOther?.(event);
+    if (this.#listening) this.#deliver(event, json, false);
   }
 
-  #deliver(event: ClusterEvent): void {
+  #deliver(event: ClusterEvent, json: string | undefined, own: boolean): void {
     if (this.#subscribers.size > 0) {
+      this.#pendingJson[this.#pending.length] = json;
+      this.#pendingOwn[this.#pending.length] = own;
       this.#pending.push(event);
       this.#scheduleFlush();
     }
-    this.onEvent?.(event);
+    this.#onEvent?.(event);
   }
 
   /** The kept events after `since`, optionally of some topics only, in seq order. */
@@ -205,17 +344,28 @@ export class EventLog {
     const oCap = this.#otherCapacity;
     const tEnd = this.#transitionCount;
     const oEnd = this.#otherCount;
-    let t = firstAfter(this.#transitions, tCap, Math.max(tEnd - tCap, 0), tEnd, since);
+    const tSeq = this.#tSeq;
+    let lo = Math.max(tEnd - tCap, 0);
+    let hi = tEnd;
+    while (lo < hi) {
+      const mid = lo + ((hi - lo) >> 1);
+      if (tSeq[mid % tCap] <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    let t = topics === null || topics.has("transition") ? lo : tEnd;
     let o = firstAfter(this.#others, oCap, this.#otherHead, oEnd, since);
     const out: ClusterEvent[] = [];
     while (t < tEnd || o < oEnd) {
-      let event: ClusterEvent;
-      if (o >= oEnd || (t < tEnd && this.#transitions[t % tCap]!.seq < this.#others[o % oCap]!.seq)) {
-        event = this.#transitions[t++ % tCap]!;
+      if (o >= oEnd || (t < tEnd && tSeq[t % tCap] < this.#others[o % oCap]!.seq)) {
+        const s = t++ % tCap;
+        const event = transitionEvent(tSeq[s], this.#tTime[s], this.#tKey[s], this.#tStart[s], this.#tFinish[s], this.#tStimulus[s], this.#tWorker[s]);
+        const startstops = this.#tStartstops.get(s);
+        if (startstops !== undefined) event.startstops = startstops;
+        out.push(event);
       } else {
-        event = this.#others[o++ % oCap]!;
+        const event = this.#others[o++ % oCap]!;
+        if (topics === null || topics.has(event.topic)) out.push(event);
       }
-      if (topics === null || topics.has(event.topic)) out.push(event);
     }
     return out;
   }
@@ -228,10 +378,16 @@ export class EventLog {
       replay: since === undefined ? [] : this.replay(since, sub.topics),
     });
     this.#subscribers.add(entry);
+    this.#listening = true;
     if (entry.replay.length > 0) this.#scheduleFlush();
     return () => {
       this.#subscribers.delete(entry);
-      if (this.#subscribers.size === 0) this.#pending = [];
+      if (this.#subscribers.size === 0) {
+        this.#pending = [];
+        this.#pendingJson = [];
+        this.#pendingOwn = [];
+        this.#listening = this.#onEvent !== null;
+      }
     };
   }
 
@@ -243,33 +399,36 @@ export class EventLog {
 
   /**
    * Delivers pending events to every subscriber now. Subscribers with the same topics receive
-   * the same array, so that what is made of it (JSON, CBOR) can be made once.
+   * the same batch, so that what is made of it (JSON, CBOR) is made once.
    */
   flush(): void {
     this.#flushScheduled = false;
-    const events = this.#pending;
+    const tick = new EventBatch(this.#pending, this.#pendingJson, this.#pendingOwn);
     this.#pending = [];
-    const byFilter = new Map<string, ClusterEvent[]>();
+    this.#pendingJson = [];
+    this.#pendingOwn = [];
+    const events = tick.events;
+    const byFilter = new Map<string, EventBatch>();
     for (const sub of this.#subscribers) {
-      let list: ClusterEvent[];
+      let batch: EventBatch;
       if (events.length > 0 && events[0].seq > sub.fromSeq) {
         let shared = byFilter.get(sub.filterKey);
         if (!shared) {
-          shared = sub.topics === null ? events : events.filter((e) => sub.topics!.has(e.topic));
+          shared = sub.topics === null ? tick : tick.only(sub.topics);
           byFilter.set(sub.filterKey, shared);
         }
-        list = shared;
+        batch = shared;
       } else {
         // Subscribed in the middle of this batch: only what came after (the rest was replayed).
-        list = events.filter((e) => e.seq > sub.fromSeq && (sub.topics === null || sub.topics.has(e.topic)));
+        batch = sub.topics === null ? tick.after(sub.fromSeq) : tick.only(sub.topics, sub.fromSeq);
       }
       if (sub.replay.length > 0) {
-        list = [...sub.replay, ...list];
+        batch = new EventBatch([...sub.replay, ...batch.events]);
         sub.replay = [];
       }
-      if (list.length === 0) continue;
+      if (batch.length === 0) continue;
       try {
-        sub.deliver(list);
+        sub.deliver(batch);
       } catch {
         this.#subscribers.delete(sub);
       }
@@ -282,6 +441,13 @@ interface SubscriberEntry extends Subscriber {
   /** The last seq before it subscribed: live delivery starts after it. */
   fromSeq: number;
   replay: ClusterEvent[];
+}
+
+/** A transition event object, of one fixed shape (no `worker: undefined`: JSON.stringify is a third slower on it). */
+function transitionEvent(seq: number, time: number, key: string, start: string, finish: string, stimulusId: string, worker: string | undefined): ClusterEvent {
+  return worker === undefined
+    ? { seq, topic: "transition", time, key, start, finish, stimulusId }
+    : { seq, topic: "transition", time, key, start, finish, stimulusId, worker };
 }
 
 /** The absolute index in `[from, to)` of a ring whose events have this seq, or -1. */

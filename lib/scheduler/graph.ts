@@ -14,6 +14,8 @@ export interface TaskSpec {
   args: unknown[];
   retries: number;
   annotations: Record<string, unknown>;
+  /** Its place in the graph's dependency order (set by validation). */
+  rank?: number;
 }
 
 /** A validated graph. `deps` lists each task's referenced keys. */
@@ -23,6 +25,8 @@ export interface ValidGraph {
   deps: Map<string, string[]>;
   /** Task keys in dependency order (dependencies first, depth-first from the wanted keys). */
   order: string[];
+  /** A task's place in `order` (without a map of a million keys). */
+  rank(task: TaskSpec): number;
 }
 
 /** A graph that cannot be accepted; answered with 400. */
@@ -64,47 +68,137 @@ function refOf(object: Record<string, unknown>, out: string[]): boolean {
   return true;
 }
 
+/** What `validateGraph` checks against. */
+export interface GraphContext {
+  /** Whether a key already exists at the scheduler. */
+  existing: (key: string) => boolean;
+  /** Task modules some worker has; `null` when unknown (no workers). */
+  knownModules: ReadonlySet<string> | null;
+  /** Task count, key length, args depth and size (lib/limits.ts); over one → LimitError. */
+  limits?: Limits;
+}
+
 /**
- * Validates a submitted graph against the keys the scheduler already has.
+ * Validates a submitted graph against the keys the scheduler already has, all at once.
  *
  * @param graph the decoded JSON or CBOR body
- * @param options.existing whether a key already exists at the scheduler
- * @param options.knownModules task modules some worker has; `null` when unknown (no workers)
- * @param options.limits task count, key length, args depth and size (lib/limits.ts); over one → LimitError
  */
-export function validateGraph(
-  graph: unknown,
-  options: { existing: (key: string) => boolean; knownModules: ReadonlySet<string> | null; limits?: Limits },
-): ValidGraph {
-  const limits = options.limits ?? defaultLimits;
-  if (graph === null || typeof graph !== "object" || Array.isArray(graph)) {
-    throw new GraphError("A graph must be an object with \"tasks\" and \"keys\"");
+export function validateGraph(graph: unknown, options: GraphContext): ValidGraph {
+  const validation = new GraphValidation(graph, options);
+  while (!validation.step(Infinity));
+  return validation.result();
+}
+
+/**
+ * Validates like {@linkcode validateGraph}, in slices of about `sliceMs` of work with the event
+ * loop free in between, so that a graph of a million tasks does not stall the scheduler.
+ * Nothing is applied here: the whole graph is valid or this throws.
+ */
+export async function validateGraphSliced(graph: unknown, options: GraphContext, sliceMs = 10): Promise<ValidGraph> {
+  const validation = new GraphValidation(graph, options);
+  for (;;) {
+    const t0 = performance.now();
+    while (performance.now() - t0 < sliceMs) {
+      if (validation.step(1024)) return validation.result();
+    }
+    await yieldToLoop();
   }
-  const { tasks: rawTasks, keys: rawKeys } = graph as { tasks?: unknown; keys?: unknown };
-  if (!Array.isArray(rawTasks)) throw new GraphError("\"tasks\" must be an array");
-  if (rawTasks.length > limits.maxGraphTasks) throw new LimitError("Graph", "maxGraphTasks", rawTasks.length, limits.maxGraphTasks);
-  const tasks: TaskSpec[] = [];
-  const knownFns = new Set<string>();
-  const deps = new Map<string, string[]>();
-  const byKey = new Map<string, TaskSpec>();
+}
+
+/** Lets the event loop run (timers, sockets) before going on. */
+export function yieldToLoop(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 0));
+}
+
+/**
+ * One graph's validation as resumable steps: the tasks, then their refs, then the wanted keys,
+ * then the dependency order (which also finds cycles).
+ */
+class GraphValidation {
+  #options: GraphContext;
+  #limits: Limits;
+  #rawTasks: unknown[];
+  #rawKeys: unknown;
+  #phase = 0;
+  #i = 0;
+  #tasks: TaskSpec[] = [];
+  #knownFns = new Set<string>();
+  #deps = new Map<string, string[]>();
+  #byKey = new Map<string, TaskSpec>();
   // One array and one callback for every task's refs: a graph of 100,000 tasks makes one, not 100,000.
-  const found: string[] = [];
-  const onObject = (object: Record<string, unknown>) => refOf(object, found);
-  for (let i = 0; i < rawTasks.length; i++) {
-    const raw = rawTasks[i] as Record<string, unknown> | null;
+  #found: string[] = [];
+  #onObject = (object: Record<string, unknown>) => refOf(object, this.#found);
+  #keys: string[] = [];
+  #anyRefs = false;
+  #order: TaskOrder | null = null;
+
+  constructor(graph: unknown, options: GraphContext) {
+    this.#options = options;
+    const limits = this.#limits = options.limits ?? defaultLimits;
+    if (graph === null || typeof graph !== "object" || Array.isArray(graph)) {
+      throw new GraphError("A graph must be an object with \"tasks\" and \"keys\"");
+    }
+    const { tasks: rawTasks, keys: rawKeys } = graph as { tasks?: unknown; keys?: unknown };
+    if (!Array.isArray(rawTasks)) throw new GraphError("\"tasks\" must be an array");
+    if (rawTasks.length > limits.maxGraphTasks) throw new LimitError("Graph", "maxGraphTasks", rawTasks.length, limits.maxGraphTasks);
+    this.#rawTasks = rawTasks;
+    this.#rawKeys = rawKeys;
+  }
+
+  /** Does up to `budget` items of work; true once the graph is fully validated. */
+  step(budget: number): boolean {
+    if (this.#phase === 0) {
+      const end = Math.min(this.#rawTasks.length, this.#i + budget);
+      for (; this.#i < end; this.#i++) this.#task(this.#i);
+      if (this.#i < this.#rawTasks.length) return false;
+      this.#phase = 1;
+      this.#i = 0;
+      return false;
+    }
+    if (this.#phase === 1) {
+      const tasks = this.#tasks;
+      const end = Math.min(tasks.length, this.#i + budget);
+      for (; this.#i < end; this.#i++) this.#refs(tasks[this.#i].key);
+      if (this.#i < tasks.length) return false;
+      const keys = this.#rawKeys === undefined ? tasks.map((t) => t.key) : this.#rawKeys;
+      if (!Array.isArray(keys)) throw new GraphError("\"keys\" must be an array of task keys");
+      this.#keys = keys;
+      this.#phase = 2;
+      this.#i = 0;
+      return false;
+    }
+    if (this.#phase === 2) {
+      const keys = this.#keys as unknown[];
+      const end = Math.min(keys.length, this.#i + budget);
+      for (; this.#i < end; this.#i++) this.#wanted(keys[this.#i]);
+      if (this.#i < keys.length) return false;
+      this.#order = new TaskOrder(this.#tasks, this.#deps, this.#byKey, this.#keys, this.#rawKeys === undefined && !this.#anyRefs);
+      this.#phase = 3;
+      return false;
+    }
+    return this.#order!.step(budget);
+  }
+
+  result(): ValidGraph {
+    return { tasks: this.#tasks, keys: this.#keys, deps: this.#deps, order: this.#order!.order, rank: (task) => task.rank! };
+  }
+
+  #task(i: number): void {
+    const limits = this.#limits;
+    const raw = this.#rawTasks[i] as Record<string, unknown> | null;
     if (raw === null || typeof raw !== "object" || Array.isArray(raw)) {
       throw new GraphError(`Task #${i} must be an object`);
     }
     const key = raw.key;
     if (typeof key !== "string" || key === "") throw new GraphError(`Task #${i} needs a non-empty string "key"`);
     checkKeyLength("Task key", key, limits);
-    if (byKey.has(key)) throw new GraphError(`Duplicate task key "${key}"`);
+    if (this.#byKey.has(key)) throw new GraphError(`Duplicate task key "${key}"`);
     const fn = raw.fn;
     if (typeof fn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
     if (fn.length > limits.maxKeyLength) checkKeyLength(`Fn of task "${key}"`, fn, limits);
-    if (!knownFns.has(fn)) {
-      checkFn(key, fn, options.knownModules);
-      knownFns.add(fn);
+    if (!this.#knownFns.has(fn)) {
+      checkFn(key, fn, this.#options.knownModules);
+      this.#knownFns.add(fn);
     }
     const args = raw.args === undefined ? [] : raw.args;
     if (!Array.isArray(args)) throw new GraphError(`Task "${key}": "args" must be an array`);
@@ -119,7 +213,7 @@ export function validateGraph(
     // One iterative walk checks the args' depth and size (lib/limits.ts) and collects the refs.
     let measure;
     try {
-      measure = measureValue(args, limits.maxArgsDepth, limits.maxArgsBytes, onObject);
+      measure = measureValue(args, limits.maxArgsDepth, limits.maxArgsBytes, this.#onObject);
     } catch (err) {
       throw new GraphError(`Task "${key}": ${(err as Error).message}`);
     }
@@ -130,43 +224,82 @@ export function validateGraph(
       if (m.depth > limits.maxArgsDepth) throw new LimitError(`Annotations of task "${key}"`, "maxArgsDepth", m.depth, limits.maxArgsDepth);
       if (m.bytes > limits.maxArgsBytes) throw new LimitError(`Annotations of task "${key}"`, "maxArgsBytes", m.bytes, limits.maxArgsBytes);
     }
+    const found = this.#found;
     const refs = found.length === 0 ? noRefs : found.length === 1 ? [found[0]] : [...new Set(found)];
-    found.length = 0;
+    if (refs.length > 0) {
+      this.#anyRefs = true;
+      // Only when it holds something: setting an array's length is a slow path in JSC.
+      found.length = 0;
+    }
     const task: TaskSpec = { key, fn, args, retries, annotations: annotations as Record<string, unknown> };
-    tasks.push(task);
-    byKey.set(key, task);
-    deps.set(key, refs);
+    this.#tasks.push(task);
+    this.#byKey.set(key, task);
+    this.#deps.set(key, refs);
   }
-  for (const [key, refs] of deps) {
-    for (const ref of refs) {
+
+  #refs(key: string): void {
+    const limits = this.#limits;
+    for (const ref of this.#deps.get(key)!) {
       if (ref.length > limits.maxKeyLength) checkKeyLength(`Ref in task "${key}"`, ref, limits);
-      if (!byKey.has(ref) && !options.existing(ref)) throw new GraphError(`Task "${key}" refers to unknown key "${ref}"`);
+      if (!this.#byKey.has(ref) && !this.#options.existing(ref)) throw new GraphError(`Task "${key}" refers to unknown key "${ref}"`);
       if (ref === key) throw new GraphError(`Task "${key}" depends on itself`);
     }
   }
-  const keys = rawKeys === undefined ? tasks.map((t) => t.key) : rawKeys;
-  if (!Array.isArray(keys)) throw new GraphError("\"keys\" must be an array of task keys");
-  for (const key of keys) {
+
+  #wanted(key: unknown): void {
     if (typeof key !== "string") throw new GraphError(`"keys" holds a non-string (${key === null ? "null" : typeof key})`);
-    checkKeyLength("Wanted key", key, limits);
-    if (!byKey.has(key) && !options.existing(key)) throw new GraphError(`Wanted key "${key}" is not in the graph`);
+    checkKeyLength("Wanted key", key, this.#limits);
+    if (!this.#byKey.has(key) && !this.#options.existing(key)) throw new GraphError(`Wanted key "${key}" is not in the graph`);
   }
-  return { tasks, keys: keys as string[], deps, order: orderTasks(tasks, deps, keys as string[]) };
 }
 
 /**
  * Orders the new tasks depth-first from the wanted keys, dependencies before dependents, and
- * detects cycles. Tasks not reachable from a wanted key follow in submission order.
+ * detects cycles; resumable. Tasks not reachable from a wanted key follow in submission order.
  */
-function orderTasks(tasks: TaskSpec[], deps: Map<string, string[]>, keys: string[]): string[] {
+class TaskOrder {
+  readonly order: string[] = [];
+  #byKey: Map<string, TaskSpec>;
+  #deps: Map<string, string[]>;
+  #roots: string[];
+  #tasks: TaskSpec[];
+  #next = 0;
   // 0 = unseen, 1 = on the stack, 2 = done
-  const mark = new Map<string, number>();
-  const order: string[] = [];
-  const visit = (root: string) => {
-    if (mark.get(root) === 2 || !deps.has(root)) return;
-    const stack: Array<[string, number]> = [[root, 0]];
-    mark.set(root, 1);
-    while (stack.length > 0) {
+  #mark = new Map<string, number>();
+  #stack: Array<[string, number]> = [];
+
+  /** `flat`: no task depends on another and every one is wanted: submission order it is. */
+  constructor(tasks: TaskSpec[], deps: Map<string, string[]>, byKey: Map<string, TaskSpec>, keys: string[], flat: boolean) {
+    this.#tasks = tasks;
+    this.#deps = deps;
+    this.#byKey = byKey;
+    this.#roots = keys;
+    if (flat) {
+      for (let i = 0; i < tasks.length; i++) {
+        tasks[i].rank = i;
+        this.order.push(tasks[i].key);
+      }
+      this.#next = Infinity;
+    }
+  }
+
+  /** Does up to `budget` steps; true once every task is ordered. */
+  step(budget: number): boolean {
+    const deps = this.#deps;
+    const mark = this.#mark;
+    const stack = this.#stack;
+    for (let n = 0; n < budget; n++) {
+      if (stack.length === 0) {
+        // The next root: the wanted keys, then every task in submission order.
+        const total = this.#roots.length + this.#tasks.length;
+        if (this.#next >= total) return true;
+        const i = this.#next++;
+        const root = i < this.#roots.length ? this.#roots[i] : this.#tasks[i - this.#roots.length].key;
+        if (mark.get(root) === 2 || !deps.has(root)) continue;
+        stack.push([root, 0]);
+        mark.set(root, 1);
+        continue;
+      }
       const top = stack[stack.length - 1];
       const refs = deps.get(top[0])!;
       if (top[1] < refs.length) {
@@ -179,12 +312,11 @@ function orderTasks(tasks: TaskSpec[], deps: Map<string, string[]>, keys: string
         stack.push([next, 0]);
       } else {
         mark.set(top[0], 2);
-        order.push(top[0]);
+        this.#byKey.get(top[0])!.rank = this.order.length;
+        this.order.push(top[0]);
         stack.pop();
       }
     }
-  };
-  for (const key of keys) visit(key);
-  for (const task of tasks) visit(task.key);
-  return order;
+    return false;
+  }
 }

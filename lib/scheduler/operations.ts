@@ -14,7 +14,7 @@ import type { EventLog } from "./events.ts";
 import type { LogQuery, LogStore } from "./logs.ts";
 import type { LogRecord } from "../logs/record.ts";
 import { parseLevel } from "../logs/record.ts";
-import { validateGraph } from "./graph.ts";
+import { validateGraph, validateGraphSliced, yieldToLoop } from "./graph.ts";
 import type { Limits } from "../limits.ts";
 import type { NannyLinks } from "./nanny-link.ts";
 import type { Registration } from "./remote-plugins.ts";
@@ -67,19 +67,32 @@ export class Operations {
   /**
    * Submits a graph for a client: validated as a whole (GraphError), a held key with another
    * definition refused (ConflictError), plugins' `updateGraph` awaited before the first transition.
+   * Graphs are taken one at a time; a big one is validated, added and scheduled in slices of
+   * about 10 ms with the event loop free in between (see `SchedulerState.addGraphSlices`).
    */
-  async submitGraph(client: ClientState, body: unknown): Promise<{ keys: string[] }> {
+  submitGraph(client: ClientState, body: unknown): Promise<{ keys: string[] }> {
+    const run = this.#intake.then(() => this.#submitGraph(client, body));
+    this.#intake = run.catch(() => {});
+    return run;
+  }
+
+  #intake: Promise<unknown> = Promise.resolve();
+
+  async #submitGraph(client: ClientState, body: unknown): Promise<{ keys: string[] }> {
     const ctx = this.#ctx;
     const state = ctx.state;
-    const graph = validateGraph(body, {
-      existing: (key) => state.tasks.has(key),
+    const tasks = (body as { tasks?: unknown } | null)?.tasks;
+    const sliced = Array.isArray(tasks) && tasks.length > slicedGraphTasks;
+    const context = {
+      existing: (key: string) => state.tasks.has(key),
       knownModules: state.workers.size > 0 ? ctx.knownModules : null,
       limits: ctx.limits,
-    });
+    };
+    const graph = sliced ? await validateGraphSliced(body, context) : validateGraph(body, context);
     const stimulusId = state.stimulusId("update-graph");
+    const added = sliced ? await runSliced(state.addGraphSlices(client, graph)) : state.addGraph(client, graph);
     if (ctx.plugins.has("updateGraph")) {
       // The tasks exist before the hook and make their first transition after it.
-      const added = state.addGraph(client, graph);
       // Dask's shape: {annotation name: {key: value}}; priorities as the tasks hold them.
       const annotations: Record<string, Record<string, unknown>> = {};
       const priority: Record<string, number> = {};
@@ -96,9 +109,12 @@ export class Operations {
         priority,
         stimulusId,
       });
-      state.scheduleGraph(added, stimulusId);
+    }
+    if (sliced) {
+      // Each slice's transitions and messages go out before the next slice is made.
+      await runSliced(state.scheduleGraphSlices(added, stimulusId), () => ctx.apply());
     } else {
-      state.updateGraph(client, graph, stimulusId);
+      state.scheduleGraph(added, stimulusId);
     }
     ctx.apply();
     return { keys: graph.keys };
@@ -245,5 +261,24 @@ export class Operations {
       events: { lastSeq: events.lastSeq, subscribers: events.subscriberCount },
       logs: { lastSeq: this.#ctx.logs.lastSeq },
     };
+  }
+}
+
+/** Graphs of more tasks than this are taken in slices (smaller ones take well under 50 ms). */
+export const slicedGraphTasks = 20_000;
+
+/**
+ * Runs a generator of slices: about 10 ms of them at a time, then the event loop runs (timers,
+ * sockets, `/health`) before the next; `between` runs after every slice (applies its effects).
+ */
+async function runSliced<T>(steps: Generator<unknown, T>, between?: () => void, sliceMs = 10): Promise<T> {
+  for (;;) {
+    const t0 = performance.now();
+    while (performance.now() - t0 < sliceMs) {
+      const next = steps.next();
+      between?.();
+      if (next.done) return next.value;
+    }
+    await yieldToLoop();
   }
 }

@@ -15,8 +15,12 @@ export class Placement {
   readonly noWorker = new Set<TaskState>();
   /** Extra work queued per worker, in seconds of average task duration (keeps workers fed). */
   pipelineSeconds = 0.002;
-  /** The largest number of tasks in flight on one worker thread. */
+  /** The largest number of tasks in flight on one worker thread (near workers). */
   maxPipeline = 256;
+  /** The largest number of tasks in flight on one worker thread behind a slow link. */
+  maxFarPipeline = 1024;
+  /** Queued tasks taken for a worker by `reserve` (fillWorkers): decideWorker gives them that one. */
+  #reserved = new Map<TaskState, WorkerState>();
   #queue: TaskState[] = [];
   #queueHead = 0;
   /** Exponentially weighted average task duration (seconds); Dask's default guess at first. */
@@ -50,12 +54,28 @@ export class Placement {
   clear(): void {
     this.#queue = [];
     this.#queueHead = 0;
+    this.#reserved.clear();
     this.noWorker.clear();
   }
 
-  /** How many tasks a worker may have in flight: its threads plus a few ms of work. */
+  /** Takes a queued task for a worker with a free slot: its next decision gives it that worker. */
+  reserve(ts: TaskState, ws: WorkerState): void {
+    this.#reserved.set(ts, ws);
+  }
+
+  /**
+   * How many tasks a worker may have in flight: its threads plus a few ms of work, plus the
+   * worker's measured round trip of work, so that a worker behind a slow link is still fed while
+   * its results and the next tasks are on the way.
+   */
   capacity(ws: WorkerState): number {
-    const extra = Math.min(this.maxPipeline, Math.floor(this.pipelineSeconds / this.#avgDuration));
+    const avg = this.#avgDuration;
+    // A sample holds the worker's time to take in a frame of tasks too: a few ms on loopback.
+    // Below 10 ms the link is near and the pipeline stays as it is (no feedback of a deeper
+    // pipeline making bigger frames making longer samples).
+    const rtt = ws.rttSeconds > 0.01 ? ws.rttSeconds : 0;
+    const cap = rtt > 0 ? this.maxFarPipeline : this.maxPipeline;
+    const extra = Math.min(cap, Math.floor((this.pipelineSeconds + rtt) / avg));
     return Math.max(Math.ceil(ws.nthreads * 1.1), ws.nthreads * (1 + extra));
   }
 
@@ -83,6 +103,15 @@ export class Placement {
       if (running.length === 0) return null;
     }
     if (ts.deps.size === 0) {
+      const reserved = this.#reserved.get(ts);
+      if (reserved !== undefined) {
+        this.#reserved.delete(ts);
+        if (reserved.status === "running" && (restrict === undefined || running.includes(reserved))) return reserved;
+      }
+      // Tasks wait in the queue already: every worker was full when they came, and each free
+      // slot takes the next one (fillWorkers). Queue behind them, in O(1) whatever the number
+      // of workers, instead of scanning every worker for each task.
+      if (restrict === undefined && this.hasQueued) return "queue";
       let best: WorkerState | null = null;
       let bestLoad = Infinity;
       for (const ws of running) {

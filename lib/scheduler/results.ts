@@ -23,7 +23,8 @@ const isFinished = (state: string) => state === "memory" || state === "erred" ||
 export class Results {
   #state: SchedulerState;
   #workers: WorkerLinks;
-  #keyWaiters = new Map<string, Set<KeyWaiter>>();
+  /** Who waits for each key: one waiter (the common case, no set made) or several. */
+  #keyWaiters = new Map<string, KeyWaiter | KeyWaiter[]>();
 
   constructor(state: SchedulerState, workers: WorkerLinks) {
     this.#state = state;
@@ -39,9 +40,10 @@ export class Results {
   wake(keys: readonly string[], count = keys.length): void {
     for (let i = 0; i < count; i++) {
       const waiters = this.#keyWaiters.get(keys[i]);
-      if (waiters) {
+      if (waiters !== undefined) {
         this.#keyWaiters.delete(keys[i]);
-        for (const w of waiters) w();
+        if (typeof waiters === "function") waiters();
+        else for (const w of waiters) w();
       }
     }
   }
@@ -51,30 +53,37 @@ export class Results {
     let pending = 0;
     return new Promise((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const registered: Array<[string, KeyWaiter]> = [];
-      const done = () => {
+      const registered: string[] = [];
+      // One waiter for all the keys of this call (a gather of 10,000 keys makes one, not 10,000).
+      const done: KeyWaiter = () => {
         if (--pending === 0) {
           if (timer) clearTimeout(timer);
           resolve(true);
         }
       };
+      const waiters = this.#keyWaiters;
       for (const key of keys) {
         const ts = this.#state.tasks.get(key);
         if (!ts || isFinished(ts.state)) continue;
+        const existing = waiters.get(key);
+        if (existing === undefined) waiters.set(key, done);
+        else if (existing === done || (typeof existing !== "function" && existing.includes(done))) continue; // a key asked twice
+        else if (typeof existing === "function") waiters.set(key, [existing, done]);
+        else existing.push(done);
         pending++;
-        let set = this.#keyWaiters.get(key);
-        if (!set) this.#keyWaiters.set(key, set = new Set());
-        const waiter = () => done();
-        set.add(waiter);
-        registered.push([key, waiter]);
+        if (timeoutMs !== undefined) registered.push(key);
       }
       if (pending === 0) return resolve(true);
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
-          for (const [key, waiter] of registered) {
-            const set = this.#keyWaiters.get(key);
-            set?.delete(waiter);
-            if (set?.size === 0) this.#keyWaiters.delete(key);
+          for (const key of registered) {
+            const existing = waiters.get(key);
+            if (existing === done) waiters.delete(key);
+            else if (existing !== undefined && typeof existing !== "function") {
+              const rest = existing.filter((w) => w !== done);
+              if (rest.length === 0) waiters.delete(key);
+              else waiters.set(key, rest.length === 1 ? rest[0] : rest);
+            }
           }
           resolve(false);
         }, timeoutMs);

@@ -29,7 +29,7 @@ import { dashboardApp } from "../dashboard/mod.ts";
 import { clientSocket } from "./client-link.ts";
 import { errorBody, httpStatus } from "./errors.ts";
 import { eventStreamSocket } from "./event-stream.ts";
-import { type ClusterEvent, EventLog } from "./events.ts";
+import { type ClusterEvent, type EventBatch, EventLog } from "./events.ts";
 import { metricsText } from "./metrics.ts";
 import { LogStore, logTopicEvent } from "./logs.ts";
 import { NannyLinks } from "./nanny-link.ts";
@@ -110,6 +110,7 @@ export class Scheduler {
   #closing: Promise<void> | null = null;
   #transitionHooks: readonly Registered<SchedulerPlugin>[] = [];
   #logEventHooks: readonly Registered<SchedulerPlugin>[] = [];
+  #onEvent: (event: ClusterEvent) => void;
   #applying = false;
   #tasksView = new TasksView(this.state.tasks);
   #moduleDir = "";
@@ -135,9 +136,11 @@ export class Scheduler {
     });
     this.#httpClient = this.state.addClient("http");
     this.#pluginsStarted = new Promise((r) => (this.#settlePluginsStarted = r));
-    this.events.onEvent = (event) => {
-      // A plugin's or a task's `logEvent("log", …)` shows in the scheduler's own log too.
-      if (event.topic === "log") logTopicEvent(log, event);
+    // A plugin's or a task's `logEvent("log", …)` shows in the scheduler's own log too.
+    this.events.onOther = (event) => event.topic === "log" && logTopicEvent(log, event);
+    // Set as the log's `onEvent` only while some plugin has a `logEvent` hook: without one the
+    // log makes no object per transition.
+    this.#onEvent = (event) => {
       const hooks = this.#logEventHooks;
       for (let i = 0; i < hooks.length; i++) {
         try {
@@ -156,6 +159,7 @@ export class Scheduler {
         this.events.post(topic, msg);
       },
       eventJson: (event: Record<string, unknown>) => this.events.json(event as ClusterEvent),
+      subscribeEvents: (topics: ReadonlySet<string> | null, deliver: (batch: EventBatch) => void) => this.events.subscribe({ topics, deliver }),
       addPlugin: async (plugin: SchedulerPlugin) => {
         const name = plugin.name ?? `plugin-${++this.#pluginCounter}`;
         await this.#addSchedulerPlugin({ name, plugin, use: "<object>" });
@@ -410,6 +414,7 @@ export class Scheduler {
   #refreshHooks(): void {
     this.#transitionHooks = this.plugins.withHook("transition");
     this.#logEventHooks = this.plugins.withHook("logEvent");
+    this.events.onEvent = this.#logEventHooks.length > 0 ? this.#onEvent : null;
   }
 
   /**
@@ -526,6 +531,8 @@ export class Scheduler {
     if (this.#gcTimer) clearTimeout(this.#gcTimer);
     await this.plugins.callAsync("beforeClose");
     this.workers.closeAll("scheduler closing");
+    // Plugins that take the event log's batches (jsonl) get the last tick's events before they close.
+    this.events.flush();
     await this.plugins.closeAll((p) => p.close?.());
     this.events.flush();
     await new Promise((r) => setTimeout(r, 50));

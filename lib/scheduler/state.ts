@@ -12,7 +12,7 @@ import { ConflictError } from "./errors.ts";
 import type { ValidGraph } from "./graph.ts";
 import { Placement } from "./placement.ts";
 import type { Startstop } from "../plugins/types.ts";
-import { allowedFailures, ClientState, TaskState, WorkerState } from "./task-state.ts";
+import { allowedFailures, ClientState, own, TaskState, WorkerState } from "./task-state.ts";
 import { Transitions } from "./transitions.ts";
 
 export { allowedFailures, ClientState, Effects, TaskState, WorkerState };
@@ -58,6 +58,8 @@ export class SchedulerState {
   #engine = new Transitions({ tasks: this.tasks, placement: this.placement, effects: this.effects });
   #nextPriority = 0;
   #stimulusCounter = 0;
+  /** Counts restarts (forgetAll): a graph added in slices across one is taken back. */
+  #epoch = 0;
 
   /** Tasks by state (forgotten ones are not kept: always 0). */
   get counts(): Readonly<Record<TaskState["state"], number>> {
@@ -97,6 +99,19 @@ export class SchedulerState {
    * another `fn` or `args` is a {@linkcode ConflictError}, and nothing is added.
    */
   addGraph(client: ClientState, graph: ValidGraph): AddedGraph {
+    return finish(this.addGraphSlices(client, graph, Infinity));
+  }
+
+  /**
+   * `addGraph` in slices of about `every` tasks: yields between them so that the caller can let
+   * the event loop run. Until it returns, the new tasks sit in `released`, wanted by no one, and
+   * make no transition; should the graph not fit any more at a later slice (a task it depends on
+   * was forgotten meanwhile, a restart), what was added is taken back and it throws: nothing is
+   * half-submitted. Only one graph may be added at a time (the caller serializes).
+   */
+  *addGraphSlices(client: ClientState, graph: ValidGraph, every = 1024): Generator<void, AddedGraph> {
+    const epoch = this.#epoch;
+    let budget = every;
     if (this.tasks.size > 0) {
       for (const spec of graph.tasks) {
         const existing = this.tasks.get(spec.key);
@@ -106,58 +121,137 @@ export class SchedulerState {
             { key: spec.key },
           );
         }
+        if (--budget <= 0) {
+          yield;
+          budget = every;
+        }
       }
     }
     const created: TaskState[] = [];
+    const wanted: TaskState[] = [];
     const byKey = new Map<string, TaskState>();
     const priorityBase = this.#nextPriority;
-    const priorities = new Map<string, number>();
-    for (let i = 0; i < graph.order.length; i++) priorities.set(graph.order[i], priorityBase + i);
     this.#nextPriority += graph.order.length;
     const touched: TaskState[] = [];
     const counts = this.#engine.counts;
-    for (const spec of graph.tasks) {
-      const existing = this.tasks.get(spec.key);
-      if (existing) {
-        byKey.set(spec.key, existing);
-        if (existing.state === "erred" || existing.state === "released") touched.push(existing);
-        continue;
+    // A task found existing may be forgotten between slices until something of this graph holds
+    // it (a dependent, a want): each is checked where it is first held.
+    const held = (ts: TaskState) => {
+      if (this.tasks.get(ts.key) !== ts) throw new ConflictError(`Key "${ts.key}" was forgotten while the graph was added: submit it again`, { key: ts.key });
+      return ts;
+    };
+    try {
+      for (const spec of graph.tasks) {
+        const existing = this.tasks.get(spec.key);
+        if (existing) {
+          byKey.set(spec.key, existing);
+          if (existing.state === "erred" || existing.state === "released") touched.push(existing);
+        } else {
+          const ts = new TaskState(spec.key, spec.fn, spec.args, spec.retries, spec.annotations, priorityBase + graph.rank(spec));
+          this.tasks.set(spec.key, ts);
+          counts.released++;
+          byKey.set(spec.key, ts);
+          created.push(ts);
+        }
+        if (--budget <= 0) {
+          yield;
+          budget = every;
+          this.#checkEpoch(epoch);
+        }
       }
-      const ts = new TaskState(spec.key, spec.fn, spec.args, spec.retries, spec.annotations, priorities.get(spec.key)!);
-      this.tasks.set(spec.key, ts);
-      counts.released++;
-      byKey.set(spec.key, ts);
-      created.push(ts);
-    }
-    for (const ts of created) {
-      for (const depKey of graph.deps.get(ts.key)!) {
-        const dep = byKey.get(depKey) ?? this.tasks.get(depKey)!;
-        ts.deps.add(dep);
-        dep.dependentTasks.add(ts);
+      for (const ts of created) {
+        const refs = graph.deps.get(ts.key)!;
+        for (let i = 0; i < refs.length; i++) {
+          const dep = held(byKey.get(refs[i]) ?? this.tasks.get(refs[i]) ?? missing(refs[i]));
+          own(ts, "deps").add(dep);
+          own(dep, "dependentTasks").add(ts);
+        }
+        if (--budget <= 0) {
+          yield;
+          budget = every;
+          this.#checkEpoch(epoch);
+        }
       }
-    }
-    for (const key of graph.keys) {
-      const ts = byKey.get(key) ?? this.tasks.get(key)!;
-      if (!ts.whoWants.has(client)) {
-        ts.whoWants.add(client);
-        client.wantedTasks.add(ts);
+      for (const key of graph.keys) {
+        const ts = held(byKey.get(key) ?? this.tasks.get(key) ?? missing(key));
+        if (!ts.whoWants.has(client)) {
+          ts.whoWants.add(client);
+          client.wantedTasks.add(ts);
+          wanted.push(ts);
+        }
+        if (--budget <= 0) {
+          yield;
+          budget = every;
+          this.#checkEpoch(epoch);
+        }
       }
+    } catch (err) {
+      for (const ts of wanted) {
+        ts.whoWants.delete(client);
+        client.wantedTasks.delete(ts);
+      }
+      this.#takeBack(created);
+      throw err;
     }
     return { created, touched };
   }
 
+  #checkEpoch(epoch: number): void {
+    if (this.#epoch !== epoch) throw new ConflictError("The scheduler restarted while the graph was added: submit it again");
+  }
+
+  /** Removes tasks added by a graph that could not be added after all (they made no transition). */
+  #takeBack(created: TaskState[]): void {
+    const counts = this.#engine.counts;
+    for (const ts of created) {
+      if (this.tasks.get(ts.key) !== ts) continue;
+      this.tasks.delete(ts.key);
+      counts.released--;
+      for (const dep of ts.deps) dep.dependentTasks.delete(ts);
+    }
+  }
+
   /** Second half of `updateGraph`: the new tasks start moving. */
   scheduleGraph(added: AddedGraph, stimulusId: string): Effects {
+    return finish(this.scheduleGraphSlices(added, stimulusId, Infinity));
+  }
+
+  /**
+   * `scheduleGraph` in slices of about `every` tasks, in priority order; yields the effects of
+   * each slice, which the caller applies before the next. The tasks of later slices stay in
+   * `released` meanwhile: a finished dependency they will need is computed again if it was let go.
+   */
+  *scheduleGraphSlices(added: AddedGraph, stimulusId: string, every = 2048): Generator<Effects, Effects> {
     const engine = this.#engine;
-    // Highest priority last, so that it is taken first (LIFO).
-    const recs = [...added.created, ...added.touched]
-      .filter((ts) => this.tasks.get(ts.key) === ts)
-      .sort((a, b) => b.priority - a.priority);
-    for (const ts of recs) {
-      if (ts.state === "erred") engine.recommend(ts, "released");
-      engine.recommend(ts, "waiting");
+    // Lowest priority number first. `created` is in submission order and its priorities are
+    // consecutive from the first: placed by priority, not sorted (a million tasks).
+    const live = added.touched.filter((ts) => this.tasks.get(ts.key) === ts).sort((a, b) => a.priority - b.priority);
+    const created = added.created;
+    let base = Infinity;
+    for (const ts of created) if (ts.priority < base) base = ts.priority;
+    const ordered: (TaskState | undefined)[] = new Array(created.length);
+    const stray: TaskState[] = [];
+    for (const ts of created) {
+      const at = ts.priority - base;
+      if (at < ordered.length && ordered[at] === undefined) ordered[at] = ts;
+      else stray.push(ts);
     }
-    engine.run(stimulusId);
+    for (const ts of ordered) if (ts !== undefined && this.tasks.get(ts.key) === ts) live.push(ts);
+    for (const ts of stray) if (this.tasks.get(ts.key) === ts) live.push(ts);
+    for (let from = 0; from < live.length; from += every) {
+      // Highest priority last, so that it is taken first (LIFO).
+      const to = Math.min(live.length, from + every);
+      for (let i = to - 1; i >= from; i--) {
+        const ts = live[i];
+        if (ts.state === "erred") engine.recommend(ts, "released");
+        engine.recommend(ts, "waiting");
+      }
+      engine.run(stimulusId);
+      // New root tasks queue behind queued ones; free slots (idle workers) take them now.
+      engine.fillWorkers();
+      engine.run(stimulusId);
+      if (to < live.length) yield this.effects;
+    }
     return this.effects;
   }
 
@@ -174,6 +268,9 @@ export class SchedulerState {
         else if (ts.state !== "erred" && ts.waiters.size === 0) engine.recommend(ts, "released");
       }
     }
+    engine.run(stimulusId);
+    // Released tasks may have freed slots that queued tasks are waiting for.
+    engine.fillWorkers();
     engine.run(stimulusId);
     return this.effects;
   }
@@ -257,6 +354,8 @@ export class SchedulerState {
     ws.heldTasks.clear();
     // Released tasks still wanted go back to waiting inside the loop (releasedOrForgotten).
     engine.run(stimulusId);
+    engine.fillWorkers();
+    engine.run(stimulusId);
     return this.effects;
   }
 
@@ -317,7 +416,7 @@ export class SchedulerState {
     const engine = this.#engine;
     engine.recommend(ts, "memory");
     engine.run(stimulusId);
-    engine.fillWorkers();
+    engine.fillWorkers(ws);
     engine.run(stimulusId);
     return this.effects;
   }
@@ -348,7 +447,7 @@ export class SchedulerState {
       engine.recommend(ts, "erred");
     }
     engine.run(stimulusId);
-    engine.fillWorkers();
+    engine.fillWorkers(ws);
     engine.run(stimulusId);
     return this.effects;
   }
@@ -376,6 +475,7 @@ export class SchedulerState {
 
   /** Forgets every task (Dask's `restart`). */
   forgetAll(stimulusId: string): Effects {
+    this.#epoch++;
     for (const cs of this.clients.values()) {
       for (const ts of cs.wantedTasks) ts.whoWants.delete(cs);
       cs.wantedTasks.clear();
@@ -402,6 +502,19 @@ export class SchedulerState {
     }
     return this.effects;
   }
+}
+
+/** Runs a generator to its end; its return value. */
+function finish<T>(steps: Generator<unknown, T>): T {
+  for (;;) {
+    const next = steps.next();
+    if (next.done) return next.value;
+  }
+}
+
+/** A key the graph needs that is gone (forgotten between slices). */
+function missing(key: string): never {
+  throw new ConflictError(`Key "${key}" was forgotten while the graph was added: submit it again`, { key });
 }
 
 /** Deep equality of two decoded JSON/CBOR values (task definitions). */

@@ -9,15 +9,33 @@ import type { ClientView, SchedulerTaskStateName, Startstop, WorkerView } from "
 /** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
 export const allowedFailures = 3;
 
+/**
+ * The empty set every task holds for its dependencies, dependents, `waitingOn` and `waiters`
+ * until it needs one of its own ({@linkcode own}): most tasks of a big map never do, and four
+ * empty sets a task are a third of its memory. Adding to it throws.
+ */
+export const noTasks: ReadonlySet<TaskState> = Object.assign(new Set<TaskState>(), {
+  add(): never {
+    throw new Error("noTasks is shared and stays empty: take the task's own set first");
+  },
+});
+
+/** The task's own set for one of its four task sets (made on first use). */
+export function own(ts: TaskState, field: "deps" | "dependentTasks" | "waitingOn" | "waiters"): Set<TaskState> {
+  const set = ts[field];
+  return set === noTasks ? (ts[field] = new Set<TaskState>()) : set as Set<TaskState>;
+}
+
 /** A task at the scheduler (plugins see it through task-view.ts). */
 export class TaskState {
   state: SchedulerTaskStateName = "released";
-  readonly deps = new Set<TaskState>();
-  readonly dependentTasks = new Set<TaskState>();
+  // Shared and empty until a task needs one (own(ts, field)); delete and clear work on them.
+  deps = noTasks as Set<TaskState>;
+  dependentTasks = noTasks as Set<TaskState>;
   /** Dependencies not yet in memory. */
-  readonly waitingOn = new Set<TaskState>();
+  waitingOn = noTasks as Set<TaskState>;
   /** Dependents not yet computed that need this task's result. */
-  readonly waiters = new Set<TaskState>();
+  waiters = noTasks as Set<TaskState>;
   readonly whoWants = new Set<ClientState>();
   readonly whoHas = new Set<WorkerState>();
   processingOn: WorkerState | null = null;
@@ -34,6 +52,8 @@ export class TaskState {
   suspicious = 0;
   /** Compute and transfer spans of the last finished attempt, as its worker measured them. */
   startstops: Startstop[] | null = null;
+  /** The state the transition engine's loop will move it to next (null: none pending). */
+  recommended: SchedulerTaskStateName | null = null;
   constructor(
     readonly key: string,
     readonly fn: string,
@@ -87,6 +107,8 @@ export class WorkerState implements WorkerView {
   readonly processingTasks = new Set<TaskState>();
   readonly heldTasks = new Set<TaskState>();
   nbytes = 0;
+  /** The measured round trip to the worker (seconds; 0 until measured): deepens its pipeline. */
+  rttSeconds = 0;
   /** When the worker was last heard from (ms since the epoch); the server keeps it current. */
   lastSeen: number;
   constructor(

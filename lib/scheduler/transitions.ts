@@ -9,7 +9,7 @@
 import type { SchedulerTaskStateName } from "../plugins/types.ts";
 import type { DepInfo, Effects, TransitionExtra, WorkerMessage } from "./effects.ts";
 import type { Placement } from "./placement.ts";
-import type { TaskState, WorkerState } from "./task-state.ts";
+import { own, type TaskState, type WorkerState } from "./task-state.ts";
 
 type Finish = SchedulerTaskStateName;
 
@@ -43,8 +43,8 @@ export class Transitions {
   #tasks: Map<string, TaskState>;
   #placement: Placement;
   #fx: Effects;
+  /** Tasks with a recommendation (`ts.recommended`), the last recommended on top. */
   #recStack: TaskState[] = [];
-  #recs = new Map<TaskState, Finish>();
   #inLoop = false;
 
   constructor(context: TransitionsContext) {
@@ -55,8 +55,9 @@ export class Transitions {
 
   /** Asks the loop to move a task to `finish`; a later recommendation replaces this one. */
   recommend(ts: TaskState, finish: Finish): void {
-    if (!this.#recs.has(ts)) this.#recStack.push(ts);
-    this.#recs.set(ts, finish);
+    // The recommendation sits on the task, not in a map: three hash operations fewer a transition.
+    if (ts.recommended === null) this.#recStack.push(ts);
+    ts.recommended = finish;
   }
 
   /** Runs the recommendations until none is left (re-entrant calls return at once). */
@@ -66,8 +67,8 @@ export class Transitions {
     try {
       while (this.#recStack.length > 0) {
         const ts = this.#recStack.pop()!;
-        const finish = this.#recs.get(ts)!;
-        this.#recs.delete(ts);
+        const finish = ts.recommended!;
+        ts.recommended = null;
         this.#transition(ts, finish, stimulusId);
       }
     } finally {
@@ -88,21 +89,32 @@ export class Transitions {
     this.#fx.transition(ts, start, finish, stimulusId, extra);
   }
 
-  /** Recommends queued tasks to workers with free slots. */
-  fillWorkers(): void {
+  /**
+   * Recommends queued tasks to workers with free slots: to `only` (the worker that just finished
+   * a task: O(1) per task whatever the number of workers), or to every running worker.
+   */
+  fillWorkers(only?: WorkerState): void {
     const placement = this.#placement;
     if (!placement.hasQueued) return;
-    for (const ws of placement.running) {
-      let free = placement.capacity(ws) - ws.processingTasks.size;
-      while (free > 0) {
-        const ts = placement.nextQueued();
-        if (ts === undefined) break;
-        if (ts.state !== "queued" || this.#recs.has(ts)) continue;
-        this.recommend(ts, "processing");
-        free--;
-      }
+    if (only !== undefined) {
+      if (only.status === "running") this.#fill(only);
+    } else {
+      for (const ws of placement.running) this.#fill(ws);
     }
     placement.compactQueue();
+  }
+
+  #fill(ws: WorkerState): void {
+    const placement = this.#placement;
+    let free = placement.capacity(ws) - ws.processingTasks.size;
+    while (free > 0) {
+      const ts = placement.nextQueued();
+      if (ts === undefined) break;
+      if (ts.state !== "queued" || ts.recommended !== null) continue;
+      placement.reserve(ts, ws);
+      this.recommend(ts, "processing");
+      free--;
+    }
   }
 
   #transition(ts: TaskState, finish: Finish, stimulusId: string): void {
@@ -175,7 +187,7 @@ export class Transitions {
           this.#dropResult(ts, id);
           this.set(ts, "released", id);
           for (const dts of ts.dependentTasks) {
-            if (dts.state === "waiting") dts.waitingOn.add(ts);
+            if (dts.state === "waiting") own(dts, "waitingOn").add(ts);
           }
           this.#releasedOrForgotten(ts);
         } else if (finish === "forgotten") {
@@ -210,10 +222,10 @@ export class Transitions {
     ts.exceptionBlame = null;
     let erredDep = false;
     for (const dep of ts.deps) {
-      dep.waiters.add(ts);
+      own(dep, "waiters").add(ts);
       if (dep.state === "erred") erredDep = true;
       if (dep.state !== "memory") {
-        ts.waitingOn.add(dep);
+        own(ts, "waitingOn").add(dep);
         if (dep.state === "released") this.recommend(dep, "waiting");
       }
     }

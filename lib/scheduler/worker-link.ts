@@ -73,6 +73,14 @@ export interface WorkerConn {
   /** Settles once the worker said `ready` (its welcome's plugins set up) or left. */
   pluginsReady: Promise<void>;
   settlePluginsReady: () => void;
+  /**
+   * A compute sent while the worker had a thread free for it (no wait behind other tasks) and
+   * when (performance.now()): its done, less its duration, is one round-trip sample.
+   */
+  probeKey: string | null;
+  probeSent: number;
+  /** Nothing was in flight on the worker when its last task finished (or it never had one). */
+  idle: boolean;
 }
 
 
@@ -114,6 +122,7 @@ export class WorkerLinks {
         box.push({ op: "free", keys: [...msg.keys], stimulusId: msg.stimulusId });
       }
     } else {
+      if (msg.op === "compute" && conn.idle) this.#probe(conn, msg.key);
       box.push(msg);
     }
     this.#dirty.add(conn);
@@ -121,6 +130,28 @@ export class WorkerLinks {
       this.#flushScheduled = true;
       queueMicrotask(() => this.flush());
     }
+  }
+
+  /**
+   * Starts a round-trip sample with the first compute sent to an idle worker (it waits behind
+   * nothing there), unless a sample runs (one lost for 10 s is given up).
+   */
+  #probe(conn: WorkerConn, key: string): void {
+    if (!conn.idle) return;
+    conn.idle = false;
+    const now = performance.now();
+    if (conn.probeKey !== null && now - conn.probeSent < 10_000) return;
+    conn.probeKey = key;
+    conn.probeSent = now;
+  }
+
+  /** Ends the round-trip sample of a finished task: the worker's estimate moves toward it. */
+  #probeDone(conn: WorkerConn, key: string, duration: number | undefined): void {
+    if (conn.probeKey !== key) return;
+    conn.probeKey = null;
+    const sample = Math.max(0, (performance.now() - conn.probeSent) / 1000 - (duration ?? 0));
+    const ws = conn.state;
+    ws.rttSeconds = ws.rttSeconds === 0 ? sample : ws.rttSeconds * 0.7 + sample * 0.3;
   }
 
   /** Sends every queued message now. */
@@ -231,7 +262,9 @@ export class WorkerLinks {
     const ws = conn.state;
     switch (msg.op) {
       case "done":
+        if (conn.probeKey !== null) this.#probeDone(conn, msg.key, msg.duration);
         state.taskFinished(ws, msg, msg.stimulusId ?? state.stimulusId("task-finished"));
+        if (ws.processingTasks.size === 0) conn.idle = true;
         break;
       case "erred":
         state.taskErred(ws, msg, msg.stimulusId ?? state.stimulusId("task-erred"));
@@ -322,6 +355,9 @@ export class WorkerLinks {
       welcomed: plugins.map((s) => s.name!),
       pluginsReady,
       settlePluginsReady,
+      probeKey: null,
+      probeSent: 0,
+      idle: true,
     };
     this.conns.set(name, conn);
     // Plugins first: the worker confirms them with "ready" before it gets any task.
