@@ -23,6 +23,7 @@ import { parseArgs } from "node:util";
 import { Client } from "../lib/client/mod.ts";
 import { encodeCbor, version } from "../lib/protocol.ts";
 import {
+  authHeaders,
   cleanUpOnSignal,
   graphs,
   type Proc,
@@ -547,7 +548,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
         // message past the WebSocket client's size limit for a million keys.
         const body = encodeCbor({ tasks: graph.tasks }).slice();
         const t0 = performance.now();
-        const response = await fetch(`${url}/api/v1/graph`, { method: "POST", headers: { "content-type": "application/cbor" }, body });
+        const response = await fetch(`${url}/api/v1/graph`, { method: "POST", headers: { "content-type": "application/cbor", ...authHeaders() }, body });
         if (response.status !== 202) throw new Error(`The big graph was refused: ${response.status} ${await response.text()}`);
         await response.arrayBuffer();
         const submitSeconds = (performance.now() - t0) / 1000;

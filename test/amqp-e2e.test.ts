@@ -10,8 +10,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
+import { authenticate } from "../lib/auth/handshake.ts";
 import type { AmqpTransitionMessage } from "../plugins/amqp.ts";
-import { api, graphs, runCli, startCluster, stopAll, tempDir } from "../testkit/mod.ts";
+import { api, authHeaders, graphs, runCli, startCluster, stopAll, tempDir } from "../testkit/mod.ts";
 import type { TestCluster } from "../testkit/mod.ts";
 import { deleteQueue, freePort as closedPort, messageBody, readQueue, startRabbitMQ } from "../testkit/mod.ts";
 import type { RabbitMQ } from "../testkit/mod.ts";
@@ -60,7 +61,7 @@ async function waitFor<T>(what: string, check: () => T | false | Promise<T | fal
 
 /** The `cluster_plugin_stat{plugin=NAME,stat=…}` samples of `/metrics`. */
 async function pluginStats(url: string, name = "amqp"): Promise<Record<string, number>> {
-  const text = await fetch(`${url}/metrics`).then((r) => r.text());
+  const text = await fetch(`${url}/metrics`, { headers: authHeaders() }).then((r) => r.text());
   const stats: Record<string, number> = {};
   const pattern = new RegExp(`^cluster_plugin_stat\\{plugin="${name}",stat="(\\w+)"\\} (\\S+)$`, "gm");
   for (const m of text.matchAll(pattern)) stats[m[1]] = Number(m[2]);
@@ -104,18 +105,18 @@ function tuple(t: Transition): string {
  */
 function streamTransitions(url: string): { events: Transition[]; ready: Promise<void>; closeReason(): string | null; close(): void } {
   const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=transition&batch=1`);
+  ws.binaryType = "arraybuffer";
   const events: Transition[] = [];
   let reason: string | null = null;
-  const ready = new Promise<void>((resolve, reject) => {
-    ws.onopen = () => resolve();
-    ws.onerror = () => reject(new Error("Cannot subscribe to the event stream"));
-  });
-  ws.onmessage = (e) => {
-    // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
-    if (typeof e.data !== "string") return;
-    const data = JSON.parse(e.data);
-    for (const event of Array.isArray(data) ? data : [data]) if (event.topic === "transition") events.push(event);
-  };
+  // Subscribed once the handshake is done (the stream proves the token in-band first).
+  const ready = authenticate(ws, {
+    role: "events",
+    token: process.env.CLUSTER_TOKEN,
+    onMessage: (e) => {
+      const data = JSON.parse(String(e.data));
+      for (const event of Array.isArray(data) ? data : [data]) if (event.topic === "transition") events.push(event);
+    },
+  }).then(() => {});
   ws.onclose = (e) => (reason = `${e.code} ${e.reason}`);
   return { events, ready, closeReason: () => reason, close: () => ws.close() };
 }
@@ -413,7 +414,7 @@ test("/metrics shows the plugin's published, confirmed and dropped counts under 
       const s = await pluginStats(cluster.url, "status-to-rabbitmq");
       return balanced(s).buffered === 0 && s.inFlight === 0 && s.published >= 3 * 3000 ? s : false;
     }, 60_000);
-    const transitions = Number(/^cluster_transitions_total (\d+)$/m.exec(await fetch(`${cluster.url}/metrics`).then((r) => r.text()))![1]);
+    const transitions = Number(/^cluster_transitions_total (\d+)$/m.exec(await fetch(`${cluster.url}/metrics`, { headers: authHeaders() }).then((r) => r.text()))![1]);
     expect(last).toMatchObject({ published: transitions, confirmed: transitions, dropped: 0, inFlight: 0 });
     // The default name is not used when the plugin is named.
     expect(await pluginStats(cluster.url, "amqp")).toEqual({});

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
 import { setBuiltins } from "../lib/plugins/registry.ts";
 import { builtinPlugins } from "../plugins/mod.ts";
-import { api, collectEvents, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+import { api, collectEvents, replayEvents, runCli, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 afterAll(stopAll);
 
@@ -115,19 +115,7 @@ describe("URL preloads", () => {
   });
 });
 
-/** Reads every kept event of a topic (replay), waiting briefly for the stream. */
-function replay(url: string, topic: string): Promise<any[]> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=${topic}&since=0&batch=1`);
-    const events: any[] = [];
-    ws.onmessage = (e) => events.push(...JSON.parse(String(e.data)));
-    ws.onerror = () => reject(new Error("event stream failed"));
-    ws.onopen = () => setTimeout(() => {
-      ws.close();
-      resolve(events);
-    }, 200);
-  });
-}
+const replay = (url: string, topic: string) => replayEvents(url, topic);
 
 describe("module plugins with their own files and packages", () => {
   test("a two-file worker plugin registered over the API reaches a worker that joins after its files are gone", async () => {

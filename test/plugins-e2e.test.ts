@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
-import { api, authHeaders, collectEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+import { api, authHeaders, collectEvents, replayEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 const fixtures = join(root, "test", "fixtures");
 const recorder = join(fixtures, "plugins-recorder.ts");
@@ -23,20 +23,7 @@ function lines(path: string): any[] {
   }
 }
 
-/** Reads every kept event of a topic (replay), waiting briefly for the stream. */
-function replay(url: string, topic: string): Promise<any[]> {
-  return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=${topic}&since=0&batch=1`);
-    const events: any[] = [];
-    // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
-    ws.onmessage = (e) => typeof e.data === "string" && events.push(...JSON.parse(e.data));
-    ws.onerror = () => reject(new Error("event stream failed"));
-    ws.onopen = () => setTimeout(() => {
-      ws.close();
-      resolve(events);
-    }, 250);
-  });
-}
+const replay = (url: string, topic: string) => replayEvents(url, topic, 250);
 
 describe("scheduler plugins from plugins.toml", () => {
   test("a counting plugin sees every transition with a stimulusId, and worker and client hooks in order", async () => {

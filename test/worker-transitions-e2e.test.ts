@@ -6,7 +6,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { join } from "node:path";
-import { api, root, startCluster, stopAll } from "../testkit/mod.ts";
+import { api, replayEvents, root, startCluster, stopAll } from "../testkit/mod.ts";
 
 const recorder = join(root, "test", "fixtures", "plugins-worker-recorder.ts");
 
@@ -19,14 +19,7 @@ async function transitionsOf(url: string, key: string, until: number): Promise<s
   const deadline = Date.now() + 10_000;
   let path: string[] = [];
   while (Date.now() < deadline) {
-    const events = await new Promise<any[]>((resolve, reject) => {
-      const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=wplugin&since=0&batch=1`);
-      const out: any[] = [];
-      // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
-      ws.onmessage = (e) => typeof e.data === "string" && out.push(...JSON.parse(e.data));
-      ws.onerror = () => reject(new Error("event stream failed"));
-      ws.onopen = () => setTimeout(() => (ws.close(), resolve(out)), 200);
-    });
+    const events = await replayEvents(url, "wplugin");
     path = events.filter((e) => e.hook === "transition" && e.key === key).map((e) => `${e.start}>${e.finish}`);
     if (path.length >= until) break;
   }

@@ -78,6 +78,20 @@ export function collectEvents(
   return { ready, done, close: () => ws.close() };
 }
 
+/**
+ * Every kept event of a topic (`since=0` replay) and what comes within `waitMs`, through the
+ * handshake as any subscriber.
+ */
+export async function replayEvents(url: string, topic: string, waitMs = 200): Promise<any[]> {
+  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=${encodeURIComponent(topic)}&since=0&batch=1`);
+  ws.binaryType = "arraybuffer";
+  const events: any[] = [];
+  await authenticate(ws, { role: "events", token: peerToken("events"), onMessage: (e) => events.push(...JSON.parse(String(e.data))) });
+  await new Promise((r) => setTimeout(r, waitMs));
+  ws.close();
+  return events;
+}
+
 /** One unlabelled sample of the scheduler's Prometheus text (`GET /metrics`). */
 export async function readMetric(url: string, name: string): Promise<number> {
   const text = await fetch(`${url}/metrics`, { headers: authHeaders() }).then((r) => r.text());

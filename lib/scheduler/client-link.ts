@@ -14,7 +14,7 @@ import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts
 import type { PluginManager } from "../plugins/manager.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
 import { maxFrameBytes, version } from "../protocol.ts";
-import { FrameAssembler, sendFrame } from "../frames.ts";
+import { chunkBytes, FrameAssembler, sendFrame } from "../frames.ts";
 import { runtime } from "../runtime/mod.ts";
 import { checkMessage } from "../messages/validate.ts";
 import { allows, type Scope } from "../auth/tokens.ts";
@@ -145,7 +145,8 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
 }
 
 /** Frames from clients of this many bytes or more are decoded in slices (see cbor-slices.ts). */
-const slicedFrameBytes = 1024 * 1024;
+// Above a chunk's size (lib/frames.ts): chunks go to the assembler, whole frames this big here.
+const slicedFrameBytes = 2 * chunkBytes;
 
 /** A decoded frame's messages, checked as `decodeFrame` checks them. */
 function frameMessages(value: unknown): unknown[] {

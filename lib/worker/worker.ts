@@ -7,12 +7,10 @@
  * @module
  */
 import { Hono } from "hono";
-import { createHash } from "node:crypto";
-import { copyFile, mkdir, readdir, readFile } from "node:fs/promises";
+import { mkdir, readdir } from "node:fs/promises";
 import { hostname, tmpdir } from "node:os";
-import { basename, delimiter, dirname, extname, join, resolve } from "node:path";
+import { delimiter, join, resolve } from "node:path";
 import { setImmediate } from "node:timers";
-import { pathToFileURL } from "node:url";
 import { errorMessage, PluginError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { instantiatePlugin, type WirePluginSpec } from "../plugins/load.ts";
@@ -20,16 +18,15 @@ import { preloadSpecs } from "../plugins/preload.ts";
 import { PluginManager } from "../plugins/manager.ts";
 import type { Executor, WorkerApi, WorkerPlugin } from "../plugins/types.ts";
 import type { DepInfo, PluginFailure, SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
-import { decodeCbor, encodeCbor, inlineLimitBytes, type Message, sizeOf, version } from "../protocol.ts";
+import { inlineLimitBytes, type Message, sizeOf, version } from "../protocol.ts";
 import { type PeerAuth, peerToken, type Sealed, unseal } from "../auth/handshake.ts";
-import { peerAuthHeader, PeerRequestVerifier, signRequest, signResponse, verifyResponse } from "../auth/peer-data.ts";
 import { Requests } from "../rpc.ts";
 import { chooseDataHost } from "../address.ts";
 import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { SchedulerSession } from "../session.ts";
-import { readValueSequence, valueSequence, valueSequenceType } from "../transfer.ts";
+import { PeerData } from "./peer-data.ts";
 import { withLiveFields } from "../live.ts";
-import { builtins, type TaskFunction } from "./builtins.ts";
+import { TaskFunctions } from "./task-functions.ts";
 import { cpuMeter } from "./cpu.ts";
 import { TaskContextImpl } from "./task-context.ts";
 import { LogForwarder } from "../logs/forwarder.ts";
@@ -37,9 +34,6 @@ import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from ".
 import { resolveRefs, unixSeconds } from "./values.ts";
 
 export { resolveRefs };
-
-/** What a streamed data answer's signature covers instead of its body (see #fetchFromPeer). */
-const streamed = new Uint8Array(0);
 
 /** Options of `cluster worker`. */
 export interface WorkerOptions {
@@ -109,9 +103,7 @@ export class Worker {
   #head = 0;
   #draining = false;
   #drainScheduled = false;
-  #functions = new Map<string, TaskFunction>();
-  #modules = new Map<string, string>();
-  #moduleHashes = new Map<string, string>();
+  #functions = new TaskFunctions();
   /** Counts stimuli for ids like Dask's `task-finished-…`. */
   #stimuli = 0;
   #executors = new Map<string, Executor>();
@@ -123,10 +115,8 @@ export class Worker {
   #registered = false;
   /** Our requests to the scheduler (relay). */
   #requests = new Requests({ peer: "the scheduler", timeoutMs: 30_000 });
-  /** With a token, peers' data requests are signed with the peer key the scheduler sealed for us. */
-  #token = peerToken("worker");
-  #peerKey: Uint8Array | null = null;
-  #peerRequests = new PeerRequestVerifier();
+  /** Results served to and fetched from peers (signed with the peer key when there is a token). */
+  #peers: PeerData;
   /** The worker closed because its scheduler did not come back within `--death-timeout`. */
   gaveUp = false;
   #pendingLocal: WirePluginSpec[] = [];
@@ -146,6 +136,7 @@ export class Worker {
     this.name = options.name ?? `${hostname()}-${process.pid}`;
     this.state = new WorkerState({ nthreads: options.nthreads, inlineLimit: inlineLimitBytes });
     this.nthreads = this.state.nthreads;
+    this.#peers = new PeerData({ token: peerToken("worker"), data: this.state.data, log });
     this.#session = new SchedulerSession({
       scheduler: options.scheduler,
       path: "/api/v1/worker",
@@ -165,7 +156,6 @@ export class Worker {
       log.error(`Plugin "${name}" failed in ${hook}: ${errorMessage(err)}`);
       this.#send({ op: "plugin-error", plugin: name, hook, error: errorMessage(err) });
     });
-    for (const [name, fn] of Object.entries(builtins)) this.#functions.set(`builtin.${name}`, fn);
     this.api = withLiveFields({
       role: "worker" as const,
       data: this.state.data,
@@ -243,28 +233,7 @@ export class Worker {
 
   /** Loads a module whose exports become the task functions `MODULE.EXPORT`; returns MODULE. */
   async loadTaskModule(path: string): Promise<string> {
-    const abs = resolve(path);
-    const name = basename(abs, extname(abs));
-    // Runtimes cache modules by path: a changed file is imported from a copy named by its hash.
-    const hash = createHash("sha256").update(await readFile(abs)).digest("hex").slice(0, 12);
-    const previous = this.#moduleHashes.get(abs);
-    let target = abs;
-    if (previous !== undefined && previous !== hash) {
-      target = join(dirname(abs), `.${name}.${hash}${extname(abs)}`);
-      await copyFile(abs, target);
-    }
-    this.#moduleHashes.set(abs, hash);
-    const mod = await import(pathToFileURL(target).href) as Record<string, unknown>;
-    for (const key of [...this.#functions.keys()]) if (key.startsWith(`${name}.`)) this.#functions.delete(key);
-    let count = 0;
-    for (const [exportName, value] of Object.entries(mod)) {
-      if (typeof value === "function") {
-        this.#functions.set(`${name}.${exportName}`, value as TaskFunction);
-        count++;
-      }
-    }
-    if (count === 0) throw new Error(`Task module "${path}" exports no functions`);
-    this.#modules.set(name, abs);
+    const { name, count } = await this.#functions.load(path);
     if (this.#registered) this.#send({ op: "modules", modules: [name] });
     log.info(`Loaded task module "${name}" (${count} functions)`);
     return name;
@@ -280,14 +249,14 @@ export class Worker {
       address: this.address,
       nanny: !!this.#options.nanny,
       pid: process.pid,
-      modules: [...this.#modules.keys()],
+      modules: this.#functions.moduleNames(),
       restarts: Number(process.env.CLUSTER_WORKER_RESTARTS ?? 0),
       version,
     };
   }
 
   async #welcome(msg: Message, auth: PeerAuth): Promise<void> {
-    this.#peerKey = auth.sessionKey && msg.peerKey ? unseal(msg.peerKey as Sealed, auth.sessionKey) : null;
+    this.#peers.key = auth.sessionKey && msg.peerKey ? unseal(msg.peerKey as Sealed, auth.sessionKey) : null;
     // Plugins registered at the scheduler: set up before this worker accepts any task. A plugin
     // that fails here is reported in `ready`: the scheduler quarantines the worker (no task).
     const failed = await this.#serially(async () => {
@@ -304,7 +273,7 @@ export class Worker {
     });
     this.#registered = true;
     // Task modules that welcome-time plugins (upload-file) loaded were not announced yet.
-    this.#send({ op: "modules", modules: [...this.#modules.keys()] });
+    this.#send({ op: "modules", modules: this.#functions.moduleNames() });
     this.#send(failed.length > 0 ? { op: "ready", failed } : { op: "ready" });
     this.#flush();
     log.info(`Registered with the scheduler at ${this.#options.scheduler} as "${this.name}"`);
@@ -479,7 +448,7 @@ export class Worker {
       if (typeof executor === "string" && executor !== "default") {
         const ex = this.#executors.get(executor);
         if (!ex) throw new Error(`Unknown executor "${executor}" (add one with the process-pool plugin)`);
-        result = ex.run(task.fn, args, { modules: [...this.#modules.values()] });
+        result = ex.run(task.fn, args, { modules: this.#functions.modulePaths() });
       } else {
         const fn = this.#functions.get(task.fn);
         if (!fn) throw new Error(`Unknown task function "${task.fn}" on worker "${this.name}"`);
@@ -523,16 +492,7 @@ export class Worker {
   /** Fetches keys from their holder; what it lacks comes through the scheduler (relay). */
   async #gatherDep(who: string, keys: string[]): Promise<void> {
     const start = performance.now();
-    let data: Record<string, unknown> = {};
-    if (who) {
-      try {
-        data = await this.#fetchFromPeer(who, keys);
-      } catch (err) {
-        log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
-      }
-    }
-    const missing = keys.filter((k) => !(k in data));
-    if (missing.length > 0) Object.assign(data, await this.#relay(missing));
+    const data = await this.#fetch(who, keys);
     const results = new Map<string, unknown>();
     const failed: string[] = [];
     for (const key of keys) {
@@ -558,14 +518,7 @@ export class Worker {
     }
     const got = deps.filter((d) => this.state.data.has(d.key)).map((d) => d.key);
     await Promise.all([...byHolder].map(async ([who, keys]) => {
-      let data: Record<string, unknown> = {};
-      try {
-        data = who ? await this.#fetchFromPeer(who, keys) : {};
-      } catch (err) {
-        log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
-      }
-      const missing = keys.filter((k) => !(k in data));
-      if (missing.length > 0) Object.assign(data, await this.#relay(missing));
+      const data = await this.#fetch(who, keys);
       for (const key of keys) {
         if (!(key in data)) continue;
         // Held like a result of its own: served to peers, freed when the scheduler says so.
@@ -576,35 +529,18 @@ export class Worker {
     this.#send({ op: "reply", id, keys: got });
   }
 
-  async #fetchFromPeer(address: string, keys: string[]): Promise<Record<string, unknown>> {
-    const url = new URL("/api/v1/data", address);
-    const body = encodeCbor({ keys }).slice();
-    const headers: Record<string, string> = { "content-type": "application/cbor" };
-    const key = this.#peerKey;
-    let nonce = "";
-    if (this.#token) {
-      if (!key) throw new Error("no peer key from the scheduler yet");
-      const signed = signRequest(key, { method: "POST", path: url.pathname, body });
-      headers[peerAuthHeader] = signed.header;
-      nonce = signed.nonce;
+  /** Keys from their holder `who` (if any); what it lacks comes through the scheduler (relay). */
+  async #fetch(who: string, keys: string[]): Promise<Record<string, unknown>> {
+    let data: Record<string, unknown> = {};
+    if (who) {
+      try {
+        data = await this.#peers.fetch(who, keys);
+      } catch (err) {
+        log.debug(`Peer ${who} unreachable (${errorMessage(err)}); relaying through the scheduler`);
+      }
     }
-    headers.accept = valueSequenceType;
-    // The answer must start within 10 s; after that only a stall ends it (lib/transfer.ts).
-    const started = new AbortController();
-    const timer = setTimeout(() => started.abort(new Error("No answer within 10 s")), 10_000);
-    const res = await runtime.fetch(url, { method: "POST", headers, body, signal: started.signal }).finally(() => clearTimeout(timer));
-    if (!res.ok) throw new Error(`HTTP ${res.status}`);
-    // The answer streams: its header proves the peer holds the key, bound to this request's nonce
-    // (lib/auth/peer-data.ts); the body's integrity on the wire is TLS's job.
-    if (key && !verifyResponse(key, nonce, streamed, res.headers.get(peerAuthHeader))) {
-      await res.body?.cancel();
-      throw new Error("the peer's answer is not signed with the peer key");
-    }
-    if (!res.headers.get("content-type")?.includes(valueSequenceType)) {
-      return (decodeCbor(new Uint8Array(await res.arrayBuffer())) as { data: Record<string, unknown> }).data;
-    }
-    const { data, error } = await readValueSequence(res.body);
-    if (error) log.debug(`Transfer from ${address} broke off: ${errorMessage(error)}`);
+    const missing = keys.filter((k) => !(k in data));
+    if (missing.length > 0) Object.assign(data, await this.#relay(missing));
     return data;
   }
 
@@ -621,28 +557,7 @@ export class Worker {
   #routes(): Hono {
     const app = new Hono();
     app.get("/health", (c) => c.json({ status: "ok", role: "worker", version, name: this.name }));
-    app.post("/api/v1/data", async (c) => {
-      const body = new Uint8Array(await c.req.arrayBuffer());
-      let nonce = "";
-      if (this.#token) {
-        const verdict = this.#peerRequests.verify(this.#peerKey, { method: "POST", path: c.req.path, body, header: c.req.header(peerAuthHeader) });
-        if (!verdict.ok) return c.json({ error: `Unauthorized: ${verdict.reason}` }, 401);
-        nonce = verdict.nonce;
-      }
-      let keys: string[];
-      try {
-        keys = (decodeCbor(body) as { keys: string[] }).keys;
-        if (!Array.isArray(keys)) throw new TypeError("keys must be an array");
-      } catch (err) {
-        return c.json({ error: errorMessage(err) }, 400);
-      }
-      // Streamed, any size (lib/transfer.ts); a value dropped meanwhile is left out.
-      const data = this.state.data;
-      const stream = valueSequence(keys, (key) => data.has(key) ? { value: data.get(key) } : undefined);
-      const headers: Record<string, string> = { "content-type": valueSequenceType };
-      if (this.#peerKey && nonce) headers[peerAuthHeader] = signResponse(this.#peerKey, nonce, streamed);
-      return new Response(stream, { headers });
-    });
+    app.post("/api/v1/data", (c) => this.#peers.serve(c));
     return app;
   }
 
