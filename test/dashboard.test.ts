@@ -62,7 +62,7 @@ describe("dashboard logic", () => {
     // Reattaching gives a snapshot: the feed restarted from the (empty) source.
     const snapshot = decode(frames[0]) as Array<Record<string, any>>;
     expect(snapshot[0].op).toBe("snapshot");
-    const again = new DashboardFeed({ subscribe: (sub) => (sub.deliver(events as never), () => {}) }, { intervalMs: 60_000 });
+    const again = new DashboardFeed({ subscribe: (sub) => (sub.deliver({ events } as never), () => {}) }, { intervalMs: 60_000 });
     const got: Uint8Array[] = [];
     const off = again.attach((f) => got.push(f));
     const [msg] = decode(got.at(-1)!) as Array<Record<string, any>>;

@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { validateGraph } from "../lib/scheduler/graph.ts";
 import { type Effects, SchedulerState } from "../lib/scheduler/state.ts";
 import { api, authHeaders, freePort, type Proc, startCluster, startProcess, stopAll, tempDir } from "../testkit/mod.ts";
-import { compute, lines, register, sleep, startNamedWorker, until, workerRecorder } from "./_conformance.ts";
+import { compute, lines, register, sleep, slowPreload, startNamedWorker, until, workerRecorder } from "./_conformance.ts";
 
 afterAll(stopAll);
 
@@ -399,10 +399,11 @@ export default {
 
   test("restart answers 504 naming the worker whose nanny left during the restart", async () => {
     const cluster = await startCluster({ workers: 1, nanny: true });
-    const leaving = await startNamedWorker(cluster.url, `gone-${suffix}`, [], true);
+    // Its worker takes 2 s to start (a slow preload): the nanny is surely gone mid-restart.
+    const leaving = await startNamedWorker(cluster.url, `gone-${suffix}`, ["--preload", slowPreload], true);
     try {
       const restarting = api(cluster.url, "/api/v1/restart", { body: {} });
-      await sleep(100);
+      await sleep(500);
       process.kill(leaving.pid, "SIGKILL");
       const res = await restarting;
       expect(res.status).toBe(504);
