@@ -15,11 +15,9 @@ export interface StreamEvent {
   [field: string]: unknown;
 }
 
-/** The key up to its last `-`, as Dask's progress groups tasks (`inc-12` → `inc`). */
-export function keyPrefix(key: string): string {
-  const i = key.lastIndexOf("-");
-  return i > 0 ? key.slice(0, i) : key;
-}
+// The key up to its last `-`, as Dask's progress groups tasks (`inc-12` → `inc`): the CLI's
+// progress bar and the dashboard group by the same function.
+export { keyPrefix } from "../../progress.ts";
 
 /** Counts of one task prefix, as the scheduler's dashboard feed sends them. */
 export interface PrefixCounts {
