@@ -19,8 +19,8 @@ import { existsSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { Client } from "../lib/client/mod.ts";
-import { graphs } from "../test/_cluster.ts";
-import { median, readCpuMs, requireBinary, startCluster, stopAll, waitIdle } from "./_lib.ts";
+import { graphs, requireBinary, startCluster, stopAll, waitIdle } from "../testkit/mod.ts";
+import { median, readCpuMs } from "./_lib.ts";
 
 const chromiumPath = "/usr/bin/chromium";
 

@@ -138,7 +138,7 @@ interface Options {
 const usage = `Usage: bun bench/run.ts [--runs N] [--sizes full|small] [--only NAME[,NAME]] [--json FILE]
 
   --runs N        measured runs per workload, after one warm-up (default 5)
-  --sizes S       "full" (issue 6's sizes, default) or "small" (a quick smoke run)
+  --sizes S       "full" (the target sizes, default) or "small" (a quick smoke run)
   --only NAMES    only these workloads: ${workloadNames.join(", ")}, round-trip
   --json FILE     also write every sample, the medians and the ratios to FILE
 
