@@ -12,24 +12,17 @@
  */
 import type { ClusterEvent, Subscriber } from "../scheduler/events.ts";
 import { encodeFrame } from "../protocol.ts";
-import { keyPrefix } from "./ui/model.ts";
+import { keyPrefix, type PrefixCounts } from "./ui/model.ts";
 
 /** What the feed needs of the event log. */
 export interface FeedSource {
   subscribe(sub: Subscriber, since?: number): () => void;
 }
 
-/** Counts of one prefix as the page receives them. */
-export interface PrefixRow {
-  name: string;
+/** Counts of one prefix as the page receives them (the page's own type), while folded here. */
+export interface PrefixRow extends PrefixCounts {
   /** Changed since the last frame (not sent: removed when the row is). */
   dirty?: boolean;
-  total: number;
-  waiting: number;
-  processing: number;
-  done: number;
-  erred: number;
-  order: number;
 }
 
 /** Waiting for dependencies, a worker or a slot: one bar segment. */

@@ -11,7 +11,7 @@
  *
  * @module
  */
-import type { DepInfo, WorkerToScheduler } from "../messages/worker.ts";
+import type { SchedulerToWorker, WorkerToScheduler } from "../messages/worker.ts";
 import type { Startstop, TransitionInfo, WorkerTaskStateName } from "../plugins/types.ts";
 
 /** A task to run on this worker. */
@@ -45,18 +45,13 @@ export interface FetchState {
   waiters: Set<WorkerTask>;
 }
 
+/** The scheduler's `compute` message. */
+type ComputeMessage = Extract<SchedulerToWorker, { op: "compute" }>;
+
 /** What goes in. */
 export type Stimulus =
-  | {
-    op: "compute-task";
-    key: string;
-    fn: string;
-    args: unknown[];
-    deps: DepInfo[];
-    annotations?: Record<string, unknown>;
-    priority?: number;
-    stimulusId: string;
-  }
+  // The scheduler's `compute` message, as a stimulus.
+  | Omit<ComputeMessage, "op"> & { op: "compute-task" }
   | { op: "free-keys"; keys: string[]; stimulusId: string }
   | { op: "execute-success"; key: string; value: unknown; nbytes: number; duration: number; stimulusId: string; start?: number; stop?: number }
   | { op: "execute-failure"; key: string; exception: string; traceback: string; duration: number; stimulusId: string; start?: number; stop?: number }
