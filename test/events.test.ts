@@ -173,3 +173,46 @@ describe("replay matches a model of what is kept", () => {
     );
   });
 });
+
+describe("reading transitions from the columns", () => {
+  test("forEachTransition visits the kept transitions after a seq, in order, without the other events", () => {
+    const log = new EventLog(10_000);
+    log.appendTransition("a-1", "released", "waiting", "s", undefined);
+    log.append("log", { message: "between" });
+    log.appendTransition("a-1", "processing", "memory", "s", "w1", [{ action: "compute", start: 1, stop: 2 }]);
+    const seen: unknown[][] = [];
+    const last = log.forEachTransition(0, (key, start, finish, worker, _time, seq, startstops) => seen.push([key, start, finish, worker, seq, startstops]));
+    expect(seen).toEqual([["a-1", "released", "waiting", undefined, 1, undefined], ["a-1", "processing", "memory", "w1", 3, [{ action: "compute", start: 1, stop: 2 }]]]);
+    expect(last).toBe(3);
+    expect(log.forEachTransition(last, () => seen.push([]))).toBe(3);
+    expect(log.transitionCount).toBe(2);
+  });
+
+  test("a watching reader is called every half ring, so that it reads every transition before it is pushed out", () => {
+    const log = new EventLog(10_000);
+    let since = 0;
+    let read = 0;
+    const unwatch = log.watchTransitions(() => {
+      since = log.forEachTransition(since, () => read++);
+    });
+    for (let i = 0; i < 100_000; i++) log.appendTransition(`k-${i}`, "waiting", "processing", "s", "w");
+    since = log.forEachTransition(since, () => read++);
+    expect(read).toBe(100_000);
+    unwatch();
+    for (let i = 0; i < 30_000; i++) log.appendTransition(`k-${i}`, "processing", "memory", "s", "w");
+    let after = 0;
+    log.forEachTransition(since, () => after++);
+    expect(after).toBe(10_000); // the ring wrapped: what is kept, the rest is gone
+  });
+
+  test("a subscriber that takes no transitions gets the other events live and no transition", async () => {
+    const log = new EventLog(10_000);
+    const got: string[] = [];
+    const off = log.subscribe({ topics: null, transitions: false, deliver: (batch) => got.push(...batch.events.map((e) => e.topic)) }, 0);
+    log.appendTransition("k", "released", "waiting", "s", undefined);
+    log.append("worker", { action: "add" });
+    await new Promise((r) => setTimeout(r, 5));
+    expect(got).toEqual(["worker"]);
+    off();
+  });
+});

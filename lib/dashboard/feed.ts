@@ -10,13 +10,21 @@
  *
  * @module
  */
-import type { ClusterEvent, Subscriber } from "../scheduler/events.ts";
+import type { ClusterEvent, Subscriber, TransitionVisitor } from "../scheduler/events.ts";
 import { encodeFrame } from "../protocol.ts";
 import { keyPrefix, type PrefixCounts } from "./ui/model.ts";
 
-/** What the feed needs of the event log. */
+/**
+ * What the feed needs of the event log. With `forEachTransition` (the scheduler's log), the feed
+ * reads the transitions from the log's columns once an interval and subscribes for the other
+ * events only; without it, it folds every event as delivered.
+ */
 export interface FeedSource {
   subscribe(sub: Subscriber, since?: number): () => void;
+  forEachTransition?(since: number, fn: TransitionVisitor): number;
+  readonly transitionCount?: number;
+  readonly kept?: { transitions: number };
+  watchTransitions?(read: () => void): () => void;
 }
 
 /** Counts of one prefix as the page receives them (the page's own type), while folded here. */
@@ -73,6 +81,14 @@ export class DashboardFeed {
   #transitionCount = 0;
   #transitionsAtFlush = 0;
   #finished = 0;
+  /** Column reading: the seq and the log's transition count read up to, and what was pushed out unread. */
+  #readSeq = 0;
+  #readCount = -1;
+  #missed = 0;
+  #visit: TransitionVisitor;
+  /** While reading: the index of the first transition to make into an event for the log. */
+  #visitIndex = 0;
+  #visitKeep = 0;
   #topics = new Map<string, number>();
   /** Names already sent to the open pages: deltas carry only new ones. */
   #sentWorkers = 0;
@@ -81,6 +97,17 @@ export class DashboardFeed {
   constructor(source: FeedSource, options: { intervalMs?: number } = {}) {
     this.#source = source;
     this.#intervalMs = options.intervalMs ?? 200;
+    this.#visit = (key, start, finish, worker, time, seq, startstops) => {
+      this.#transition(key, start, finish, worker, time, startstops);
+      // Only the newest transitions of a frame are made into events, for the page's log.
+      if (this.#visitIndex++ >= this.#visitKeep) {
+        const e: ClusterEvent = worker === undefined
+          ? { seq, topic: "transition", time, key, start, finish }
+          : { seq, topic: "transition", time, key, start, finish, worker };
+        this.#newTransitions[this.#transitionCount % transitionsPerFrame] = e;
+      }
+      this.#transitionCount++;
+    };
   }
 
   /** Adds a page; it gets a snapshot now and a delta every interval. Returns the detach. */
@@ -104,8 +131,21 @@ export class DashboardFeed {
 
   #start(): void {
     this.#reset();
-    // Replays what the log kept, so a page opened mid-graph sees that graph.
-    this.#unsubscribe = this.#source.subscribe({ topics: null, deliver: (batch) => this.fold(batch.events) }, 0);
+    // Replays what the log kept, so a page opened mid-graph sees that graph. Transitions, the
+    // flood, are read from the log's columns at each flush where the log allows it: no object per
+    // transition and no delivery per tick on the scheduler's hot path.
+    const columns = this.#source.forEachTransition !== undefined;
+    this.#unsubscribe = this.#source.subscribe({
+      topics: null,
+      transitions: !columns,
+      deliver: (batch) => this.fold(columns ? batch.events.filter((e) => e.topic !== "transition") : batch.events),
+    }, 0);
+    if (columns) {
+      this.#read();
+      const unwatch = this.#source.watchTransitions?.(() => this.#read());
+      const unsubscribe = this.#unsubscribe;
+      this.#unsubscribe = () => (unwatch?.(), unsubscribe());
+    }
     this.#timer = setInterval(() => this.#flush(), this.#intervalMs);
   }
 
@@ -134,6 +174,9 @@ export class DashboardFeed {
     this.#transitionCount = 0;
     this.#transitionsAtFlush = 0;
     this.#finished = 0;
+    this.#readSeq = 0;
+    this.#readCount = -1;
+    this.#missed = 0;
     this.#topics.clear();
     this.#sentWorkers = 0;
     this.#sentPrefixNames = 0;
@@ -144,13 +187,31 @@ export class DashboardFeed {
     for (let i = 0; i < events.length; i++) {
       const e = events[i];
       if (e.topic === "transition") {
-        this.#transition(e);
+        this.#transition(e.key as string, e.start as string, e.finish as string, typeof e.worker === "string" ? e.worker : undefined, e.time, e.startstops);
         this.#newTransitions[this.#transitionCount++ % transitionsPerFrame] = e;
       } else {
         this.#topics.set(e.topic, (this.#topics.get(e.topic) ?? 0) + 1);
         this.#newEvents.push(e);
       }
     }
+  }
+
+  /** Folds the transitions the log kept since the last read, from its columns. */
+  #read(): void {
+    const source = this.#source;
+    if (!source.forEachTransition) return;
+    const count = source.transitionCount ?? 0;
+    // The first read takes what is kept; later ones find every transition since, but those the
+    // ring pushed out before this read (the scheduler outran the interval: noted as missed).
+    const appended = this.#readCount < 0 ? count : count - this.#readCount;
+    const visits = Math.min(appended, source.kept?.transitions ?? appended);
+    const before = this.#transitionCount;
+    this.#visitIndex = 0;
+    this.#visitKeep = visits - transitionsPerFrame;
+    this.#readSeq = source.forEachTransition(this.#readSeq, this.#visit);
+    // Pushed out of the log's ring before this read (the scheduler outran the interval).
+    if (this.#readCount >= 0) this.#missed += Math.max(appended - (this.#transitionCount - before), 0);
+    this.#readCount = count;
   }
 
   /** Events per topic so far. */
@@ -188,10 +249,7 @@ export class DashboardFeed {
    * reaches memory stays done when it is released or forgotten, as in Dask's progress; an
    * unfinished key that is released leaves the total until it comes back.
    */
-  #transition(e: ClusterEvent): void {
-    const key = e.key as string;
-    const start = e.start as string;
-    const finish = e.finish as string;
+  #transition(key: string, start: string, finish: string, worker: string | undefined, time: number, startstops: unknown): void {
     const row = this.#prefix(key);
     if (!row.dirty) {
       row.dirty = true;
@@ -205,7 +263,7 @@ export class DashboardFeed {
     if (isWaiting(finish)) row.waiting++;
     else if (finish === "processing") {
       row.processing++;
-      if (typeof e.worker === "string") this.#running.set(key, { time: e.time, worker: e.worker });
+      if (worker !== undefined) this.#running.set(key, { time, worker });
     } else if (finish === "memory") row.done++;
     else if (finish === "erred") row.erred++;
     // Erred, like done, stays counted when the key is released or forgotten.
@@ -214,12 +272,12 @@ export class DashboardFeed {
     const run = this.#running.get(key);
     this.#running.delete(key);
     if (finish !== "memory" && finish !== "erred") return;
-    const worker = typeof e.worker === "string" ? e.worker : run?.worker;
-    if (worker === undefined) return;
-    let begin = run?.time ?? e.time;
-    let end = e.time;
-    if (Array.isArray(e.startstops)) {
-      for (const s of e.startstops as Array<{ action?: string; start?: number; stop?: number }>) {
+    const by = worker ?? run?.worker;
+    if (by === undefined) return;
+    let begin = run?.time ?? time;
+    let end = time;
+    if (Array.isArray(startstops)) {
+      for (const s of startstops as Array<{ action?: string; start?: number; stop?: number }>) {
         if (s?.action === "compute" && typeof s.start === "number" && typeof s.stop === "number") {
           begin = s.start;
           end = s.stop;
@@ -227,7 +285,7 @@ export class DashboardFeed {
       }
     }
     this.#finished++;
-    this.#newSegments.push(this.#index(worker, this.#workers, this.#workerIndex), this.#index(row.name, this.#prefixNames, this.#prefixIndex), begin, end, finish === "erred" ? 1 : 0);
+    this.#newSegments.push(this.#index(by, this.#workers, this.#workerIndex), this.#index(row.name, this.#prefixNames, this.#prefixIndex), begin, end, finish === "erred" ? 1 : 0);
   }
 
   #index(name: string, list: string[], index: Map<string, number>): number {
@@ -250,11 +308,13 @@ export class DashboardFeed {
       segments: this.#segments,
       events: [...this.#events, ...this.#transitions].sort((a, b) => a.seq - b.seq),
       topics: this.#topicCounts(),
+      ...(this.#missed > 0 ? { missed: this.#missed } : {}),
     };
   }
 
   /** Sends what changed since the last frame to every page, as one frame made once. */
   #flush(): void {
+    this.#read();
     const segments = this.#newSegments;
     const events = this.#newEvents;
     if (this.#changed.length === 0 && segments.length === 0 && events.length === 0 && this.#transitionCount === this.#transitionsAtFlush) return;
@@ -282,6 +342,7 @@ export class DashboardFeed {
       events: [...events, ...transitions].sort((a, b) => a.seq - b.seq),
       topics: this.#topicCounts(),
       finished: this.#finished,
+      ...(this.#missed > 0 ? { missed: this.#missed } : {}),
     }]);
     this.#sentWorkers = this.#workers.length;
     this.#sentPrefixNames = this.#prefixNames.length;

@@ -119,8 +119,25 @@ export class EventBatch {
 /** A live subscriber; `deliver` receives the events of one tick, in order. */
 export interface Subscriber {
   topics: ReadonlySet<string> | null;
+  /**
+   * `false`: no transition events wanted, even with `topics: null` (such a subscriber reads them
+   * from the columns with `forEachTransition`, so none is made into an object for it; a batch
+   * may still carry some when another subscriber wants them). @default true
+   */
+  transitions?: boolean;
   deliver(batch: EventBatch): void;
 }
+
+/** Receives one kept transition, read from the columns (no object is made). */
+export type TransitionVisitor = (
+  key: string,
+  start: string,
+  finish: string,
+  worker: string | undefined,
+  time: number,
+  seq: number,
+  startstops: unknown[] | undefined,
+) => void;
 
 /** Options of `EventLog` beyond the transitions kept. */
 export interface EventLogOptions {
@@ -154,6 +171,10 @@ export class EventLog {
   #tStartstops = new Map<number, unknown[]>();
   #transitionCapacity: number;
   #transitionCount = 0;
+  /** Column readers, called each half ring so that they read every transition before it is pushed out. */
+  #readers = new Set<() => void>();
+  /** The `#transitionCount` at which the readers are called next (never while there are none). */
+  #readAt = Infinity;
   // Other events: kept from absolute index #otherHead to #otherCount (exclusive), slot = index % capacity.
   #others: (ClusterEvent | undefined)[];
   #otherJson: (string | undefined)[];
@@ -173,6 +194,8 @@ export class EventLog {
   #onEvent: ((event: ClusterEvent) => void) | null = null;
   /** Whether anyone takes events as they come (subscribers or `onEvent`): else no object is made. */
   #listening = false;
+  /** Whether anyone takes transition events as they come: else no transition object is made. */
+  #listeningTransitions = false;
 
   constructor(capacity = 20_000, options: EventLogOptions = {}) {
     const cap = this.#transitionCapacity = Math.max(capacity, 10_000);
@@ -199,7 +222,14 @@ export class EventLog {
   }
   set onEvent(fn: ((event: ClusterEvent) => void) | null) {
     this.#onEvent = fn;
-    this.#listening = fn !== null || this.#subscribers.size > 0;
+    this.#listen();
+  }
+
+  #listen(): void {
+    this.#listening = this.#onEvent !== null || this.#subscribers.size > 0;
+    let transitions = this.#onEvent !== null;
+    for (const sub of this.#subscribers) transitions ||= wantsTransitions(sub);
+    this.#listeningTransitions = transitions;
   }
 
   /** An event's JSON text (for one that is pending delivery, the text the subscribers share). */
@@ -296,7 +326,8 @@ export class EventLog {
     // fixed shape the batch encoder writes by hand (event-cbor.ts), so it is not "own".
     if (startstops !== undefined) this.#tStartstops.set(slot, startstops);
     else if (this.#tStartstops.size > 0) this.#tStartstops.delete(slot);
-    if (this.#listening) {
+    if (this.#transitionCount === this.#readAt) this.#callReaders();
+    if (this.#listeningTransitions) {
       const event = transitionEvent(seq, time, key, start, finish, stimulusId, worker);
       if (startstops !== undefined) event.startstops = startstops;
       this.#deliver(event, undefined, startstops === undefined);
@@ -338,8 +369,66 @@ export class EventLog {
     this.#onEvent?.(event);
   }
 
+  /** How many transitions were ever appended (kept or not). */
+  get transitionCount(): number {
+    return this.#transitionCount;
+  }
+
+  /**
+   * Calls `fn` for each kept transition after seq `since`, oldest first, straight from the
+   * columns: no object per transition (the dashboard's feed reads them so every interval).
+   * Returns the seq of the last one visited, or `since` if none. Transitions pushed out of the
+   * ring before they were read are skipped: compare `transitionCount` to see how many.
+   */
+  forEachTransition(since: number, fn: TransitionVisitor): number {
+    const tCap = this.#transitionCapacity;
+    const tEnd = this.#transitionCount;
+    const tSeq = this.#tSeq;
+    let lo = Math.max(tEnd - tCap, 0);
+    let hi = tEnd;
+    while (lo < hi) {
+      const mid = lo + ((hi - lo) >> 1);
+      if (tSeq[mid % tCap] <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    const sparse = this.#tStartstops.size > 0;
+    let last = since;
+    for (let t = lo; t < tEnd; t++) {
+      const s = t % tCap;
+      last = tSeq[s];
+      fn(this.#tKey[s], this.#tStart[s], this.#tFinish[s], this.#tWorker[s], this.#tTime[s], last, sparse ? this.#tStartstops.get(s) : undefined);
+    }
+    return last;
+  }
+
+  /**
+   * Adds a column reader: called (synchronously, from the append) every half ring of
+   * transitions, so that one that reads all since its last read with `forEachTransition` then
+   * never misses any, however long the scheduler keeps the event loop. Returns the removal.
+   */
+  watchTransitions(read: () => void): () => void {
+    this.#readers.add(read);
+    this.#readAt = this.#transitionCount + (this.#transitionCapacity >> 1);
+    return () => {
+      this.#readers.delete(read);
+      if (this.#readers.size === 0) this.#readAt = Infinity;
+    };
+  }
+
+  #callReaders(): void {
+    this.#readAt += this.#transitionCapacity >> 1;
+    for (const read of this.#readers) {
+      try {
+        read();
+      } catch {
+        this.#readers.delete(read);
+      }
+    }
+    if (this.#readers.size === 0) this.#readAt = Infinity;
+  }
+
   /** The kept events after `since`, optionally of some topics only, in seq order. */
-  replay(since: number, topics: ReadonlySet<string> | null): ClusterEvent[] {
+  replay(since: number, topics: ReadonlySet<string> | null, transitions = true): ClusterEvent[] {
     const tCap = this.#transitionCapacity;
     const oCap = this.#otherCapacity;
     const tEnd = this.#transitionCount;
@@ -352,7 +441,7 @@ export class EventLog {
       if (tSeq[mid % tCap] <= since) lo = mid + 1;
       else hi = mid;
     }
-    let t = topics === null || topics.has("transition") ? lo : tEnd;
+    let t = transitions && (topics === null || topics.has("transition")) ? lo : tEnd;
     let o = firstAfter(this.#others, oCap, this.#otherHead, oEnd, since);
     const out: ClusterEvent[] = [];
     while (t < tEnd || o < oEnd) {
@@ -375,10 +464,10 @@ export class EventLog {
     const entry: SubscriberEntry = Object.assign(sub, {
       filterKey: sub.topics === null ? "*" : [...sub.topics].sort().join(","),
       fromSeq: this.#seq,
-      replay: since === undefined ? [] : this.replay(since, sub.topics),
+      replay: since === undefined ? [] : this.replay(since, sub.topics, sub.transitions !== false),
     });
     this.#subscribers.add(entry);
-    this.#listening = true;
+    this.#listen();
     if (entry.replay.length > 0) this.#scheduleFlush();
     return () => {
       this.#subscribers.delete(entry);
@@ -386,8 +475,8 @@ export class EventLog {
         this.#pending = [];
         this.#pendingJson = [];
         this.#pendingOwn = [];
-        this.#listening = this.#onEvent !== null;
       }
+      this.#listen();
     };
   }
 
@@ -441,6 +530,11 @@ interface SubscriberEntry extends Subscriber {
   /** The last seq before it subscribed: live delivery starts after it. */
   fromSeq: number;
   replay: ClusterEvent[];
+}
+
+/** Whether a subscriber takes transition events as they come. */
+function wantsTransitions(sub: Subscriber): boolean {
+  return sub.transitions !== false && (sub.topics === null || sub.topics.has("transition"));
 }
 
 /** A transition event object, of one fixed shape (no `worker: undefined`: JSON.stringify is a third slower on it). */
