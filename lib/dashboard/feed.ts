@@ -31,6 +31,8 @@ export interface FeedSource {
 export interface PrefixRow extends PrefixCounts {
   /** Changed since the last frame (not sent: removed when the row is). */
   dirty?: boolean;
+  /** Its index in the segments' prefix names, once it has a segment (not sent). */
+  index?: number;
 }
 
 /** Waiting for dependencies, a worker or a slot: one bar segment. */
@@ -70,6 +72,8 @@ export class DashboardFeed {
   #running = new Map<string, { time: number; worker: string }>();
   #workers: string[] = [];
   #workerIndex = new Map<string, number>();
+  #lastWorker: string | undefined = undefined;
+  #lastWorkerIndex = 0;
   #prefixNames: string[] = [];
   #prefixIndex = new Map<string, number>();
   /** Segments as flat `[worker, prefix, start, stop, erred]` quintuples. */
@@ -166,6 +170,7 @@ export class DashboardFeed {
     this.#running.clear();
     this.#workers = [];
     this.#workerIndex.clear();
+    this.#lastWorker = undefined;
     this.#prefixNames = [];
     this.#prefixIndex.clear();
     this.#segments = [];
@@ -248,7 +253,7 @@ export class DashboardFeed {
       if (this.#prefixes.size >= maxPrefixes) name = "(other)";
       row = this.#prefixes.get(name);
       if (!row) {
-        row = { name, dirty: false, total: 0, waiting: 0, processing: 0, done: 0, erred: 0, order: this.#prefixes.size };
+        row = { name, dirty: false, total: 0, waiting: 0, processing: 0, done: 0, erred: 0, order: this.#prefixes.size, index: undefined };
         this.#prefixes.set(name, row);
       }
     }
@@ -297,7 +302,13 @@ export class DashboardFeed {
       }
     }
     this.#finished++;
-    this.#newSegments.push(this.#index(by, this.#workers, this.#workerIndex), this.#index(row.name, this.#prefixNames, this.#prefixIndex), begin, end, finish === "erred" ? 1 : 0);
+    // The worker and the prefix are mostly those of the last segment: no lookup then.
+    if (by !== this.#lastWorker) {
+      this.#lastWorker = by;
+      this.#lastWorkerIndex = this.#index(by, this.#workers, this.#workerIndex);
+    }
+    row.index ??= this.#index(row.name, this.#prefixNames, this.#prefixIndex);
+    this.#newSegments.push(this.#lastWorkerIndex, row.index, begin, end, finish === "erred" ? 1 : 0);
   }
 
   #index(name: string, list: string[], index: Map<string, number>): number {
