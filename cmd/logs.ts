@@ -6,11 +6,9 @@
  * @module
  */
 import { defineCommand } from "citty";
-import { classifyError, ConnectError } from "../lib/connect-error.ts";
-import { authHeaders } from "./_connect.ts";
+import { fetchScheduler } from "./_connect.ts";
 import type { LogRecord } from "../lib/logs/record.ts";
 import { parseLevel } from "../lib/logs/record.ts";
-import { clientFetch } from "../lib/runtime/client.ts";
 import { applyTlsArgs, tlsArgs } from "../lib/tls/options.ts";
 import { applyTokenFile, checkFlags, commonArgs, intFlag, schedulerUrl, UsageError } from "./_args.ts";
 
@@ -43,19 +41,7 @@ export function formatRecord(r: LogRecord): string {
 }
 
 async function fetchLogs(url: string, query: URLSearchParams): Promise<LogRecord[]> {
-  let res: Response;
-  try {
-    res = await clientFetch(`${url}/api/v1/logs?${query}`, { headers: authHeaders(), signal: AbortSignal.timeout(10_000) });
-  } catch (err) {
-    const { kind, detail } = classifyError(err);
-    throw new ConnectError(url, kind, detail);
-  }
-  if (res.status === 401) {
-    await res.body?.cancel();
-    throw new ConnectError(url, "unauthorized", process.env.CLUSTER_TOKEN ? undefined : "it needs a token: set CLUSTER_TOKEN or --token-file");
-  }
-  if (!res.ok) throw new Error(`Scheduler at "${url}" answered ${res.status}: ${await res.text()}`);
-  return await res.json() as LogRecord[];
+  return await (await fetchScheduler(url, `/api/v1/logs?${query}`)).json() as LogRecord[];
 }
 
 /** The `logs` subcommand. */

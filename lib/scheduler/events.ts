@@ -384,13 +384,7 @@ export class EventLog {
     const tCap = this.#transitionCapacity;
     const tEnd = this.#transitionCount;
     const tSeq = this.#tSeq;
-    let lo = Math.max(tEnd - tCap, 0);
-    let hi = tEnd;
-    while (lo < hi) {
-      const mid = lo + ((hi - lo) >> 1);
-      if (tSeq[mid % tCap] <= since) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = this.#firstTransitionAfter(since);
     const sparse = this.#tStartstops.size > 0;
     let last = since;
     for (let t = lo; t < tEnd; t++) {
@@ -399,6 +393,20 @@ export class EventLog {
       fn(this.#tKey[s], this.#tStart[s], this.#tFinish[s], this.#tWorker[s], this.#tTime[s], last, sparse ? this.#tStartstops.get(s) : undefined);
     }
     return last;
+  }
+
+  /** The absolute index of the first kept transition whose seq is after `since` (binary search). */
+  #firstTransitionAfter(since: number): number {
+    const tCap = this.#transitionCapacity;
+    const tSeq = this.#tSeq;
+    let lo = Math.max(this.#transitionCount - tCap, 0);
+    let hi = this.#transitionCount;
+    while (lo < hi) {
+      const mid = lo + ((hi - lo) >> 1);
+      if (tSeq[mid % tCap] <= since) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   /**
@@ -434,13 +442,7 @@ export class EventLog {
     const tEnd = this.#transitionCount;
     const oEnd = this.#otherCount;
     const tSeq = this.#tSeq;
-    let lo = Math.max(tEnd - tCap, 0);
-    let hi = tEnd;
-    while (lo < hi) {
-      const mid = lo + ((hi - lo) >> 1);
-      if (tSeq[mid % tCap] <= since) lo = mid + 1;
-      else hi = mid;
-    }
+    const lo = this.#firstTransitionAfter(since);
     let t = transitions && (topics === null || topics.has("transition")) ? lo : tEnd;
     let o = firstAfter(this.#others, oCap, this.#otherHead, oEnd, since);
     const out: ClusterEvent[] = [];
