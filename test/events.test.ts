@@ -216,3 +216,87 @@ describe("reading transitions from the columns", () => {
     off();
   });
 });
+
+describe("a tick's encodings, written from the columns", () => {
+  /** What a transition event is as an object, in the order its fields are written. */
+  function expected(seq: number, time: number, key: string, start: string, finish: string, stimulusId: string, worker: string | undefined, startstops: unknown[] | undefined): ClusterEvent {
+    const e: ClusterEvent = { seq, topic: "transition", time, key, start, finish, stimulusId };
+    if (worker !== undefined) e.worker = worker;
+    if (startstops !== undefined) e.startstops = startstops;
+    return e;
+  }
+  const text = fc.string({ unit: "binary", maxLength: 40 });
+  const step = fc.oneof(
+    fc.record({
+      kind: fc.constant("transition" as const),
+      key: text,
+      start: fc.constantFrom("released", "waiting", "processing", "memory"),
+      finish: fc.constantFrom("waiting", "processing", "memory", "forgotten", "erred"),
+      stimulus: text,
+      worker: fc.option(text, { nil: undefined }),
+      startstops: fc.option(fc.constant([{ action: "compute", start: 1764472000.125, stop: 1764472000.5 }]), { nil: undefined }),
+    }),
+    fc.record({ kind: fc.constant("other" as const), topic: fc.constantFrom("log", "worker", "alerts"), message: text }),
+  );
+
+  test("JSON texts, arrays, lines and CBOR (whole and per event) are the events as JSON.stringify and cbor-x see them, for every topic filter", async () => {
+    const { decodeCbor } = await import("../lib/protocol.ts");
+    await fc.assert(fc.asyncProperty(fc.array(step, { maxLength: 30 }), async (steps) => {
+      const log = new EventLog(10_000);
+      const filters: Array<ReadonlySet<string> | null> = [null, new Set(["transition"]), new Set(["log", "alerts"])];
+      const got = filters.map(() => [] as Array<() => void>);
+      const all: ClusterEvent[] = [];
+      filters.forEach((topics, f) =>
+        log.subscribe({
+          topics,
+          deliver: (batch) => {
+            const want = all.filter((e) => topics === null || topics.has(e.topic));
+            // Checked while it is delivered: a batch is valid then.
+            expect(batch.length).toBe(want.length);
+            for (let i = 0; i < batch.length; i++) {
+              expect(batch.jsonAt(i)).toBe(JSON.stringify(want[i]));
+              expect(decodeCbor(batch.cborAt(i).slice())).toEqual(want[i]);
+            }
+            expect(JSON.parse(batch.jsonArray())).toEqual(JSON.parse(JSON.stringify(want)));
+            expect(batch.jsonLines()).toBe(want.map((e) => JSON.stringify(e) + "\n").join(""));
+            expect(decodeCbor(batch.cbor())).toEqual(want);
+            expect(batch.events).toEqual(want);
+            expect(batch.nonTransitions()).toEqual(want.filter((e) => e.topic !== "transition"));
+            got[f].push(() => {});
+          },
+        })
+      );
+      for (const s of steps) {
+        if (s.kind === "transition") {
+          log.appendTransition(s.key, s.start, s.finish, s.stimulus, s.worker, s.startstops);
+          const t = log.replay(log.lastSeq - 1, null)[0];
+          all.push(expected(log.lastSeq, t.time, s.key, s.start, s.finish, s.stimulus, s.worker, s.startstops));
+        } else {
+          all.push(log.append(s.topic, { message: s.message }));
+        }
+      }
+      log.flush();
+      for (let f = 0; f < filters.length; f++) {
+        const want = all.filter((e) => filters[f] === null || filters[f]!.has(e.topic)).length;
+        expect(got[f].length).toBe(want > 0 ? 1 : 0);
+      }
+    }), { numRuns: 300 });
+  });
+
+  test("a tick longer than half the ring is delivered before its first transitions could be pushed out", () => {
+    const log = new EventLog(10_000);
+    let delivered = 0;
+    let firstKey = "";
+    log.subscribe({
+      topics: null,
+      deliver: (batch) => {
+        if (delivered === 0) firstKey = JSON.parse(batch.jsonAt(0)).key;
+        delivered += batch.length;
+      },
+    });
+    for (let i = 0; i < 25_000; i++) log.appendTransition(`k-${i}`, "waiting", "processing", "s", "w");
+    log.flush();
+    expect(delivered).toBe(25_000);
+    expect(firstKey).toBe("k-0");
+  });
+});

@@ -144,7 +144,7 @@ export class DashboardFeed {
     this.#unsubscribe = this.#source.subscribe({
       topics: null,
       transitions: !columns,
-      deliver: (batch) => this.fold(columns ? batch.events.filter((e) => e.topic !== "transition") : batch.events),
+      deliver: (batch) => this.fold(columns ? batch.nonTransitions() : batch.events),
     }, 0);
     if (columns) {
       this.#read();

@@ -1,7 +1,7 @@
 /**
- * A batch of events as one CBOR array, written by hand for the scheduler's own transition events
- * (one fixed shape: `{seq, topic, time, key, start, finish, stimulusId, worker?}`) straight into
- * one buffer, and through cbor-x for every other event. cbor-x walks each small map generically
+ * Events as CBOR, one after the other in one buffer: the scheduler's transition events written
+ * by hand straight from the event log's columns (`{seq, topic, time, key, start, finish,
+ * stimulusId, worker?, startstops?}`), every other event through cbor-x. cbor-x walks each small map generically
  * (`for…in`, a type switch per value); here the field names and the state names are copied as
  * prepared bytes and only the key, stimulus and worker texts are written out. The bytes are
  * standard CBOR (RFC 8949): any decoder reads them as the objects cbor-x would give.
@@ -9,14 +9,7 @@
  * @module
  */
 import { encodeCbor } from "../protocol.ts";
-
-/** An event as the event log holds it (events.ts's `ClusterEvent`, not imported: no cycle). */
-interface ClusterEvent {
-  seq: number;
-  topic: string;
-  time: number;
-  [field: string]: unknown;
-}
+import type { EncodedItems, EventItems } from "./event-types.ts";
 
 const textEncoder = new TextEncoder();
 
@@ -46,12 +39,12 @@ function concat(...parts: Uint8Array[]): Uint8Array {
 }
 
 // Prepared runs of bytes: everything of an event but its seq, time and three texts.
-const prefix7 = concat(new Uint8Array([0xa7]), textBytes("seq"));
-const prefix8 = concat(new Uint8Array([0xa8]), textBytes("seq"));
+const seqField = textBytes("seq");
 const topicTime = concat(textBytes("topic"), textBytes("transition"), textBytes("time"));
 const keyField = textBytes("key");
 const stimulusField = textBytes("stimulusId");
 const workerField = textBytes("worker");
+const startstopsField = textBytes("startstops");
 /** `"start": NAME` and `"finish": NAME` for each state name seen. */
 const startOf = new Map<string, Uint8Array>();
 const finishOf = new Map<string, Uint8Array>();
@@ -112,28 +105,27 @@ function text(out: Uint8Array, p: number, s: string): number {
   return p + bytes.length;
 }
 
-/**
- * The events as one CBOR array; `own(i)` says that `events[i]` is one of the scheduler's own
- * transition events (of the fixed shape), written by hand.
- */
-export function encodeEventBatch(events: readonly ClusterEvent[], own: (i: number) => boolean): Uint8Array {
-  let out = new Uint8Array(64 + events.length * 128);
+/** The items' CBOR, one after the other, with where each one starts. */
+export function encodeEventItems(t: EventItems): EncodedItems {
+  const n = t.items.length;
+  const c = t.columns;
+  let out: Uint8Array = new Uint8Array(64 + n * 128);
+  const offsets = new Uint32Array(n + 1);
   let p = 0;
-  const n = events.length;
-  out[p++] = 0x9a; // an array with a 4-byte count
-  out[p++] = (n >>> 24) & 0xff;
-  out[p++] = (n >>> 16) & 0xff;
-  out[p++] = (n >>> 8) & 0xff;
-  out[p++] = n & 0xff;
   for (let i = 0; i < n; i++) {
-    const e = events[i];
+    offsets[i] = p;
+    const item = t.items[i];
     let need: number;
     let other: Uint8Array | null = null;
-    const key = e.key as string;
-    const stimulusId = e.stimulusId as string;
-    const worker = e.worker as string | undefined;
-    if (own(i)) need = 160 + 3 * (key.length + stimulusId.length + (worker === undefined ? 0 : worker.length));
-    else need = (other = encodeCbor(e)).length;
+    let spans: Uint8Array | null = null;
+    if (item < 0 || c === null) need = (other = encodeCbor(t.others[-1 - item])).length;
+    else {
+      const startstops = c.startstops.size > 0 ? c.startstops.get(item) : undefined;
+      // cbor-x's bytes are a view on its shared buffer: copied out before the next encode.
+      if (startstops !== undefined) spans = encodeCbor(startstops);
+      const worker = c.worker[item];
+      need = 200 + 3 * (c.key[item].length + c.stimulus[item].length + (worker === undefined ? 0 : worker.length)) + (spans === null ? 0 : spans.length);
+    }
     if (p + need > out.length) {
       const next = new Uint8Array(Math.max(out.length * 2, p + need));
       next.set(out.subarray(0, p));
@@ -144,10 +136,12 @@ export function encodeEventBatch(events: readonly ClusterEvent[], own: (i: numbe
       p += other.length;
       continue;
     }
-    p = put(out, p, worker === undefined ? prefix7 : prefix8);
+    const worker = c!.worker[item];
+    out[p++] = 0xa0 | (7 + (worker === undefined ? 0 : 1) + (spans === null ? 0 : 1)); // a map of 7 to 9 fields
+    p = put(out, p, seqField);
     // seq: an unsigned integer of 4 bytes, past 2^32 a float64 (as cbor-x does: decoders give a
     // number, not a BigInt).
-    const seq = e.seq;
+    const seq = c!.seq[item];
     if (seq < 0x100000000) {
       out[p++] = 0x1a;
       out[p++] = (seq >>> 24) & 0xff;
@@ -158,17 +152,23 @@ export function encodeEventBatch(events: readonly ClusterEvent[], own: (i: numbe
       p = float(out, p, seq);
     }
     p = put(out, p, topicTime);
-    p = float(out, p, e.time);
+    p = float(out, p, c!.time[item]);
     p = put(out, p, keyField);
-    p = text(out, p, key);
-    p = put(out, p, field(startOf, "start", e.start as string));
-    p = put(out, p, field(finishOf, "finish", e.finish as string));
+    p = text(out, p, c!.key[item]);
+    p = put(out, p, field(startOf, "start", c!.start[item]));
+    p = put(out, p, field(finishOf, "finish", c!.finish[item]));
     p = put(out, p, stimulusField);
-    p = text(out, p, stimulusId);
+    p = text(out, p, c!.stimulus[item]);
     if (worker !== undefined) {
       p = put(out, p, workerField);
       p = text(out, p, worker);
     }
+    if (spans !== null) {
+      p = put(out, p, startstopsField);
+      out.set(spans, p);
+      p += spans.length;
+    }
   }
-  return out.slice(0, p);
+  offsets[n] = p;
+  return { bytes: out, offsets };
 }

@@ -8,7 +8,6 @@
  */
 import type { Context } from "hono";
 import type { WSContext } from "hono/ws";
-import { encodeCbor } from "../protocol.ts";
 import { runtime } from "../runtime/mod.ts";
 import type { EventBatch, EventLog } from "./events.ts";
 
@@ -42,7 +41,7 @@ export function eventStreamSocket(c: Context, events: EventLog) {
           runtime.cork(ws, () => {
             // The batch's encodings are made once and shared by every subscriber of these topics.
             if (batch) runtime.send(ws, cbor ? batchOfEvents.cbor() : batchOfEvents.jsonArray());
-            else if (cbor) for (const e of batchOfEvents.events) runtime.send(ws, encodeCbor(e).slice());
+            else if (cbor) for (let i = 0; i < batchOfEvents.length; i++) runtime.send(ws, batchOfEvents.cborAt(i));
             else for (let i = 0; i < batchOfEvents.length; i++) runtime.send(ws, batchOfEvents.jsonAt(i));
           });
         },

@@ -10,111 +10,19 @@
  * (`post`) are checked against the event limits (lib/limits.ts) before they are numbered or
  * reach anyone.
  *
- * Fan-out is per tick, not per event per subscriber: the tick's events are made into objects once,
- * and each event's JSON text, the batch's JSON array, its JSON lines and its CBOR are each made
- * at most once (lazily) and shared by every subscriber and plugin (`jsonl`) that wants them.
+ * Fan-out is per tick, not per event per subscriber: a tick's batch refers to its transitions by
+ * their slots in the columns (no object per transition), and its JSON and CBOR are written from
+ * the columns at most once (lazily) and shared by every subscriber and plugin (`jsonl`) that
+ * wants them (event-batch.ts). Objects are made only for plugins' `logEvent` hooks.
  *
  * @module
  */
 import { checkEvent, defaultLimits, type Limits } from "../limits.ts";
-import { encodeEventBatch } from "./event-cbor.ts";
+import { EventBatch, Tick, transitionEvent } from "./event-batch.ts";
+import type { ClusterEvent, TransitionColumns } from "./event-types.ts";
 
-/** One event: `{seq, topic, time, ...fields}`. */
-export interface ClusterEvent {
-  seq: number;
-  topic: string;
-  time: number;
-  [field: string]: unknown;
-}
-
-/**
- * The events of one tick (or of a replay) for one topic filter, with their encodings made at
- * most once however many subscribers send them. Filtered batches share the tick's cache of
- * each event's JSON text.
- */
-export class EventBatch {
-  /** The events, in seq order. */
-  readonly events: readonly ClusterEvent[];
-  #json: (string | undefined)[];
-  #own: boolean[];
-  #index: number[] | null;
-  #array: string | undefined;
-  #lines: string | undefined;
-  #cbor: Uint8Array | undefined;
-
-  /**
-   * `json[i]` caches the text of `events[i]` (or, with `index`, of the shared `events[index[i]]`);
-   * `own[i]` says it is one of the scheduler's own transition events (of one fixed shape).
-   */
-  constructor(events: readonly ClusterEvent[], json?: (string | undefined)[], own?: boolean[], index?: number[]) {
-    this.events = events;
-    this.#json = json ?? new Array(events.length);
-    this.#own = own ?? [];
-    this.#index = index ?? null;
-  }
-
-  /** How many events. */
-  get length(): number {
-    return this.events.length;
-  }
-
-  /** The JSON text of the i-th event (made once). */
-  jsonAt(i: number): string {
-    const j = this.#index === null ? i : this.#index[i];
-    return this.#json[j] ??= toJson(this.events[i]);
-  }
-
-  /** The events as one JSON array. */
-  jsonArray(): string {
-    return this.#array ??= `[${this.#texts().join(",")}]`;
-  }
-
-  /** The events as JSON lines, each ending in a newline (what `jsonl` appends). */
-  jsonLines(): string {
-    return this.#lines ??= this.#texts().join("\n") + "\n";
-  }
-
-  /** The events as one CBOR array. */
-  cbor(): Uint8Array {
-    const own = this.#own;
-    const index = this.#index;
-    return this.#cbor ??= encodeEventBatch(this.events, index === null ? (i) => own[i] === true : (i) => own[index[i]] === true);
-  }
-
-  /** A batch of the events of these topics, sharing this one's JSON texts. */
-  only(topics: ReadonlySet<string>, after = 0): EventBatch {
-    let all = true;
-    for (let i = 0; i < this.events.length && all; i++) all = this.events[i].seq > after && topics.has(this.events[i].topic);
-    if (all) return this; // the usual case (a tick of transitions for transition subscribers): no copy
-    const events: ClusterEvent[] = [];
-    const index: number[] = [];
-    const base = this.#index;
-    for (let i = 0; i < this.events.length; i++) {
-      const e = this.events[i];
-      if (e.seq > after && topics.has(e.topic)) {
-        events.push(e);
-        index.push(base === null ? i : base[i]);
-      }
-    }
-    return new EventBatch(events, this.#json, this.#own, index);
-  }
-
-  /** The events after seq `after` (all topics), sharing this one's JSON texts. */
-  after(after: number): EventBatch {
-    let first = 0;
-    while (first < this.events.length && this.events[first].seq <= after) first++;
-    if (first === 0) return this;
-    const index: number[] = [];
-    for (let i = first; i < this.events.length; i++) index.push(this.#index === null ? i : this.#index[i]);
-    return new EventBatch(this.events.slice(first), this.#json, this.#own, index);
-  }
-
-  #texts(): string[] {
-    const out = new Array<string>(this.events.length);
-    for (let i = 0; i < out.length; i++) out[i] = this.jsonAt(i);
-    return out;
-  }
-}
+export { EventBatch };
+export type { ClusterEvent };
 
 /** A live subscriber; `deliver` receives the events of one tick, in order. */
 export interface Subscriber {
@@ -169,6 +77,8 @@ export class EventLog {
   #tWorker: (string | undefined)[];
   /** The `startstops` of transitions into memory or erred, by slot. */
   #tStartstops = new Map<number, unknown[]>();
+  /** The same columns, as batches read them. */
+  #columns: TransitionColumns;
   #transitionCapacity: number;
   #transitionCount = 0;
   /** Column readers, called each half ring so that they read every transition before it is pushed out. */
@@ -186,16 +96,21 @@ export class EventLog {
   #limits: Limits;
   #seq = 0;
   #subscribers = new Set<SubscriberEntry>();
-  /** Events since the last flush and their JSON where known (kept only while someone subscribes). */
-  #pending: ClusterEvent[] = [];
-  #pendingJson: (string | undefined)[] = [];
-  #pendingOwn: boolean[] = [];
+  /**
+   * The events since the last flush (kept only while someone subscribes): a transition's slot,
+   * or `-1 - k` for `#pendingOthers[k]` (with its JSON text).
+   */
+  #pending: number[] = [];
+  #pendingOthers: ClusterEvent[] = [];
+  #pendingOtherJson: string[] = [];
+  /** Transition slots in `#pending`: past half the ring, the tick is delivered at once. */
+  #pendingTransitions = 0;
   #flushScheduled = false;
   #onEvent: ((event: ClusterEvent) => void) | null = null;
-  /** Whether anyone takes events as they come (subscribers or `onEvent`): else no object is made. */
+  /** Whether anyone takes events as they come (subscribers or `onEvent`). */
   #listening = false;
-  /** Whether anyone takes transition events as they come: else no transition object is made. */
-  #listeningTransitions = false;
+  /** Whether some subscriber takes transition events as they come (by slot: no object). */
+  #pendingTransitionsWanted = false;
 
   constructor(capacity = 20_000, options: EventLogOptions = {}) {
     const cap = this.#transitionCapacity = Math.max(capacity, 10_000);
@@ -206,6 +121,16 @@ export class EventLog {
     this.#tFinish = new Array(cap);
     this.#tStimulus = new Array(cap);
     this.#tWorker = new Array(cap);
+    this.#columns = {
+      seq: this.#tSeq,
+      time: this.#tTime,
+      key: this.#tKey,
+      start: this.#tStart,
+      finish: this.#tFinish,
+      stimulus: this.#tStimulus,
+      worker: this.#tWorker,
+      startstops: this.#tStartstops,
+    };
     this.#otherCapacity = Math.max(options.otherKept ?? 20_000, 1);
     this.#others = new Array(this.#otherCapacity);
     this.#otherJson = new Array(this.#otherCapacity);
@@ -227,28 +152,16 @@ export class EventLog {
 
   #listen(): void {
     this.#listening = this.#onEvent !== null || this.#subscribers.size > 0;
-    let transitions = this.#onEvent !== null;
+    let transitions = false;
     for (const sub of this.#subscribers) transitions ||= wantsTransitions(sub);
-    this.#listeningTransitions = transitions;
+    this.#pendingTransitionsWanted = transitions;
   }
 
-  /** An event's JSON text (for one that is pending delivery, the text the subscribers share). */
+  /** An event's JSON text (for a kept event other than a transition, the text kept with it). */
   json(event: ClusterEvent): string {
     if (event.topic !== "transition") {
       const index = findSeq(this.#others, this.#otherCapacity, this.#otherHead, this.#otherCount, event.seq);
       if (index >= 0 && this.#others[index % this.#otherCapacity] === event) return this.#otherJson[index % this.#otherCapacity]!;
-    }
-    const pending = this.#pending;
-    if (pending.length > 0 && event.seq >= pending[0].seq) {
-      // Pending events are in seq order with no gaps but the events nobody saw: search.
-      let lo = 0;
-      let hi = pending.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if (pending[mid].seq < event.seq) lo = mid + 1;
-        else hi = mid;
-      }
-      if (pending[lo] === event) return this.#pendingJson[lo] ??= toJson(event);
     }
     return toJson(event);
   }
@@ -327,10 +240,16 @@ export class EventLog {
     if (startstops !== undefined) this.#tStartstops.set(slot, startstops);
     else if (this.#tStartstops.size > 0) this.#tStartstops.delete(slot);
     if (this.#transitionCount === this.#readAt) this.#callReaders();
-    if (this.#listeningTransitions) {
+    if (this.#pendingTransitionsWanted) {
+      this.#pending.push(slot);
+      this.#scheduleFlush();
+      // Delivered before the ring could overwrite a slot of this tick.
+      if (++this.#pendingTransitions >= this.#transitionCapacity >> 1) this.flush();
+    }
+    if (this.#onEvent !== null) {
       const event = transitionEvent(seq, time, key, start, finish, stimulusId, worker);
       if (startstops !== undefined) event.startstops = startstops;
-      this.#deliver(event, undefined, startstops === undefined);
+      this.#onEvent(event);
     }
   }
 
@@ -356,17 +275,15 @@ export class EventLog {
     this.#otherJson[slot] = json;
     this.#otherBytes += json.length;
     this.onOther?.(event);
-    if (this.#listening) this.#deliver(event, json, false);
-  }
-
-  #deliver(event: ClusterEvent, json: string | undefined, own: boolean): void {
-    if (this.#subscribers.size > 0) {
-      this.#pendingJson[this.#pending.length] = json;
-      this.#pendingOwn[this.#pending.length] = own;
-      this.#pending.push(event);
-      this.#scheduleFlush();
+    if (this.#listening) {
+      if (this.#subscribers.size > 0) {
+        this.#pending.push(-1 - this.#pendingOthers.length);
+        this.#pendingOthers.push(event);
+        this.#pendingOtherJson.push(json);
+        this.#scheduleFlush();
+      }
+      this.#onEvent?.(event);
     }
-    this.#onEvent?.(event);
   }
 
   /** How many transitions were ever appended (kept or not). */
@@ -473,11 +390,7 @@ export class EventLog {
     if (entry.replay.length > 0) this.#scheduleFlush();
     return () => {
       this.#subscribers.delete(entry);
-      if (this.#subscribers.size === 0) {
-        this.#pending = [];
-        this.#pendingJson = [];
-        this.#pendingOwn = [];
-      }
+      if (this.#subscribers.size === 0) this.#takePending();
       this.#listen();
     };
   }
@@ -494,15 +407,12 @@ export class EventLog {
    */
   flush(): void {
     this.#flushScheduled = false;
-    const tick = new EventBatch(this.#pending, this.#pendingJson, this.#pendingOwn);
-    this.#pending = [];
-    this.#pendingJson = [];
-    this.#pendingOwn = [];
-    const events = tick.events;
+    const tick = new EventBatch(this.#takePending());
+    const firstSeq = tick.length > 0 ? tick.firstSeq : Infinity;
     const byFilter = new Map<string, EventBatch>();
     for (const sub of this.#subscribers) {
       let batch: EventBatch;
-      if (events.length > 0 && events[0].seq > sub.fromSeq) {
+      if (firstSeq > sub.fromSeq) {
         let shared = byFilter.get(sub.filterKey);
         if (!shared) {
           shared = sub.topics === null ? tick : tick.only(sub.topics);
@@ -514,7 +424,7 @@ export class EventLog {
         batch = sub.topics === null ? tick.after(sub.fromSeq) : tick.only(sub.topics, sub.fromSeq);
       }
       if (sub.replay.length > 0) {
-        batch = new EventBatch([...sub.replay, ...batch.events]);
+        batch = EventBatch.of([...sub.replay, ...batch.events]);
         sub.replay = [];
       }
       if (batch.length === 0) continue;
@@ -524,6 +434,16 @@ export class EventLog {
         this.#subscribers.delete(sub);
       }
     }
+  }
+
+  /** The pending events as a tick, and nothing pending any more. */
+  #takePending(): Tick {
+    const tick = new Tick(this.#columns, this.#pending, this.#pendingOthers, this.#pendingOtherJson);
+    this.#pending = [];
+    this.#pendingOthers = [];
+    this.#pendingOtherJson = [];
+    this.#pendingTransitions = 0;
+    return tick;
   }
 }
 
@@ -537,13 +457,6 @@ interface SubscriberEntry extends Subscriber {
 /** Whether a subscriber takes transition events as they come. */
 function wantsTransitions(sub: Subscriber): boolean {
   return sub.transitions !== false && (sub.topics === null || sub.topics.has("transition"));
-}
-
-/** A transition event object, of one fixed shape (no `worker: undefined`: JSON.stringify is a third slower on it). */
-function transitionEvent(seq: number, time: number, key: string, start: string, finish: string, stimulusId: string, worker: string | undefined): ClusterEvent {
-  return worker === undefined
-    ? { seq, topic: "transition", time, key, start, finish, stimulusId }
-    : { seq, topic: "transition", time, key, start, finish, stimulusId, worker };
 }
 
 /** The absolute index in `[from, to)` of a ring whose events have this seq, or -1. */

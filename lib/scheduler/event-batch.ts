@@ -1,0 +1,230 @@
+/**
+ * The events of one tick as subscribers receive them, and their encodings made once.
+ *
+ * A tick's transition events are not objects: a batch refers to the event log's columns by slot.
+ * Its CBOR is written straight from the columns into one buffer (event-cbor.ts), every event's
+ * byte range kept, so that a CBOR array and one event's CBOR frame are copied or cut from the
+ * same bytes. Its JSON is each event's `JSON.stringify` text (the fastest way to JSON in these
+ * runtimes: writing the bytes by hand was measured slower), made once; a JSON array and the JSON
+ * lines of `jsonl` are joined from them. All of it is made once however many subscribers and
+ * plugins send it; batches filtered by topic share their tick's encodings. A batch is valid while it is delivered
+ * (the log's ring moves on afterwards): take what you need from it then.
+ *
+ * @module
+ */
+import { encodeEventItems } from "./event-cbor.ts";
+import type { ClusterEvent, EncodedItems, EventItems, TransitionColumns } from "./event-types.ts";
+
+export type { ClusterEvent, TransitionColumns };
+
+/** The events of a tick (or a replay), with their encodings made once. */
+export class Tick implements EventItems {
+  readonly columns: TransitionColumns | null;
+  readonly items: ArrayLike<number>;
+  readonly others: readonly ClusterEvent[];
+  readonly otherJson: readonly (string | undefined)[];
+  #json: (string | undefined)[] | undefined;
+  #cbor: EncodedItems | undefined;
+  #objects: (ClusterEvent | undefined)[] | undefined;
+
+  constructor(columns: TransitionColumns | null, items: ArrayLike<number>, others: readonly ClusterEvent[], otherJson: readonly (string | undefined)[] = []) {
+    this.columns = columns;
+    this.items = items;
+    this.others = others;
+    this.otherJson = otherJson;
+  }
+
+  /** A tick of event objects only (a replay). */
+  static of(events: readonly ClusterEvent[]): Tick {
+    const items = new Int32Array(events.length);
+    for (let i = 0; i < items.length; i++) items[i] = -1 - i;
+    return new Tick(null, items, events);
+  }
+
+  seqOf(item: number): number {
+    return item >= 0 ? this.columns!.seq[item] : this.others[-1 - item].seq;
+  }
+
+  topicOf(item: number): string {
+    return item >= 0 ? "transition" : this.others[-1 - item].topic;
+  }
+
+  /** The i-th item's JSON text, made once. */
+  json(i: number): string {
+    const texts = this.#json ??= new Array(this.items.length);
+    const text = texts[i];
+    if (text !== undefined) return text;
+    const item = this.items[i];
+    return texts[i] = item < 0 ? this.otherJson[-1 - item] ?? JSON.stringify(this.others[-1 - item]) : JSON.stringify(this.object(i));
+  }
+
+  /** Every item's CBOR, written once. */
+  cbor(): EncodedItems {
+    return this.#cbor ??= encodeEventItems(this);
+  }
+
+  /** The i-th item as an object (made once, for the few who want objects). */
+  object(i: number): ClusterEvent {
+    const objects = this.#objects ??= new Array(this.items.length);
+    return objects[i] ??= this.#make(this.items[i]);
+  }
+
+  #make(item: number): ClusterEvent {
+    if (item < 0) return this.others[-1 - item];
+    const c = this.columns!;
+    const event = transitionEvent(c.seq[item], c.time[item], c.key[item], c.start[item], c.finish[item], c.stimulus[item], c.worker[item]);
+    const startstops = c.startstops.get(item);
+    if (startstops !== undefined) event.startstops = startstops;
+    return event;
+  }
+}
+
+/**
+ * The events of one tick (or of a replay) for one topic filter: `select` picks the tick's items
+ * (all when null). Encodings are made at most once.
+ */
+export class EventBatch {
+  readonly #tick: Tick;
+  readonly #select: number[] | null;
+  #lines: string | undefined;
+  #array: string | undefined;
+  #cbor: Uint8Array | undefined;
+  #events: ClusterEvent[] | undefined;
+
+  constructor(tick: Tick, select: number[] | null = null) {
+    this.#tick = tick;
+    this.#select = select;
+  }
+
+  /** A batch of these event objects. */
+  static of(events: readonly ClusterEvent[]): EventBatch {
+    return new EventBatch(Tick.of(events));
+  }
+
+  /** How many events. */
+  get length(): number {
+    return this.#select === null ? this.#tick.items.length : this.#select.length;
+  }
+
+  /** The seq of the first event (`Infinity` for none). */
+  get firstSeq(): number {
+    return this.length === 0 ? Infinity : this.#tick.seqOf(this.#tick.items[this.#index(0)]);
+  }
+
+  /** The events as objects, in seq order (made on demand: the encodings need none). */
+  get events(): readonly ClusterEvent[] {
+    if (this.#events) return this.#events;
+    const out = new Array<ClusterEvent>(this.length);
+    for (let i = 0; i < out.length; i++) out[i] = this.#tick.object(this.#index(i));
+    return this.#events = out;
+  }
+
+  /** The events that are not transitions, as objects (no transition is made into one). */
+  nonTransitions(): ClusterEvent[] {
+    const tick = this.#tick;
+    const out: ClusterEvent[] = [];
+    for (let i = 0; i < this.length; i++) {
+      const index = this.#index(i);
+      const item = tick.items[index];
+      if (tick.topicOf(item) !== "transition") out.push(tick.object(index));
+    }
+    return out;
+  }
+
+  #index(i: number): number {
+    return this.#select === null ? i : this.#select[i];
+  }
+
+  /** The JSON text of the i-th event. */
+  jsonAt(i: number): string {
+    return this.#tick.json(this.#index(i));
+  }
+
+  /** The events as one JSON array. */
+  jsonArray(): string {
+    return this.#array ??= `[${this.#texts().join(",")}]`;
+  }
+
+  /** The events as JSON lines, each ending in a newline (what `jsonl` appends). */
+  jsonLines(): string {
+    return this.#lines ??= this.#texts().join("\n") + "\n";
+  }
+
+  #texts(): string[] {
+    const out = new Array<string>(this.length);
+    for (let i = 0; i < out.length; i++) out[i] = this.jsonAt(i);
+    return out;
+  }
+
+  /** The events as one CBOR array. */
+  cbor(): Uint8Array {
+    if (this.#cbor) return this.#cbor;
+    const all = this.#tick.cbor();
+    const { bytes, offsets } = this.#select === null ? all : pick(all, this.#select);
+    const n = this.length;
+    const end = offsets[n];
+    const out = new Uint8Array(end + 5);
+    out[0] = 0x9a; // an array with a 4-byte count
+    out[1] = (n >>> 24) & 0xff;
+    out[2] = (n >>> 16) & 0xff;
+    out[3] = (n >>> 8) & 0xff;
+    out[4] = n & 0xff;
+    out.set(bytes.subarray(0, end), 5);
+    return this.#cbor = out;
+  }
+
+  /** The i-th event's CBOR (a view on the batch's bytes: send it, do not keep it). */
+  cborAt(i: number): Uint8Array {
+    const { bytes, offsets } = this.#tick.cbor();
+    const item = this.#index(i);
+    return bytes.subarray(offsets[item], offsets[item + 1]);
+  }
+
+  /** A batch of the events of these topics after seq `after`, sharing this one's encodings. */
+  only(topics: ReadonlySet<string> | null, after = 0): EventBatch {
+    const tick = this.#tick;
+    const n = this.length;
+    let all = true;
+    for (let i = 0; i < n && all; i++) {
+      const item = tick.items[this.#index(i)];
+      all = tick.seqOf(item) > after && (topics === null || topics.has(tick.topicOf(item)));
+    }
+    if (all) return this; // the usual case (a tick of transitions for transition subscribers): no copy
+    const select: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const index = this.#index(i);
+      const item = tick.items[index];
+      if (tick.seqOf(item) > after && (topics === null || topics.has(tick.topicOf(item)))) select.push(index);
+    }
+    return new EventBatch(tick, select);
+  }
+
+  /** The events after seq `after` (all topics). */
+  after(after: number): EventBatch {
+    return this.only(null, after);
+  }
+}
+
+/** The chosen items' bytes, copied one after the other. */
+function pick(all: EncodedItems, select: readonly number[]): EncodedItems {
+  let size = 0;
+  for (const i of select) size += all.offsets[i + 1] - all.offsets[i];
+  const bytes = new Uint8Array(size);
+  const offsets = new Uint32Array(select.length + 1);
+  let p = 0;
+  for (let k = 0; k < select.length; k++) {
+    const i = select[k];
+    offsets[k] = p;
+    bytes.set(all.bytes.subarray(all.offsets[i], all.offsets[i + 1]), p);
+    p += all.offsets[i + 1] - all.offsets[i];
+  }
+  offsets[select.length] = p;
+  return { bytes, offsets };
+}
+
+/** A transition event object, of one fixed shape (no `worker: undefined`: JSON.stringify is a third slower on it). */
+export function transitionEvent(seq: number, time: number, key: string, start: string, finish: string, stimulusId: string, worker: string | undefined): ClusterEvent {
+  return worker === undefined
+    ? { seq, topic: "transition", time, key, start, finish, stimulusId }
+    : { seq, topic: "transition", time, key, start, finish, stimulusId, worker };
+}
