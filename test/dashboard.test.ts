@@ -54,7 +54,7 @@ describe("dashboard logic", () => {
       ({ seq: ++seq, topic: "transition", time: 100 + seq / 100, key, start, finish, stimulusId: "s", ...extra });
     const events = [];
     for (let i = 0; i < 3; i++) events.push(t(`inc-${i}`, "released", "waiting"), t(`inc-${i}`, "waiting", "processing", { worker: "w1" }));
-    events.push(t("inc-0", "processing", "memory", { worker: "w1" }), t("inc-1", "processing", "erred"));
+    events.push(t("inc-0", "processing", "memory", { worker: "w1" }), t("inc-1", "processing", "erred", { worker: "w1" }));
     events.push(t("inc-0", "memory", "released"), t("inc-0", "released", "forgotten"));
     events.push({ seq: ++seq, topic: "worker", time: 101, action: "add", worker: "w1" });
     feed.fold(events);
@@ -68,7 +68,7 @@ describe("dashboard logic", () => {
     const [msg] = decode(got.at(-1)!) as Array<Record<string, any>>;
     off();
     expect(msg.prefixes).toEqual([{ name: "inc", total: 3, waiting: 0, processing: 1, done: 1, erred: 1, order: 0 }]);
-    // Two finished tasks, each a [worker, prefix, start, stop, erred] segment; inc-1's worker from its start.
+    // Two finished tasks, each a [worker, prefix, start, stop, erred] segment, named by the transition that ends them.
     expect(msg.segments.length).toBe(10);
     expect(msg.workers).toEqual(["w1"]);
     expect(msg.segments[9]).toBe(1);

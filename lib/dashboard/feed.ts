@@ -69,7 +69,6 @@ export class DashboardFeed {
   #changed: PrefixRow[] = [];
   /** The row of the last key's prefix, and that prefix as the key has it (not "(other)"). */
   #lastRow: { source: string; row: PrefixRow } | null = null;
-  #running = new Map<string, { time: number; worker: string }>();
   #workers: string[] = [];
   #workerIndex = new Map<string, number>();
   #lastWorker: string | undefined = undefined;
@@ -167,7 +166,6 @@ export class DashboardFeed {
     this.#prefixes.clear();
     this.#lastRow = null;
     this.#changed = [];
-    this.#running.clear();
     this.#workers = [];
     this.#workerIndex.clear();
     this.#lastWorker = undefined;
@@ -278,20 +276,17 @@ export class DashboardFeed {
     if (start === "released" && finish !== "forgotten") row.total++;
     if ((fromWaiting || start === "processing") && finish === "released") row.total--;
     if (isWaiting(finish)) row.waiting++;
-    else if (finish === "processing") {
-      row.processing++;
-      if (worker !== undefined) this.#running.set(key, { time, worker });
-    } else if (finish === "memory") row.done++;
+    else if (finish === "processing") row.processing++;
+    else if (finish === "memory") row.done++;
     else if (finish === "erred") row.erred++;
     // Erred, like done, stays counted when the key is released or forgotten.
 
-    if (start !== "processing") return;
-    const run = this.#running.get(key);
-    this.#running.delete(key);
-    if (finish !== "memory" && finish !== "erred") return;
-    const by = worker ?? run?.worker;
+    // A task's segment comes from its end alone: the scheduler's transition into memory or
+    // erred names the worker and carries the worker's measured compute span (no state per key).
+    if (start !== "processing" || (finish !== "memory" && finish !== "erred")) return;
+    const by = worker;
     if (by === undefined) return;
-    let begin = run?.time ?? time;
+    let begin = time;
     let end = time;
     if (Array.isArray(startstops)) {
       for (const s of startstops as Array<{ action?: string; start?: number; stop?: number }>) {
