@@ -69,6 +69,12 @@ function put(out: Uint8Array, p: number, bytes: Uint8Array): number {
   return p;
 }
 
+/** Copies `out[from..to)` (bytes written earlier in the same buffer) to `p`; returns the position after. */
+function again(out: Uint8Array, p: number, from: number, to: number): number {
+  for (let i = from; i < to; i++) out[p++] = out[i];
+  return p;
+}
+
 /**
  * Writes an ASCII text of under 256 characters with a one-byte length (0x78 nn); returns the
  * position after, or -1 when the text is not ASCII (keys, ids and names nearly always are).
@@ -112,6 +118,13 @@ export function encodeEventItems(t: EventItems): EncodedItems {
   let out: Uint8Array = new Uint8Array(64 + n * 128);
   const offsets = new Uint32Array(n + 1);
   let p = 0;
+  // Workers and stimulus ids repeat from event to event: the last one's bytes are copied again.
+  let lastWorker: string | undefined;
+  let lastWorkerFrom = 0;
+  let lastWorkerTo = 0;
+  let lastStimulus: string | undefined;
+  let lastStimulusFrom = 0;
+  let lastStimulusTo = 0;
   for (let i = 0; i < n; i++) {
     offsets[i] = p;
     const item = t.items[i];
@@ -158,10 +171,21 @@ export function encodeEventItems(t: EventItems): EncodedItems {
     p = put(out, p, field(startOf, "start", c!.start[item]));
     p = put(out, p, field(finishOf, "finish", c!.finish[item]));
     p = put(out, p, stimulusField);
-    p = text(out, p, c!.stimulus[item]);
+    const stimulus = c!.stimulus[item];
+    if (stimulus === lastStimulus) p = again(out, p, lastStimulusFrom, lastStimulusTo);
+    else {
+      lastStimulus = stimulus;
+      lastStimulusFrom = p;
+      p = lastStimulusTo = text(out, p, stimulus);
+    }
     if (worker !== undefined) {
       p = put(out, p, workerField);
-      p = text(out, p, worker);
+      if (worker === lastWorker) p = again(out, p, lastWorkerFrom, lastWorkerTo);
+      else {
+        lastWorker = worker;
+        lastWorkerFrom = p;
+        p = lastWorkerTo = text(out, p, worker);
+      }
     }
     if (spans !== null) {
       p = put(out, p, startstopsField);
