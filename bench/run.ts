@@ -106,6 +106,7 @@ export const workloadNames = [
   "map-noop-transition",
   "map-jsonl",
   "map-3-subscribers",
+  "map-3-batch-subscribers",
   "map-far-workers",
   "map-many-workers",
   "submit-1m",
@@ -273,8 +274,8 @@ async function withCluster<T>(options: { plugins?: string }, fn: (cluster: TestC
 }
 
 /** The three-subscriber process (`bench/fixtures/subscribers.ts`) and a way to ask its counts. */
-async function startSubscribers(url: string): Promise<{ proc: Proc; counts(): Promise<{ counts: number[]; closed: Array<string | null> }> }> {
-  const proc = await startProcess([join(root, "bench", "fixtures", "subscribers.ts"), url], { command: [process.execPath], ready: /^ready$/m });
+async function startSubscribers(url: string, batches = false): Promise<{ proc: Proc; counts(): Promise<{ counts: number[]; closed: Array<string | null> }> }> {
+  const proc = await startProcess([join(root, "bench", "fixtures", "subscribers.ts"), url, ...(batches ? ["batches"] : [])], { command: [process.execPath], ready: /^ready$/m });
   const lines = createInterface({ input: proc.child.stdout! });
   const waiting: Array<(line: string) => void> = [];
   lines.on("line", (line) => waiting.shift()?.(line));
@@ -304,6 +305,7 @@ const labels: Record<WorkloadName, (s: Sizes) => [label: string, unit: string]> 
   "map-noop-transition": (s) => [`map ${s.map.toLocaleString("en")} + no-op transition plugin`, "tasks/s"],
   "map-jsonl": (s) => [`map ${s.map.toLocaleString("en")} + jsonl plugin`, "tasks/s"],
   "map-3-subscribers": (s) => [`map ${s.map.toLocaleString("en")} + 3 event subscribers`, "tasks/s"],
+  "map-3-batch-subscribers": (s) => [`map ${s.map.toLocaleString("en")} + 3 CBOR-batch subscribers`, "tasks/s"],
   "map-far-workers": (s) => [`map ${s.map.toLocaleString("en")}, workers behind a 25 ms (one way) proxy`, "tasks/s"],
   "map-many-workers": (s) => [`map ${s.mapBig.toLocaleString("en")}, ${s.manyWorkers} workers`, "tasks/s"],
   "submit-1m": (s) => [`/health p99 while ${s.submitBig.toLocaleString("en")} tasks are submitted and run`, "ms"],
@@ -355,11 +357,12 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
   // get their own so they disturb nothing else), all started before any run, and their runs
   // interleaved (map, no-op, jsonl, subscribers, map, …) so that the load of a busy machine and
   // the JIT warming up fall on every variant alike and the cost ratios compare like with like.
-  const variants: Array<{ name: WorkloadName; toml?: string; subscribers?: boolean }> = [
+  const variants: Array<{ name: WorkloadName; toml?: string; subscribers?: boolean; batches?: boolean }> = [
     { name: "map" },
     { name: "map-noop-transition", toml: `[[scheduler.plugins]]\nuse = ${JSON.stringify(join(root, "bench", "fixtures", "noop-transition.ts"))}\n` },
     { name: "map-jsonl", toml: `[[scheduler.plugins]]\nuse = "jsonl"\npath = ${JSON.stringify(join(tmp, "events.jsonl"))}\n` },
     { name: "map-3-subscribers", subscribers: true },
+    { name: "map-3-batch-subscribers", subscribers: true, batches: true },
   ];
   const plainRest: WorkloadName[] = ["map-big", "tree-sum", "chain", "round-trip-p50", "round-trip-p99"];
   interface Setup {
@@ -371,6 +374,8 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
     samples: number[];
     /** The scheduler's CPU time per run (ms): robust where wall-clock time is noisy. */
     cpu: number[];
+    /** The subscriber process's CPU time per run (ms): on the same cores, part of the cost. */
+    subscriberCpu: number[];
   }
   const setups: Setup[] = [];
   let plain: Setup | undefined;
@@ -384,11 +389,11 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
         writeFileSync(plugins, variant.toml);
       }
       const cluster = await startCluster({ plugins });
-      const setup: Setup = { name: variant.name, cluster, client: undefined as unknown as Client, transitionsBefore: 0, samples: [], cpu: [] };
+      const setup: Setup = { name: variant.name, cluster, client: undefined as unknown as Client, transitionsBefore: 0, samples: [], cpu: [], subscriberCpu: [] };
       setups.push(setup);
       setup.client = await Client.connect(cluster.url);
       if (variant.subscribers) {
-        setup.subscribers = await startSubscribers(cluster.url);
+        setup.subscribers = await startSubscribers(cluster.url, variant.batches);
         setup.transitionsBefore = await readMetric(cluster.url, "cluster_transitions_total");
       }
       if (isPlain) plain = setup;
@@ -397,11 +402,13 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
     for (let run = 0; run <= runs; run++) {
       for (const s of mapSetups) {
         const cpuBefore = readCpuMs(s.cluster.scheduler.pid);
+        const subscriberBefore = s.subscribers ? readCpuMs(s.subscribers.proc.pid) : 0;
         const tps = await mapRun(s.client, s.cluster.url, sizes.map, s.name);
         if (run > 0) {
           // Run 0 is the warm-up.
           s.samples.push(tps);
           s.cpu.push(readCpuMs(s.cluster.scheduler.pid) - cpuBefore);
+          if (s.subscribers) s.subscriberCpu.push(readCpuMs(s.subscribers.proc.pid) - subscriberBefore);
         }
       }
     }
@@ -420,7 +427,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       if (last.counts.some((n) => n !== expected)) {
         throw new Error(`Event subscribers did not get every transition event: expected ${expected}, got ${last.counts.join(", ")} (closed: ${last.closed.map(String).join(", ")})`);
       }
-      record(s.name, s.samples, { expectedEvents: expected, receivedEvents: last.counts, formats: ["json", "json batch", "cbor batch"], schedulerCpuMs: s.cpu });
+      record(s.name, s.samples, { expectedEvents: expected, receivedEvents: last.counts, formats: s.name === "map-3-batch-subscribers" ? ["cbor batch", "cbor batch", "cbor batch"] : ["json", "json batch", "cbor batch"], schedulerCpuMs: s.cpu, subscriberProcessCpuMs: s.subscriberCpu });
     }
     const base = setups.find((s) => s.name === "map" && s.samples.length > 0);
     if (base) {
@@ -692,9 +699,10 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
     ["map-noop-transition", "noop-plugin", "no-op transition plugin cost", 0.05],
     ["map-jsonl", "jsonl", "jsonl plugin cost", 0.10],
     ["map-3-subscribers", "events-3-subscribers", "3 event subscribers cost", 0.10],
+    ["map-3-batch-subscribers", "events-3-batch-subscribers", "3 CBOR-batch subscribers cost", 0.10],
   ];
   // Targets in scheduler CPU: the no-op plugin 5 %, jsonl and the subscribers 20 %.
-  const cpuLimits: Partial<Record<WorkloadName, number>> = { "map-noop-transition": 0.05, "map-jsonl": 0.20, "map-3-subscribers": 0.20 };
+  const cpuLimits: Partial<Record<WorkloadName, number>> = { "map-noop-transition": 0.05, "map-jsonl": 0.20, "map-3-subscribers": 0.20, "map-3-batch-subscribers": 0.20 };
   for (const [workload, name, label, limit] of costs) {
     const variant = results.get(workload);
     if (!variant) continue;

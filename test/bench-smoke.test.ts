@@ -22,6 +22,7 @@ const workloads = [
   "map-noop-transition",
   "map-jsonl",
   "map-3-subscribers",
+  "map-3-batch-subscribers",
   "map-far-workers",
   "map-many-workers",
   "submit-1m",
@@ -60,12 +61,12 @@ test("the benchmark runs every workload with tiny sizes and writes a median for 
       expect(Number.isFinite(report.medians[name]), `median of "${name}"`).toBe(true);
       expect(report.workloads[name].samples).toHaveLength(1);
     }
-    for (const name of ["map-big-per-task-cost", "noop-plugin", "jsonl", "events-3-subscribers", "far-vs-near", "many-vs-two-workers"]) {
+    for (const name of ["map-big-per-task-cost", "noop-plugin", "jsonl", "events-3-subscribers", "events-3-batch-subscribers", "far-vs-near", "many-vs-two-workers"]) {
       expect(Number.isFinite(report.ratios[name].value), `ratio "${name}"`).toBe(true);
     }
-    expect(report.workloads["map-3-subscribers"].details.receivedEvents).toEqual(
-      Array(3).fill(report.workloads["map-3-subscribers"].details.expectedEvents),
-    );
+    for (const name of ["map-3-subscribers", "map-3-batch-subscribers"]) {
+      expect(report.workloads[name].details.receivedEvents).toEqual(Array(3).fill(report.workloads[name].details.expectedEvents));
+    }
     // The table names every workload.
     expect(stdout).toContain("map 200 inc");
     expect(stdout).toContain("cold start: worker to registered");
