@@ -122,7 +122,8 @@ class GraphValidation {
   #phase = 0;
   #i = 0;
   #tasks: TaskSpec[] = [];
-  #knownFns = new Set<string>();
+  /** Each fn checked, as its first task spelled it: later tasks share that one string. */
+  #knownFns = new Map<string, string>();
   #deps = new Map<string, string[]>();
   #byKey = new Map<string, TaskSpec>();
   // One array and one callback for every task's refs: a graph of 100,000 tasks makes one, not 100,000.
@@ -193,12 +194,14 @@ class GraphValidation {
     if (typeof key !== "string" || key === "") throw new GraphError(`Task #${i} needs a non-empty string "key"`);
     checkKeyLength("Task key", key, limits);
     if (this.#byKey.has(key)) throw new GraphError(`Duplicate task key "${key}"`);
-    const fn = raw.fn;
-    if (typeof fn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
-    if (fn.length > limits.maxKeyLength) checkKeyLength(`Fn of task "${key}"`, fn, limits);
-    if (!this.#knownFns.has(fn)) {
-      checkFn(key, fn, this.#options.knownModules);
-      this.#knownFns.add(fn);
+    const rawFn = raw.fn;
+    if (typeof rawFn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
+    if (rawFn.length > limits.maxKeyLength) checkKeyLength(`Fn of task "${key}"`, rawFn, limits);
+    // A decoder makes a string per task for the same fn: the tasks keep one (50 bytes a task).
+    let fn = this.#knownFns.get(rawFn);
+    if (fn === undefined) {
+      checkFn(key, rawFn, this.#options.knownModules);
+      this.#knownFns.set(rawFn, fn = rawFn);
     }
     const args = raw.args === undefined ? [] : raw.args;
     if (!Array.isArray(args)) throw new GraphError(`Task "${key}": "args" must be an array`);
