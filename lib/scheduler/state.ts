@@ -224,19 +224,26 @@ export class SchedulerState {
   *scheduleGraphSlices(added: AddedGraph, stimulusId: string, every = 2048): Generator<Effects, Effects> {
     const engine = this.#engine;
     // Lowest priority number first. `created` is in submission order and its priorities are
-    // consecutive from the first: placed by priority, not sorted (a million tasks).
+    // consecutive from the first: placed by priority, not sorted (a million tasks). Each pass
+    // over the tasks yields every `every` of them too: a million take a few hundred ms.
     const live = added.touched.filter((ts) => this.tasks.get(ts.key) === ts).sort((a, b) => a.priority - b.priority);
     const created = added.created;
     let base = Infinity;
     for (const ts of created) if (ts.priority < base) base = ts.priority;
     const ordered: (TaskState | undefined)[] = new Array(created.length);
     const stray: TaskState[] = [];
-    for (const ts of created) {
+    for (let i = 0; i < created.length; i++) {
+      const ts = created[i];
       const at = ts.priority - base;
       if (at < ordered.length && ordered[at] === undefined) ordered[at] = ts;
       else stray.push(ts);
+      if (i % every === every - 1) yield this.effects;
     }
-    for (const ts of ordered) if (ts !== undefined && this.tasks.get(ts.key) === ts) live.push(ts);
+    for (let i = 0; i < ordered.length; i++) {
+      const ts = ordered[i];
+      if (ts !== undefined && this.tasks.get(ts.key) === ts) live.push(ts);
+      if (i % every === every - 1) yield this.effects;
+    }
     for (const ts of stray) if (this.tasks.get(ts.key) === ts) live.push(ts);
     for (let from = 0; from < live.length; from += every) {
       // Highest priority last, so that it is taken first (LIFO).
