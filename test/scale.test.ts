@@ -269,6 +269,16 @@ describe("big JSON bodies parsed in slices", () => {
     ), { numRuns: 600 });
   }, 60_000);
 
+  test("a value nested 200,000 deep is judged by one JSON.parse, not walked level by level", async () => {
+    for (const text of ["[".repeat(200_000) + "]".repeat(200_000), `{"tasks":[${'{"a":'.repeat(100_000)}1${"}".repeat(100_000)}]}`]) {
+      const bytes = encode(text);
+      const t0 = performance.now();
+      const outcome = await sliced(bytes, 256 * 1024);
+      expect(performance.now() - t0).toBeLessThan(5_000);
+      expect(outcome.error ?? "parsed").toBe(whole(bytes).error ?? "parsed");
+    }
+  });
+
   test("the answer listing a million keys streams as the JSON JSON.stringify makes", async () => {
     const { jsonArrayStream } = await import("../lib/scheduler/json-slices.ts");
     for (const keys of [[], ["a"], Array.from({ length: 100_001 }, (_, i) => `k-"${i}`)]) {

@@ -46,6 +46,9 @@ export async function parseJsonSliced(bytes: Uint8Array, options: JsonSliceOptio
   return value.value;
 }
 
+/** Levels walked: a graph, its tasks array, a task, its args, an arg. */
+const walkDepth = 5;
+
 const quote = 0x22;
 const backslash = 0x5c;
 const comma = 0x2c;
@@ -75,16 +78,20 @@ class Walker {
     this.#sliceStart = performance.now();
   }
 
-  /** The value at `pos` (its first byte) and where it ends: big arrays and objects walked, the rest parsed whole. */
-  async item(pos: number): Promise<{ value: unknown; end: number }> {
+  /**
+   * The value at `pos` (its first byte) and where it ends: big arrays and objects walked, the
+   * rest parsed whole. Only the outer `walkDepth` levels are walked: a value nested 200,000 deep
+   * is one `JSON.parse` (which judges it), not 200,000 nested walks.
+   */
+  async item(pos: number, depth = 0): Promise<{ value: unknown; end: number }> {
     const first = this.#bytes[pos];
-    if (first === openBracket) return await this.#array(pos);
-    if (first === openBrace) return await this.#object(pos);
+    if (depth < walkDepth && first === openBracket) return await this.#array(pos, depth);
+    if (depth < walkDepth && first === openBrace) return await this.#object(pos, depth);
     const end = this.skip(pos);
     return { value: this.#parse(pos, end), end };
   }
 
-  async #array(pos: number): Promise<{ value: unknown[]; end: number }> {
+  async #array(pos: number, depth: number): Promise<{ value: unknown[]; end: number }> {
     const out: unknown[] = [];
     let at = this.space(pos + 1);
     if (this.#bytes[at] === closeBracket) return { value: out, end: at + 1 };
@@ -107,7 +114,7 @@ class Walker {
       if (last - from >= this.wholeBytes) {
         // A run of big items (rare: a graph's tasks are small): walk each one.
         for (let p = from;;) {
-          const one = await this.item(p);
+          const one = await this.item(p, depth + 1);
           out.push(one.value);
           if (one.end === last) break;
           const next = this.space(one.end);
@@ -123,7 +130,7 @@ class Walker {
     }
   }
 
-  async #object(pos: number): Promise<{ value: Record<string, unknown>; end: number }> {
+  async #object(pos: number, depth: number): Promise<{ value: Record<string, unknown>; end: number }> {
     const out: Record<string, unknown> = {};
     let at = this.space(pos + 1);
     if (this.#bytes[at] === closeBrace) return { value: out, end: at + 1 };
@@ -133,7 +140,7 @@ class Walker {
       const key = this.#parse(at, keyEnd) as string;
       at = this.space(keyEnd);
       if (this.#bytes[at] !== colon) throw this.#unexpected(at, "':' after an object key");
-      const value = await this.item(this.space(at + 1));
+      const value = await this.item(this.space(at + 1), depth + 1);
       // As JSON.parse: an own property, even "__proto__"; a repeated key keeps the last value.
       if (key === "__proto__") Object.defineProperty(out, key, { value: value.value, writable: true, enumerable: true, configurable: true });
       else out[key] = value.value;
