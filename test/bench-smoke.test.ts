@@ -26,6 +26,7 @@ const workloads = [
   "map-far-workers",
   "map-many-workers",
   "submit-1m",
+  "submit-1m-json",
   "scheduler-rss",
   "cold-start-scheduler",
   "cold-start-worker",

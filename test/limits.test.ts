@@ -151,7 +151,7 @@ describe("graph limits", () => {
     const graph = validateGraph({
       tasks: [task("a"), task("b"), task("c", [{ x: [{ $ref: "a" }] }, { $ref: "b", nested: { $ref: "zzz" } }, { $ref: "a" }])],
     }, noWorkers);
-    expect(graph.deps.get("c")).toEqual(["a", "b"]);
+    expect(graph.spec("c")!.refs).toEqual(["a", "b"]);
     expect(thrown(() => validateGraph({ tasks: [task("a", [{ $ref: { deep: 1 } }])] }, noWorkers))).toBeInstanceOf(GraphError);
   });
 });

@@ -58,7 +58,7 @@ describe("graphs in slices", () => {
     const sliced = await validateGraphSliced(graph, context(state), 0.01);
     expect(sliced.order).toEqual(whole.order);
     expect(sliced.keys).toEqual(whole.keys);
-    expect([...sliced.deps]).toEqual([...whole.deps]);
+    expect(sliced.tasks.map((t) => [t.key, t.refs, t.rank])).toEqual(whole.tasks.map((t) => [t.key, t.refs, t.rank]));
     const cyclic = { tasks: [{ key: "a", fn: "builtin.inc", args: [{ $ref: "b" }] }, { key: "b", fn: "builtin.inc", args: [{ $ref: "a" }] }] };
     await expect(validateGraphSliced(cyclic, context(state))).rejects.toThrow(/Cycle/);
     await expect(validateGraphSliced({ tasks: [{ key: "x", fn: "builtin.inc", args: [{ $ref: "nope" }] }] }, context(state))).rejects.toThrow(/unknown key "nope"/);
@@ -208,5 +208,82 @@ describe("big CBOR bodies decoded in slices", () => {
     const extra = new Uint8Array(bytes.length + 1);
     extra.set(bytes);
     await expect(decodeCborSliced(extra)).rejects.toThrow(SyntaxError);
+  });
+});
+
+describe("big JSON bodies parsed in slices", () => {
+  const encode = (text: string) => new TextEncoder().encode(text);
+  /** What the one-piece path gives: a value, or the error's class. */
+  const whole = (bytes: Uint8Array) => {
+    try {
+      return { value: JSON.parse(new TextDecoder().decode(bytes)) };
+    } catch (err) {
+      return { error: (err as Error).name };
+    }
+  };
+  /** Texts and runs of at least `wholeBytes` are walked, shorter runs parsed whole. */
+  const sliced = async (bytes: Uint8Array, wholeBytes: number) => {
+    const { parseJsonSliced } = await import("../lib/scheduler/json-slices.ts");
+    try {
+      return { value: await parseJsonSliced(bytes, { wholeBytes, runItems: 3, sliceMs: 2 }) };
+    } catch (err) {
+      return { error: (err as Error).name };
+    }
+  };
+
+  test("a 1 MB+ graph parses in slices to exactly what JSON.parse gives, and malformed input is a SyntaxError", async () => {
+    const { parseJsonSliced } = await import("../lib/scheduler/json-slices.ts");
+    const tasks = Array.from({ length: 30_000 }, (_, i) => ({
+      key: `k-é-"\\-${i}`, fn: "builtin.inc", args: [i, -i, i / 3, null, true, { $ref: `k-${i - 1}` }, "]},[{"],
+      ...(i % 1000 === 0 ? { annotations: { big: "x".repeat(300_000) } } : {}),
+    }));
+    const value = { tasks, keys: tasks.map((t) => t.key), nested: { deep: [1, [2, [3]]] }, __proto__: [1] };
+    const text = ` \n\uFEFF${JSON.stringify(value)}\t`.replace("\uFEFF", "");
+    const bytes = encode(`\uFEFF${text}`);
+    expect(bytes.length).toBeGreaterThan(1_000_000);
+    const parsed = await parseJsonSliced(bytes, { sliceMs: 1 });
+    expect(parsed).toEqual(JSON.parse(text));
+    expect(Object.getPrototypeOf(parsed)).toBe(Object.prototype);
+    expect(Object.hasOwn(parsed as object, "__proto__")).toBe(Object.hasOwn(JSON.parse(text), "__proto__"));
+    await expect(parseJsonSliced(bytes.subarray(0, bytes.length - 10))).rejects.toThrow(SyntaxError);
+    await expect(parseJsonSliced(encode(`${text},`))).rejects.toThrow(SyntaxError);
+    await expect(parseJsonSliced(encode(text.replace(']},{"key"', '}},{"key"')))).rejects.toThrow(SyntaxError);
+  });
+
+  test("any text, valid or mutated, parses in slices as JSON.parse does or fails as it does", async () => {
+    const fc = (await import("fast-check")).default;
+    const cuts = ["", ",", "]", "}", "[", "{", '"', "\\", " ", ":", "\uFEFF", "1", "nul"];
+    await fc.assert(fc.asyncProperty(
+      fc.jsonValue({ maxDepth: 4 }),
+      fc.array(fc.tuple(fc.nat(), fc.constantFrom(...cuts), fc.nat(3)), { maxLength: 3 }),
+      fc.nat(300),
+      async (value, edits, wholeBytes) => {
+        let text = JSON.stringify({ tasks: [value, [value, value], value, { a: value }], x: value }, null, edits.length % 2 ? 1 : undefined);
+        for (const [at, insert, drop] of edits) {
+          const i = at % (text.length + 1);
+          text = text.slice(0, i) + insert + text.slice(i + drop);
+        }
+        const bytes = encode(text);
+        expect(await sliced(bytes, wholeBytes)).toEqual(whole(bytes));
+      },
+    ), { numRuns: 600 });
+  }, 60_000);
+
+  test("a value nested 200,000 deep is judged by one JSON.parse, not walked level by level", async () => {
+    for (const text of ["[".repeat(200_000) + "]".repeat(200_000), `{"tasks":[${'{"a":'.repeat(100_000)}1${"}".repeat(100_000)}]}`]) {
+      const bytes = encode(text);
+      const t0 = performance.now();
+      const outcome = await sliced(bytes, 256 * 1024);
+      expect(performance.now() - t0).toBeLessThan(5_000);
+      expect(outcome.error ?? "parsed").toBe(whole(bytes).error ?? "parsed");
+    }
+  });
+
+  test("the answer listing a million keys streams as the JSON JSON.stringify makes", async () => {
+    const { jsonArrayStream } = await import("../lib/scheduler/json-slices.ts");
+    for (const keys of [[], ["a"], Array.from({ length: 100_001 }, (_, i) => `k-"${i}`)]) {
+      const text = await new Response(jsonArrayStream("keys", keys, 1000)).text();
+      expect(text).toBe(JSON.stringify({ keys }));
+    }
   });
 });

@@ -110,6 +110,24 @@ describe("errors and replies", () => {
     expect(malformed.status).toBe(400);
     expect((await malformed.json() as { error: string }).error).toContain("Malformed JSON");
   });
+
+  test("a big JSON graph is parsed in slices and answered with every key in a streamed body; a malformed one is 400", async () => {
+    const tasks = Array.from({ length: 40_000 }, (_, i) => ({ key: `big-json-${i}`, fn: "builtin.inc", args: [i] }));
+    const body = JSON.stringify({ tasks });
+    expect(body.length).toBeGreaterThan(256 * 1024);
+    const res = await fetch(`${scheduler.address}/api/v1/graph`, { method: "POST", body, headers: { "content-type": "application/json" } });
+    expect(res.status).toBe(202);
+    expect(res.headers.get("content-type")).toContain("application/json");
+    expect(await res.json()).toEqual({ keys: tasks.map((t) => t.key) });
+    expect((await fetch(`${scheduler.address}/api/v1/tasks/big-json-39999`)).status).toBe(200);
+    const broken = await fetch(`${scheduler.address}/api/v1/graph`, {
+      method: "POST",
+      body: body.replace('"big-json-20000"', '"big-json-20000",'),
+      headers: { "content-type": "application/json" },
+    });
+    expect(broken.status).toBe(400);
+    expect((await broken.json() as { error: string }).error).toContain("Malformed JSON");
+  });
 });
 
 describe("plugins' hooks and logs", () => {

@@ -14,17 +14,25 @@ export interface TaskSpec {
   args: unknown[];
   retries: number;
   annotations: Record<string, unknown>;
+  /** The keys its args refer to (`{"$ref": KEY}`), each once (set by validation). */
+  refs?: string[];
+  /** Its place in `tasks` (set by validation). */
+  index?: number;
   /** Its place in the graph's dependency order (set by validation). */
   rank?: number;
 }
 
-/** A validated graph. `deps` lists each task's referenced keys. */
+/**
+ * A validated graph. Each task's refs, place and rank sit on its spec: a graph of a million
+ * tasks makes one map of its keys (`spec`), not one per thing to look up.
+ */
 export interface ValidGraph {
   tasks: TaskSpec[];
   keys: string[];
-  deps: Map<string, string[]>;
   /** Task keys in dependency order (dependencies first, depth-first from the wanted keys). */
   order: string[];
+  /** The task of this graph with this key. */
+  spec(key: string): TaskSpec | undefined;
   /** A task's place in `order` (without a map of a million keys). */
   rank(task: TaskSpec): number;
 }
@@ -122,8 +130,8 @@ class GraphValidation {
   #phase = 0;
   #i = 0;
   #tasks: TaskSpec[] = [];
-  #knownFns = new Set<string>();
-  #deps = new Map<string, string[]>();
+  /** Each fn checked, as its first task spelled it: later tasks share that one string. */
+  #knownFns = new Map<string, string>();
   #byKey = new Map<string, TaskSpec>();
   // One array and one callback for every task's refs: a graph of 100,000 tasks makes one, not 100,000.
   #found: string[] = [];
@@ -158,7 +166,7 @@ class GraphValidation {
     if (this.#phase === 1) {
       const tasks = this.#tasks;
       const end = Math.min(tasks.length, this.#i + budget);
-      for (; this.#i < end; this.#i++) this.#refs(tasks[this.#i].key);
+      for (; this.#i < end; this.#i++) this.#refs(tasks[this.#i]);
       if (this.#i < tasks.length) return false;
       const keys = this.#rawKeys === undefined ? tasks.map((t) => t.key) : this.#rawKeys;
       if (!Array.isArray(keys)) throw new GraphError("\"keys\" must be an array of task keys");
@@ -172,7 +180,7 @@ class GraphValidation {
       const end = Math.min(keys.length, this.#i + budget);
       for (; this.#i < end; this.#i++) this.#wanted(keys[this.#i]);
       if (this.#i < keys.length) return false;
-      this.#order = new TaskOrder(this.#tasks, this.#deps, this.#byKey, this.#keys, this.#rawKeys === undefined && !this.#anyRefs);
+      this.#order = new TaskOrder(this.#tasks, this.#byKey, this.#keys, this.#rawKeys === undefined && !this.#anyRefs);
       this.#phase = 3;
       return false;
     }
@@ -180,7 +188,8 @@ class GraphValidation {
   }
 
   result(): ValidGraph {
-    return { tasks: this.#tasks, keys: this.#keys, deps: this.#deps, order: this.#order!.order, rank: (task) => task.rank! };
+    const byKey = this.#byKey;
+    return { tasks: this.#tasks, keys: this.#keys, order: this.#order!.order, spec: (key) => byKey.get(key), rank: (task) => task.rank! };
   }
 
   #task(i: number): void {
@@ -193,12 +202,14 @@ class GraphValidation {
     if (typeof key !== "string" || key === "") throw new GraphError(`Task #${i} needs a non-empty string "key"`);
     checkKeyLength("Task key", key, limits);
     if (this.#byKey.has(key)) throw new GraphError(`Duplicate task key "${key}"`);
-    const fn = raw.fn;
-    if (typeof fn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
-    if (fn.length > limits.maxKeyLength) checkKeyLength(`Fn of task "${key}"`, fn, limits);
-    if (!this.#knownFns.has(fn)) {
-      checkFn(key, fn, this.#options.knownModules);
-      this.#knownFns.add(fn);
+    const rawFn = raw.fn;
+    if (typeof rawFn !== "string") throw new GraphError(`Task "${key}" needs a string "fn"`);
+    if (rawFn.length > limits.maxKeyLength) checkKeyLength(`Fn of task "${key}"`, rawFn, limits);
+    // A decoder makes a string per task for the same fn: the tasks keep one (50 bytes a task).
+    let fn = this.#knownFns.get(rawFn);
+    if (fn === undefined) {
+      checkFn(key, rawFn, this.#options.knownModules);
+      this.#knownFns.set(rawFn, fn = rawFn);
     }
     const args = raw.args === undefined ? [] : raw.args;
     if (!Array.isArray(args)) throw new GraphError(`Task "${key}": "args" must be an array`);
@@ -231,15 +242,15 @@ class GraphValidation {
       // Only when it holds something: setting an array's length is a slow path in JSC.
       found.length = 0;
     }
-    const task: TaskSpec = { key, fn, args, retries, annotations: annotations as Record<string, unknown> };
+    const task: TaskSpec = { key, fn, args, retries, annotations: annotations as Record<string, unknown>, refs, index: i, rank: -1 };
     this.#tasks.push(task);
     this.#byKey.set(key, task);
-    this.#deps.set(key, refs);
   }
 
-  #refs(key: string): void {
+  #refs(task: TaskSpec): void {
     const limits = this.#limits;
-    for (const ref of this.#deps.get(key)!) {
+    const key = task.key;
+    for (const ref of task.refs!) {
       if (ref.length > limits.maxKeyLength) checkKeyLength(`Ref in task "${key}"`, ref, limits);
       if (!this.#byKey.has(ref) && !this.#options.existing(ref)) throw new GraphError(`Task "${key}" refers to unknown key "${ref}"`);
       if (ref === key) throw new GraphError(`Task "${key}" depends on itself`);
@@ -256,37 +267,29 @@ class GraphValidation {
 /**
  * Orders the new tasks depth-first from the wanted keys, dependencies before dependents, and
  * detects cycles; resumable. Tasks not reachable from a wanted key follow in submission order.
+ * A task's mark (unseen, on the stack, done) is its rank: -1, -2, then its place in the order.
  */
 class TaskOrder {
   readonly order: string[] = [];
   #byKey: Map<string, TaskSpec>;
-  #deps: Map<string, string[]>;
   #roots: string[];
   #tasks: TaskSpec[];
   #next = 0;
-  // 0 = unseen, 1 = on the stack, 2 = done
-  #mark = new Map<string, number>();
-  #stack: Array<[string, number]> = [];
+  #stack: Array<[TaskSpec, number]> = [];
 
   /** `flat`: no task depends on another and every one is wanted: submission order it is. */
-  constructor(tasks: TaskSpec[], deps: Map<string, string[]>, byKey: Map<string, TaskSpec>, keys: string[], flat: boolean) {
+  constructor(tasks: TaskSpec[], byKey: Map<string, TaskSpec>, keys: string[], flat: boolean) {
     this.#tasks = tasks;
-    this.#deps = deps;
     this.#byKey = byKey;
     this.#roots = keys;
-    if (flat) {
-      for (let i = 0; i < tasks.length; i++) {
-        tasks[i].rank = i;
-        this.order.push(tasks[i].key);
-      }
-      this.#next = Infinity;
-    }
+    // Done a slice at a time by `step` (a million tasks take tens of ms).
+    if (flat) this.#next = -1;
   }
 
   /** Does up to `budget` steps; true once every task is ordered. */
   step(budget: number): boolean {
-    const deps = this.#deps;
-    const mark = this.#mark;
+    if (this.#next < 0) return this.#flat(budget);
+    const byKey = this.#byKey;
     const stack = this.#stack;
     for (let n = 0; n < budget; n++) {
       if (stack.length === 0) {
@@ -294,29 +297,41 @@ class TaskOrder {
         const total = this.#roots.length + this.#tasks.length;
         if (this.#next >= total) return true;
         const i = this.#next++;
-        const root = i < this.#roots.length ? this.#roots[i] : this.#tasks[i - this.#roots.length].key;
-        if (mark.get(root) === 2 || !deps.has(root)) continue;
+        const root = i < this.#roots.length ? byKey.get(this.#roots[i]) : this.#tasks[i - this.#roots.length];
+        if (root === undefined || root.rank! >= 0) continue; // an existing task, or ordered
         stack.push([root, 0]);
-        mark.set(root, 1);
+        root.rank = onStack;
         continue;
       }
       const top = stack[stack.length - 1];
-      const refs = deps.get(top[0])!;
+      const refs = top[0].refs!;
       if (top[1] < refs.length) {
-        const next = refs[top[1]++];
-        if (!deps.has(next)) continue; // an existing task
-        const m = mark.get(next);
-        if (m === 1) throw new GraphError(`Cycle in the graph through key "${next}"`);
-        if (m === 2) continue;
-        mark.set(next, 1);
+        const next = byKey.get(refs[top[1]++]);
+        if (next === undefined) continue; // an existing task
+        if (next.rank === onStack) throw new GraphError(`Cycle in the graph through key "${next.key}"`);
+        if (next.rank! >= 0) continue;
+        next.rank = onStack;
         stack.push([next, 0]);
       } else {
-        mark.set(top[0], 2);
-        this.#byKey.get(top[0])!.rank = this.order.length;
-        this.order.push(top[0]);
+        top[0].rank = this.order.length;
+        this.order.push(top[0].key);
         stack.pop();
       }
     }
     return false;
   }
+
+  #flat(budget: number): boolean {
+    const tasks = this.#tasks;
+    const order = this.order;
+    const end = Math.min(tasks.length, order.length + budget);
+    for (let i = order.length; i < end; i++) {
+      tasks[i].rank = i;
+      order.push(tasks[i].key);
+    }
+    return order.length === tasks.length;
+  }
 }
+
+/** The rank of a task on the ordering's stack (-1: not seen yet). */
+const onStack = -2;

@@ -10,6 +10,7 @@ import { type Limits, readBodyLimited } from "../limits.ts";
 import { errorMessage } from "../errors.ts";
 import { decodeCbor } from "../protocol.ts";
 import { decodeCborSliced } from "./cbor-slices.ts";
+import { jsonArrayStream, parseJsonSliced } from "./json-slices.ts";
 import { BadRequestError } from "./errors.ts";
 import type { Operations } from "./operations.ts";
 import { resultResponse } from "./result-route.ts";
@@ -28,7 +29,12 @@ export function apiRoutes(ops: Operations, httpClient: ClientState, limits: Limi
   const api = new Hono();
   api.get("/info", (c) => c.json(ops.info()));
   api.get("/logs", (c) => c.json(ops.logs({ worker: c.req.query("worker"), since: c.req.query("since"), level: c.req.query("level") })));
-  api.post("/graph", async (c) => c.json(await ops.submitGraph(httpClient, await readBody(c)), 202));
+  api.post("/graph", async (c) => {
+    const answer = await ops.submitGraph(httpClient, await readBody(c));
+    if (answer.keys.length < 32_768) return c.json(answer, 202);
+    // Every wanted key: a million of them in one JSON.stringify would block the loop for 100 ms.
+    return c.body(jsonArrayStream("keys", answer.keys), 202, { "content-type": "application/json" });
+  });
   api.get("/tasks/:key{.+}", (c) => c.json(ops.task(c.req.param("key"))));
   api.delete("/tasks/:key{.+}", (c) => {
     ops.release(httpClient, [c.req.param("key")], { mustExist: true });
@@ -60,9 +66,9 @@ async function readBodyOf(c: Context, limit: number): Promise<unknown> {
   const type = c.req.header("content-type") ?? "application/json";
   const bytes = await readBodyLimited(c.req.raw, limit);
   try {
-    // A big CBOR body (a graph of a million tasks) is decoded in slices: the scheduler stays responsive.
+    // A big body (a graph of a million tasks) is decoded in slices: the scheduler stays responsive.
     if (type.includes("cbor")) return bytes.length >= 256 * 1024 ? await decodeCborSliced(bytes) : decodeCbor(bytes);
-    return JSON.parse(new TextDecoder().decode(bytes));
+    return bytes.length >= 256 * 1024 ? await parseJsonSliced(bytes) : JSON.parse(new TextDecoder().decode(bytes));
   } catch (err) {
     throw new BadRequestError(`Malformed ${type.includes("cbor") ? "CBOR" : "JSON"} body: ${errorMessage(err)}`);
   }

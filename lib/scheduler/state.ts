@@ -129,7 +129,14 @@ export class SchedulerState {
     }
     const created: TaskState[] = [];
     const wanted: TaskState[] = [];
-    const byKey = new Map<string, TaskState>();
+    // The task of each of the graph's specs, by its index: no map of a million keys.
+    const specs = graph.tasks;
+    const taskOf: TaskState[] = new Array(specs.length);
+    const isNew = new Uint8Array(specs.length);
+    const find = (key: string) => {
+      const spec = graph.spec(key);
+      return spec === undefined ? this.tasks.get(key) : taskOf[spec.index!];
+    };
     const priorityBase = this.#nextPriority;
     this.#nextPriority += graph.order.length;
     const touched: TaskState[] = [];
@@ -141,16 +148,18 @@ export class SchedulerState {
       return ts;
     };
     try {
-      for (const spec of graph.tasks) {
+      for (let i = 0; i < specs.length; i++) {
+        const spec = specs[i];
         const existing = this.tasks.get(spec.key);
         if (existing) {
-          byKey.set(spec.key, existing);
+          taskOf[i] = existing;
           if (existing.state === "erred" || existing.state === "released") touched.push(existing);
         } else {
           const ts = new TaskState(spec.key, spec.fn, spec.args, spec.retries, spec.annotations, priorityBase + graph.rank(spec));
           this.tasks.set(spec.key, ts);
           counts.released++;
-          byKey.set(spec.key, ts);
+          taskOf[i] = ts;
+          isNew[i] = 1;
           created.push(ts);
         }
         if (--budget <= 0) {
@@ -159,10 +168,12 @@ export class SchedulerState {
           this.#checkEpoch(epoch);
         }
       }
-      for (const ts of created) {
-        const refs = graph.deps.get(ts.key)!;
-        for (let i = 0; i < refs.length; i++) {
-          const dep = held(byKey.get(refs[i]) ?? this.tasks.get(refs[i]) ?? missing(refs[i]));
+      for (let i = 0; i < specs.length; i++) {
+        if (isNew[i] === 0) continue;
+        const ts = taskOf[i];
+        const refs = specs[i].refs ?? [];
+        for (let r = 0; r < refs.length; r++) {
+          const dep = held(find(refs[r]) ?? missing(refs[r]));
           own(ts, "deps").add(dep);
           own(dep, "dependentTasks").add(ts);
         }
@@ -173,7 +184,7 @@ export class SchedulerState {
         }
       }
       for (const key of graph.keys) {
-        const ts = held(byKey.get(key) ?? this.tasks.get(key) ?? missing(key));
+        const ts = held(find(key) ?? missing(key));
         if (!ts.whoWants.has(client)) {
           ts.whoWants.add(client);
           client.wantedTasks.add(ts);
@@ -224,19 +235,26 @@ export class SchedulerState {
   *scheduleGraphSlices(added: AddedGraph, stimulusId: string, every = 2048): Generator<Effects, Effects> {
     const engine = this.#engine;
     // Lowest priority number first. `created` is in submission order and its priorities are
-    // consecutive from the first: placed by priority, not sorted (a million tasks).
+    // consecutive from the first: placed by priority, not sorted (a million tasks). Each pass
+    // over the tasks yields every `every` of them too: a million take a few hundred ms.
     const live = added.touched.filter((ts) => this.tasks.get(ts.key) === ts).sort((a, b) => a.priority - b.priority);
     const created = added.created;
     let base = Infinity;
     for (const ts of created) if (ts.priority < base) base = ts.priority;
     const ordered: (TaskState | undefined)[] = new Array(created.length);
     const stray: TaskState[] = [];
-    for (const ts of created) {
+    for (let i = 0; i < created.length; i++) {
+      const ts = created[i];
       const at = ts.priority - base;
       if (at < ordered.length && ordered[at] === undefined) ordered[at] = ts;
       else stray.push(ts);
+      if (i % every === every - 1) yield this.effects;
     }
-    for (const ts of ordered) if (ts !== undefined && this.tasks.get(ts.key) === ts) live.push(ts);
+    for (let i = 0; i < ordered.length; i++) {
+      const ts = ordered[i];
+      if (ts !== undefined && this.tasks.get(ts.key) === ts) live.push(ts);
+      if (i % every === every - 1) yield this.effects;
+    }
     for (const ts of stray) if (this.tasks.get(ts.key) === ts) live.push(ts);
     for (let from = 0; from < live.length; from += every) {
       // Highest priority last, so that it is taken first (LIFO).

@@ -5,6 +5,7 @@
  * @module
  */
 import type { ClientView, SchedulerTaskStateName, Startstop, WorkerView } from "../plugins/types.ts";
+import { SmallSet } from "./small-set.ts";
 
 /** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
 export const allowedFailures = 3;
@@ -36,8 +37,9 @@ export class TaskState {
   waitingOn = noTasks as Set<TaskState>;
   /** Dependents not yet computed that need this task's result. */
   waiters = noTasks as Set<TaskState>;
-  readonly whoWants = new Set<ClientState>();
-  readonly whoHas = new Set<WorkerState>();
+  // One client and one worker nearly always: no hash table for those (small-set.ts).
+  readonly whoWants = new SmallSet<ClientState>();
+  readonly whoHas = new SmallSet<WorkerState>();
   processingOn: WorkerState | null = null;
   /** The worker that holds this task in `error` until it is released (Dask's `erred_on`). */
   erredOn: WorkerState | null = null;
@@ -50,8 +52,11 @@ export class TaskState {
   hasValue = false;
   /** Worker deaths while this task ran on them. */
   suspicious = 0;
-  /** Compute and transfer spans of the last finished attempt, as its worker measured them. */
-  startstops: Startstop[] | null = null;
+  // The last attempt's spans (`startstops`): a lone compute span, what nearly every task has,
+  // as two numbers (an array, an object and a string less per held task); any other as sent.
+  #computeStart = NaN;
+  #computeStop = NaN;
+  #spans: Startstop[] | null = null;
   /** The state the transition engine's loop will move it to next (null: none pending). */
   recommended: SchedulerTaskStateName | null = null;
   constructor(
@@ -62,6 +67,23 @@ export class TaskState {
     readonly annotations: Record<string, unknown>,
     public priority: number,
   ) {}
+  /** Compute and transfer spans of the last finished attempt, as its worker measured them. */
+  get startstops(): Startstop[] | null {
+    if (this.#spans !== null) return this.#spans;
+    if (this.#computeStart !== this.#computeStart) return null; // NaN: none
+    return [{ action: "compute", start: this.#computeStart, stop: this.#computeStop }];
+  }
+  set startstops(spans: Startstop[] | null) {
+    const one = spans !== null && spans.length === 1 ? spans[0] : null;
+    if (one !== null && one.action === "compute" && typeof one.start === "number" && typeof one.stop === "number") {
+      this.#computeStart = one.start;
+      this.#computeStop = one.stop;
+      this.#spans = null;
+    } else {
+      this.#computeStart = this.#computeStop = NaN;
+      this.#spans = spans;
+    }
+  }
   get dependencies(): ReadonlySet<string> {
     return new Set([...this.deps].map((t) => t.key));
   }
@@ -70,8 +92,7 @@ export class TaskState {
   }
   get worker(): string | null {
     if (this.processingOn) return this.processingOn.name;
-    for (const ws of this.whoHas) return ws.name;
-    return null;
+    return this.whoHas.first()?.name ?? null;
   }
   /** The JSON shape of `GET /api/v1/tasks/KEY`. */
   toJSON(): Record<string, unknown> {

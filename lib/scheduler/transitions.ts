@@ -324,9 +324,10 @@ export class Transitions {
   #erredCommon(ts: TaskState, stimulusId: string, ws?: WorkerState | null): void {
     const exception = ts.exception ?? "";
     const traceback = ts.traceback ?? "";
+    const startstops = ws ? ts.startstops : null;
     if (!ws) this.set(ts, "erred", stimulusId, { exception, traceback });
-    else if (ts.startstops === null) this.set(ts, "erred", stimulusId, { exception, traceback, worker: ws.name });
-    else this.set(ts, "erred", stimulusId, { exception, traceback, worker: ws.name, startstops: ts.startstops });
+    else if (startstops === null) this.set(ts, "erred", stimulusId, { exception, traceback, worker: ws.name });
+    else this.set(ts, "erred", stimulusId, { exception, traceback, worker: ws.name, startstops });
     for (const dts of ts.dependentTasks) {
       if (dts.state !== "erred" && dts.state !== "memory" && dts.state !== "forgotten") this.recommend(dts, "erred");
     }
