@@ -1,11 +1,13 @@
 /**
  * Profiles the scheduler under the 10,000-task map: runs the scheduler from the sources under
  * `bun --cpu-prof` (plain, with 3 event subscribers, or with the `jsonl` plugin), two workers of
- * `dist/cluster`, runs the map `--runs` times, stops the scheduler and prints where the profile
- * (Chrome `.cpuprofile` and Bun's markdown summary) was written.
+ * `dist/cluster` (or `--workers N` single-threaded ones), runs the map `--runs` times, stops the
+ * scheduler and prints where the profile (Chrome `.cpuprofile` and Bun's markdown summary) was
+ * written.
  *
  * ```sh
  * bun bench/profile.ts --variant subscribers --runs 20 --out /tmp/prof
+ * bun bench/profile.ts --workers 100 --size 100000 --runs 3   # many single-threaded workers
  * ```
  *
  * @module
@@ -25,6 +27,8 @@ const { values } = parseArgs({
     runs: { type: "string", default: "20" },
     size: { type: "string", default: "10000" },
     out: { type: "string" },
+    /** More than 2 workers start single-threaded (`--nthreads 1`), all at once. */
+    workers: { type: "string", default: "2" },
   },
 });
 const out = values.out ?? mkdtempSync(join(tmpdir(), "cluster-prof-"));
@@ -44,7 +48,9 @@ const scheduler = await startProcess(args, {
   command: [process.execPath, "--cpu-prof", "--cpu-prof-md", `--cpu-prof-dir=${out}`, "--cpu-prof-interval=200", join(root, "cmd", "cluster.ts")],
 });
 try {
-  await Promise.all([startWorker(scheduler.url), startWorker(scheduler.url)]);
+  const nWorkers = Number(values.workers);
+  const workerArgs = nWorkers > 2 ? ["--nthreads", "1"] : [];
+  await Promise.all(Array.from({ length: nWorkers }, () => startWorker(scheduler.url, { args: workerArgs, timeoutMs: 120_000 })));
   if (values.variant === "subscribers") {
     await startProcess([join(root, "bench", "fixtures", "subscribers.ts"), scheduler.url], { command: [process.execPath], ready: /^ready$/m });
   }

@@ -66,6 +66,32 @@ describe("heartbeats", () => {
   }, 60_000);
 });
 
+describe("a stalled scheduler", () => {
+  test("a scheduler stopped longer than --worker-ttl keeps its workers: their heartbeats waited in its sockets", async () => {
+    const cluster = await startCluster({ workers: 2, schedulerArgs: ["--worker-ttl", "2"] });
+    const client = await Client.connect(cluster.url);
+    try {
+      const before = await client.compute(graphs.map(200, "stall-a"));
+      await client.gather(Object.values(before));
+      // Timers run before sockets are read: without care, the first check after waking up
+      // finds every worker silent and removes them all.
+      process.kill(cluster.scheduler.pid, "SIGSTOP");
+      await new Promise((r) => setTimeout(r, 4_000));
+      process.kill(cluster.scheduler.pid, "SIGCONT");
+      const g = graphs.map(500, "stall-b");
+      const values = await client.gather(Object.values(await client.compute(g)));
+      for (let i = 0; i < 500; i++) expect(values[i]).toBe(i + 1);
+      await new Promise((r) => setTimeout(r, 2_500));
+      expect(cluster.scheduler.stderr.join("")).not.toContain("missed heartbeats");
+      expect((await api(cluster.url, "/api/v1/info")).body.workers.length).toBe(2);
+    } finally {
+      process.kill(cluster.scheduler.pid, "SIGCONT");
+      await client.close();
+      await cluster.stop();
+    }
+  }, 60_000);
+});
+
 describe("slow subscribers", () => {
   test("a subscriber that stops reading is closed past its buffer and the scheduler goes on", async () => {
     const cluster = await startCluster({ workers: 2 });

@@ -156,6 +156,54 @@ describe("placement at scale", () => {
     expect(ws.processingTasks.size).toBe(cap);
     fx.clear();
   });
+
+  test("a burst of root tasks on 100 workers is placed evenly, looking at a few workers per task", () => {
+    const state = new SchedulerState();
+    const workers = Array.from({ length: 100 }, (_, i) => {
+      const ws = state.addWorker({ name: `w${i}`, address: "", nthreads: 1 + (i % 2), nanny: false, modules: [], pid: i }, 0);
+      state.workerReady(ws, "ready").clear();
+      return ws;
+    });
+    for (let i = 0; i < 500; i++) state.placement.recordDuration(0.00001);
+    const placement = state.placement;
+    let looks = 0;
+    const capacity = placement.capacity.bind(placement);
+    placement.capacity = (ws) => (looks++, capacity(ws));
+    const client = state.addClient("c");
+    // Fewer tasks than free slots: every task goes straight to a worker, the least busy one.
+    state.updateGraph(client, validateGraph(mapGraph(15_000), context(state)), "s").clear();
+    expect(state.counts.processing).toBe(15_000);
+    const loads = workers.map((ws) => ws.processingTasks.size / ws.nthreads);
+    expect(Math.max(...loads) - Math.min(...loads)).toBeLessThanOrEqual(1);
+    // A pass over all 100 workers per task would be 1,500,000 looks.
+    expect(looks).toBeLessThan(15_000 * 4);
+  });
+
+  test("a worker with tasks queued is refilled once a batch of slots is free, not per finished task", () => {
+    const state = new SchedulerState();
+    const ws = state.addWorker({ name: "w", address: "", nthreads: 1, nanny: false, modules: [], pid: 1 }, 0);
+    state.workerReady(ws, "ready").clear();
+    for (let i = 0; i < 500; i++) state.placement.recordDuration(0.00001);
+    const client = state.addClient("c");
+    state.updateGraph(client, validateGraph(mapGraph(2_000), context(state)), "s").clear();
+    const cap = state.placement.capacity(ws);
+    const batch = state.placement.refillBatch(ws);
+    expect(ws.processingTasks.size).toBe(cap);
+    expect(batch).toBeGreaterThan(1);
+    let computes = 0;
+    let frames = 0;
+    for (let i = 0; i < batch; i++) {
+      const [first] = ws.processingTasks;
+      const fx = state.taskFinished(ws, { key: first.key, nbytes: 8, value: 2, hasValue: true, duration: 0.00001 }, `done-${i}`);
+      const sent = fx.messages.slice(0, fx.messageCount).filter((m) => m.op === "compute").length;
+      if (sent > 0) frames++;
+      computes += sent;
+      fx.clear();
+    }
+    expect(frames).toBe(1);
+    expect(computes).toBe(batch);
+    expect(ws.processingTasks.size).toBe(cap);
+  });
 });
 
 describe("events nobody listens to", () => {

@@ -217,9 +217,12 @@ export function cleanUpOnSignal(message: string, cleanup: () => Promise<void>): 
 let workerCounter = 0;
 
 /** Starts `cluster worker URL --name UNIQUE ARGS…` and resolves once it has registered. */
-export function startWorker(url: string, options: { args?: string[]; flavor?: Flavor; env?: Record<string, string | undefined> } = {}): Promise<Proc> {
+export function startWorker(
+  url: string,
+  options: { args?: string[]; flavor?: Flavor; env?: Record<string, string | undefined>; timeoutMs?: number } = {},
+): Promise<Proc> {
   const name = `w${++workerCounter}-${process.pid}`;
-  return startProcess(["worker", url, "--name", name, ...(options.args ?? [])], { flavor: options.flavor, env: options.env });
+  return startProcess(["worker", url, "--name", name, ...(options.args ?? [])], { flavor: options.flavor, env: options.env, timeoutMs: options.timeoutMs });
 }
 
 /** A scheduler and its workers. */

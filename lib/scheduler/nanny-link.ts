@@ -129,11 +129,15 @@ export class NannyLinks {
     nanny.settlePluginsReady();
   }
 
-  /** Closes and removes the nannies not heard from for `timeoutMs` at time `now`. */
-  checkHeartbeats(timeoutMs: number, now: number): void {
+  /**
+   * Closes and removes the nannies not heard from for `timeoutMs` at time `now`, counting from
+   * `listeningSince` at the earliest (the scheduler itself was stalled before).
+   */
+  checkHeartbeats(timeoutMs: number, now: number, listeningSince = 0): void {
     for (const nanny of this.conns.values()) {
-      if (now - nanny.lastSeen <= timeoutMs) continue;
-      this.#ctx.log.warn(`Nanny "${nanny.name}" missed heartbeats for ${Math.round((now - nanny.lastSeen) / 1000)} s`);
+      const silent = now - Math.max(nanny.lastSeen, listeningSince);
+      if (silent <= timeoutMs) continue;
+      this.#ctx.log.warn(`Nanny "${nanny.name}" missed heartbeats for ${Math.round(silent / 1000)} s`);
       try {
         nanny.ws.close(4008, "Heartbeat timeout");
       } catch {

@@ -3,6 +3,11 @@
  * queue of root tasks waiting for a free slot, the tasks no worker can take, and Dask's
  * `decide_worker` (most bytes of the dependencies, else the least busy).
  *
+ * The least busy worker is found without a pass over every worker per task: a full pass finds
+ * the lowest load (tasks per thread), and the next decisions take the workers at that load in
+ * turn from where the last one stopped; a task leaving a worker can only lower the mark. A burst
+ * of root tasks on W workers costs O(1) per task, not O(W).
+ *
  * @module
  */
 import type { TaskState, WorkerState } from "./task-state.ts";
@@ -26,6 +31,13 @@ export class Placement {
   /** Exponentially weighted average task duration (seconds); Dask's default guess at first. */
   #avgDuration = 0.5;
   #durationSamples = 0;
+  /**
+   * At most the lowest load (tasks per thread) of the workers that may take a task: a worker at
+   * or below it is a least busy one. Found by a full pass, lowered by `freed`.
+   */
+  #level = 0;
+  /** Where the next search for the least busy worker starts in `running`. */
+  #cursor = 0;
 
   /** Whether any task waits in the scheduler's queue. */
   get hasQueued(): boolean {
@@ -79,6 +91,29 @@ export class Placement {
     return Math.max(Math.ceil(ws.nthreads * 1.1), ws.nthreads * (1 + extra));
   }
 
+  /**
+   * Free slots a worker that still has tasks queued waits for before it is refilled: a quarter
+   * of the near pipeline's few ms of work. One frame of many tasks instead of a frame per
+   * finished task, for the scheduler and the worker alike; a thread is never left without a
+   * next task, and a far worker's round trip of work stays in flight.
+   */
+  refillBatch(ws: WorkerState): number {
+    const extra = Math.min(this.maxPipeline >> 2, Math.floor(this.pipelineSeconds / 4 / this.#avgDuration));
+    return ws.processingTasks.size <= ws.nthreads ? 1 : Math.max(1, ws.nthreads * extra);
+  }
+
+  /** A task left a worker (finished, failed, released): the least busy mark may fall. */
+  freed(ws: WorkerState): void {
+    const load = ws.processingTasks.size / ws.nthreads;
+    if (load < this.#level) this.#level = load;
+  }
+
+  /** A worker starts taking tasks. */
+  addRunning(ws: WorkerState): void {
+    this.running.push(ws);
+    this.freed(ws);
+  }
+
   /** Takes one measured task duration (seconds) into the average. */
   recordDuration(seconds: number): void {
     const s = Math.max(seconds, 1e-6);
@@ -112,18 +147,8 @@ export class Placement {
       // slot takes the next one (fillWorkers). Queue behind them, in O(1) whatever the number
       // of workers, instead of scanning every worker for each task.
       if (restrict === undefined && this.hasQueued) return "queue";
-      let best: WorkerState | null = null;
-      let bestLoad = Infinity;
-      for (const ws of running) {
-        const n = ws.processingTasks.size;
-        if (n >= this.capacity(ws)) continue;
-        const load = n / ws.nthreads;
-        if (load < bestLoad) {
-          best = ws;
-          bestLoad = load;
-        }
-      }
-      return best ?? "queue";
+      if (restrict !== undefined) return this.#scan(running, true) ?? "queue";
+      return this.#leastBusy(true) ?? "queue";
     }
     let best: WorkerState | null = null;
     let bestBytes = 0;
@@ -143,9 +168,47 @@ export class Placement {
       }
     }
     if (best) return best;
+    return restrict !== undefined ? this.#scan(running, false) : this.#leastBusy(false);
+  }
+
+  /**
+   * A least busy running worker (with a free slot when `bounded`), in O(1) amortized: the
+   * workers at the mark are taken in turn; a full pass, when none is left, raises the mark.
+   */
+  #leastBusy(bounded: boolean): WorkerState | null {
+    const running = this.running;
+    const n = running.length;
+    let i = this.#cursor < n ? this.#cursor : 0;
+    let best = -1;
     let bestLoad = Infinity;
-    for (const ws of running) {
-      const load = ws.processingTasks.size / ws.nthreads;
+    for (let step = 0; step < n; step++, i = i + 1 < n ? i + 1 : 0) {
+      const ws = running[i];
+      const tasks = ws.processingTasks.size;
+      if (bounded && tasks >= this.capacity(ws)) continue;
+      const load = tasks / ws.nthreads;
+      if (load <= this.#level) {
+        this.#cursor = i + 1;
+        return ws;
+      }
+      if (load < bestLoad) {
+        best = i;
+        bestLoad = load;
+      }
+    }
+    if (best < 0) return null;
+    this.#level = bestLoad;
+    this.#cursor = best + 1;
+    return running[best];
+  }
+
+  /** The least busy of `workers` (a `workers=` restriction's few), by a full pass. */
+  #scan(workers: WorkerState[], bounded: boolean): WorkerState | null {
+    let best: WorkerState | null = null;
+    let bestLoad = Infinity;
+    for (const ws of workers) {
+      const tasks = ws.processingTasks.size;
+      if (bounded && tasks >= this.capacity(ws)) continue;
+      const load = tasks / ws.nthreads;
       if (load < bestLoad) {
         best = ws;
         bestLoad = load;

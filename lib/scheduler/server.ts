@@ -244,10 +244,21 @@ export class Scheduler {
     // The bare URL, never the token: `cluster dashboard` prints the login link.
     log.info(`Dashboard at ${this.address}/ (\`cluster dashboard ${this.address}\` prints the login link)`);
     const timeout = options.heartbeatTimeoutMs ?? 15_000;
+    const every = Math.min(1000, timeout / 2);
+    let lastCheck = Date.now();
+    let listeningSince = lastCheck;
     this.#heartbeatTimer = setInterval(() => {
-      this.workers.checkHeartbeats(timeout, Date.now());
-      this.nannies.checkHeartbeats(timeout, Date.now());
-    }, Math.min(1000, timeout / 2));
+      const now = Date.now();
+      // A check far later than due: this process was stalled (a long synchronous step, or
+      // stopped or starved by the machine) and has not read what its workers sent meanwhile —
+      // timers run before the sockets are read. Silence counts from when it listens again;
+      // otherwise every worker would be removed at once, and the tasks they ran counted toward
+      // KilledWorker.
+      if (now - lastCheck > 2 * every) listeningSince = now;
+      lastCheck = now;
+      this.workers.checkHeartbeats(timeout, now, listeningSince);
+      this.nannies.checkHeartbeats(timeout, now, listeningSince);
+    }, every);
   }
 
   /** The HTTP server: `/health` open, everything else behind the auth middleware. */

@@ -316,7 +316,7 @@ export class SchedulerState {
     if (ws.status !== "init" && ws.status !== "quarantined") return this.effects;
     ws.status = "running";
     ws.quarantine = null;
-    this.placement.running.push(ws);
+    this.placement.addRunning(ws);
     const engine = this.#engine;
     for (const ts of this.placement.noWorker) engine.recommend(ts, "processing");
     engine.fillWorkers();
@@ -453,6 +453,7 @@ export class SchedulerState {
       // Retry in place: the dependencies stay in memory for the next attempt.
       ts.retries--;
       ws.processingTasks.delete(ts);
+      this.placement.freed(ws);
       // The worker drops its erred attempt (its plugins see error→released).
       this.effects.send(ws, { op: "free", keys: [ts.key], stimulusId });
       ts.processingOn = null;

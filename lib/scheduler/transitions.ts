@@ -97,7 +97,8 @@ export class Transitions {
     const placement = this.#placement;
     if (!placement.hasQueued) return;
     if (only !== undefined) {
-      if (only.status === "running") this.#fill(only);
+      // A worker that still has tasks queued waits for a batch of free slots (refillBatch).
+      if (only.status === "running" && placement.capacity(only) - only.processingTasks.size >= placement.refillBatch(only)) this.#fill(only);
     } else {
       for (const ws of placement.running) this.#fill(ws);
     }
@@ -169,13 +170,17 @@ export class Transitions {
         if (finish === "memory") this.#processingMemory(ts, id);
         else if (finish === "erred") {
           const ws = ts.processingOn;
-          if (ws) ws.processingTasks.delete(ts);
+          if (ws) {
+            ws.processingTasks.delete(ts);
+            this.#placement.freed(ws);
+          }
           ts.processingOn = null;
           this.#erredCommon(ts, id, ws);
         } else if (finish === "released") {
           const ws = ts.processingOn;
           if (ws) {
             ws.processingTasks.delete(ts);
+            this.#placement.freed(ws);
             if (ws.status !== "closing") this.#fx.send(ws, { op: "free", keys: [ts.key], stimulusId: id });
           }
           ts.processingOn = null;
@@ -245,6 +250,7 @@ export class Transitions {
     // taskFinished checked that the result came from the worker processing the task.
     const ws = ts.processingOn!;
     ws.processingTasks.delete(ts);
+    this.#placement.freed(ws);
     ts.processingOn = null;
     ts.whoHas.add(ws);
     ws.heldTasks.add(ts);

@@ -414,11 +414,15 @@ export class WorkerLinks {
     }
   }
 
-  /** Closes and removes the workers not heard from for `timeoutMs` at time `now`. */
-  checkHeartbeats(timeoutMs: number, now: number): void {
+  /**
+   * Closes and removes the workers not heard from for `timeoutMs` at time `now`, counting from
+   * `listeningSince` at the earliest (the scheduler itself was stalled before: it did not listen).
+   */
+  checkHeartbeats(timeoutMs: number, now: number, listeningSince = 0): void {
     for (const conn of this.conns.values()) {
-      if (now - conn.state.lastSeen > timeoutMs) {
-        this.#ctx.log.warn(`Worker "${conn.state.name}" missed heartbeats for ${Math.round((now - conn.state.lastSeen) / 1000)} s`);
+      const silent = now - Math.max(conn.state.lastSeen, listeningSince);
+      if (silent > timeoutMs) {
+        this.#ctx.log.warn(`Worker "${conn.state.name}" missed heartbeats for ${Math.round(silent / 1000)} s`);
         try {
           conn.ws.close(4008, "Heartbeat timeout");
         } catch {
