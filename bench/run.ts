@@ -402,6 +402,13 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       if (isPlain) plain = setup;
     }
     const mapSetups = setups.filter((s) => want(s.name));
+    const drained = async (s: Setup) => {
+      const expected = (await readMetric(s.cluster.url, "cluster_transitions_total")) - s.transitionsBefore;
+      await waitFor("the subscribers to catch up", async () => {
+        const last = await s.subscribers!.counts();
+        return last.counts.every((n) => n >= expected) || last.closed.some((c) => c !== null);
+      }, { timeoutMs: 60_000, intervalMs: 20 });
+    };
     for (let run = 0; run <= runs; run++) {
       for (const s of mapSetups) {
         const cpuBefore = readCpuMs(s.cluster.scheduler.pid);
@@ -413,6 +420,9 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
           s.cpu.push(readCpuMs(s.cluster.scheduler.pid) - cpuBefore);
           if (s.subscribers) s.subscriberCpu.push(readCpuMs(s.subscribers.proc.pid) - subscriberBefore);
         }
+        // Subscribers still decoding their backlog would take the next variant's CPU: the next
+        // run starts once they have every event.
+        if (s.subscribers) await drained(s);
       }
     }
     for (const s of mapSetups) {

@@ -29,7 +29,7 @@ export const testStateHome: string = process.env.XDG_STATE_HOME = mkdtempSync(jo
 process.once("exit", () => rmSync(testStateHome, { recursive: true, force: true }));
 
 /** The built binary (`npm run build`). */
-export const binary: string = join(root, "dist", "cluster");
+export const binary: string = process.env.CLUSTER_TEST_BINARY || join(root, "dist", "cluster");
 
 /** How to run the CLI: the built binary, or the sources under Bun or Deno. */
 export type Flavor = "binary" | "bun" | "deno";
