@@ -27,7 +27,7 @@ const args = {
   "preload-nanny": { type: "string", description: "Module (path or URL) with clusterSetup(nanny, options), run in the nanny; repeatable" },
   tasks: { type: "string", description: "Task module whose exports become MODULE.EXPORT; repeatable" },
   "memory-limit": { type: "string", description: "Restart the worker past this RSS (nanny): 2GiB, 500MB, 0.5" },
-  "local-directory": { type: "string", description: "Directory for files, packages and plugins" },
+  "local-directory": { type: "string", description: "Directory for files, packages and plugins (default: its own in the temp directory, removed when it closes)" },
   "contact-address": { type: "string", description: "Data address announced to peers (behind NAT); unreachable peers relay through the scheduler" },
   "connect-timeout": { type: "string", description: "Seconds to keep trying to reach the scheduler", default: "10" },
   "death-timeout": { type: "string", description: "Seconds to keep reconnecting to a lost scheduler before closing (default: for ever)" },

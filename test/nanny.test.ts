@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
 import { setBuiltins } from "../lib/plugins/registry.ts";
@@ -305,5 +306,21 @@ describe("restart and close", () => {
       return !body.workers.some((w: any) => w.name === name) && !body.nannies.some((n: any) => n.name === name);
     });
     expect((await api(url, "/api/v1/plugins/nanny/teardown-marker", { method: "DELETE" })).status).toBe(204);
+  }, 30_000);
+
+  test("a worker or nanny removes the directory it made for itself when it closes, and keeps one it was given", async () => {
+    const given = join(tmp, `given-${suffix}`);
+    const own = (role: string, name: string) => join(tmpdir(), `cluster-${role}-${name}`);
+    const worker = await startProcess(["worker", url, "--name", `own-w-${suffix}`]);
+    const kept = await startProcess(["worker", url, "--name", `given-w-${suffix}`, "--local-directory", given]);
+    const nanny = await startProcess(["nanny", url, "--name", `own-n-${suffix}`], { ready: /nanny \S+ listening at (\S+)/ });
+    await waitFor("the nanny's worker", async () => (await workerPids()).has(`own-n-${suffix}`));
+    for (const dir of [own("worker", `own-w-${suffix}`), given, own("nanny", `own-n-${suffix}`)]) expect(existsSync(dir)).toBe(true);
+    expect(await worker.stop("SIGTERM")).toBe(0);
+    expect(await kept.stop("SIGTERM")).toBe(0);
+    expect(await nanny.stop("SIGTERM")).toBe(0);
+    expect(existsSync(own("worker", `own-w-${suffix}`))).toBe(false);
+    expect(existsSync(own("nanny", `own-n-${suffix}`))).toBe(false);
+    expect(existsSync(given)).toBe(true);
   }, 30_000);
 });

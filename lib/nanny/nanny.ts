@@ -9,8 +9,8 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdir } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
-import { delimiter, join, resolve } from "node:path";
+import { hostname } from "node:os";
+import { delimiter, join } from "node:path";
 import { Hono } from "hono";
 import { unreachableExitCode } from "../connect-error.ts";
 import { errorMessage, PluginError } from "../errors.ts";
@@ -27,6 +27,7 @@ import { runtime, type RunningServer, type ServerTls } from "../runtime/mod.ts";
 import { tlsFlags } from "../tls/options.ts";
 import { SchedulerSession } from "../session.ts";
 import { withLiveFields } from "../live.ts";
+import { localDirectory, removeOwnDirectory } from "../local-directory.ts";
 import { formatBytes, processRss } from "./memory.ts";
 import { LogForwarder } from "../logs/forwarder.ts";
 
@@ -168,7 +169,7 @@ export class Nanny {
       this.#logs.attach();
       this.#logTimer = setInterval(() => this.#forwardLogs(), 1000);
     }
-    this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-nanny-${this.name.replace(/[^\w.-]/g, "_")}`));
+    this.localDirectory = localDirectory(opts.localDirectory, "nanny", this.name);
     await mkdir(this.localDirectory, { recursive: true });
     const app = new Hono();
     app.get("/health", (c) => c.json({ status: "ok", role: "nanny", version, name: this.name, worker: this.#child?.pid ?? null, restarts: this.restarts }));
@@ -495,6 +496,7 @@ export class Nanny {
       this.#logs.detach();
       this.#session.close("nanny closing");
       await this.#server?.stop();
+      await removeOwnDirectory(this.#options.localDirectory, this.localDirectory);
       log.info(`Nanny "${this.name}" closed`);
       if (error) this.#rejectClosed(error);
       else this.#resolveClosed();

@@ -8,8 +8,8 @@
  */
 import { Hono } from "hono";
 import { mkdir, readdir } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
-import { delimiter, join, resolve } from "node:path";
+import { hostname } from "node:os";
+import { delimiter, join } from "node:path";
 import { setImmediate } from "node:timers";
 import { errorMessage, PluginError } from "../errors.ts";
 import { createLogger } from "../log.ts";
@@ -32,6 +32,7 @@ import { TaskContextImpl } from "./task-context.ts";
 import { LogForwarder } from "../logs/forwarder.ts";
 import { type Instruction, type Stimulus, type WorkerTask, WorkerState } from "./state.ts";
 import { resolveRefs, unixSeconds } from "./values.ts";
+import { localDirectory, removeOwnDirectory } from "../local-directory.ts";
 
 export { resolveRefs };
 
@@ -183,7 +184,7 @@ export class Worker {
     if (process.env.CLUSTER_FORWARD_LOGS !== "0") this.#logs.attach();
     // URL preloads are fetched once, before anything listens: a failed fetch stops the start.
     const preloads = await preloadSpecs(opts.preload ?? [], "worker", opts.preloadOptions);
-    this.localDirectory = resolve(opts.localDirectory ?? join(tmpdir(), `cluster-worker-${this.name.replace(/[^\w.-]/g, "_")}`));
+    this.localDirectory = localDirectory(opts.localDirectory, "worker", this.name);
     await mkdir(this.localDirectory, { recursive: true });
     // Data address (see lib/address.ts): without --host, the address this host reaches the scheduler from.
     const connectDeadline = Date.now() + (opts.connectTimeoutMs ?? 10_000);
@@ -590,6 +591,7 @@ export class Worker {
     this.#session.close("worker closing");
     this.#requests.rejectAll("worker closing", { final: true });
     await this.#server?.stop();
+    await removeOwnDirectory(this.#options.localDirectory, this.localDirectory);
     log.info(`Worker "${this.name}" closed`);
     this.#resolveClosed();
   }
