@@ -288,7 +288,15 @@ export async function startCluster(options: {
   return cluster;
 }
 
-/** A fresh temporary directory. */
+/** Temporary directories made by this process, removed when it exits. */
+const tempDirs: string[] = [];
+process.once("exit", () => {
+  for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
+});
+
+/** A fresh temporary directory, removed when the test process exits. */
 export function tempDir(prefix = "cluster-test-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  tempDirs.push(dir);
+  return dir;
 }
