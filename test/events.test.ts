@@ -241,7 +241,7 @@ describe("a tick's encodings, written from the columns", () => {
 
   test("JSON texts, arrays, lines and CBOR (whole and per event) are the events as JSON.stringify and cbor-x see them, for every topic filter", async () => {
     const { decodeCbor } = await import("../lib/protocol.ts");
-    await fc.assert(fc.asyncProperty(fc.array(step, { maxLength: 30 }), async (steps) => {
+    fc.assert(fc.property(fc.array(step, { maxLength: 30 }), (steps) => {
       const log = new EventLog(10_000);
       const filters: Array<ReadonlySet<string> | null> = [null, new Set(["transition"]), new Set(["log", "alerts"])];
       const got = filters.map(() => [] as Array<() => void>);
