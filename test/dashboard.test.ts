@@ -69,9 +69,10 @@ describe("dashboard logic", () => {
     off();
     expect(msg.prefixes).toEqual([{ name: "inc", total: 3, waiting: 0, processing: 1, done: 1, erred: 1, order: 0 }]);
     // Two finished tasks, each a [worker, prefix, start, stop, erred] segment, named by the transition that ends them.
-    expect(msg.segments.length).toBe(10);
+    const segments = new Float64Array(new Uint8Array(msg.segments).buffer);
+    expect(segments.length).toBe(10);
     expect(msg.workers).toEqual(["w1"]);
-    expect(msg.segments[9]).toBe(1);
+    expect(segments[9]).toBe(1);
     expect(msg.events.map((e: { topic: string }) => e.topic)).toContain("worker");
     expect(msg.topics).toEqual({ transition: 10, worker: 1 });
   });

@@ -75,9 +75,15 @@ export class DashboardFeed {
   #lastWorkerIndex = 0;
   #prefixNames: string[] = [];
   #prefixIndex = new Map<string, number>();
-  /** Segments as flat `[worker, prefix, start, stop, erred]` quintuples. */
-  #segments: number[] = [];
-  #newSegments: number[] = [];
+  /**
+   * Segments as flat `[worker, prefix, start, stop, erred]` quintuples of float64: the kept ones
+   * in a ring (a page that opens later gets them), the new ones since the last frame. Sent as
+   * the bytes of a `Float64Array` (little-endian): one copy, not a CBOR number each.
+   */
+  #kept = new Float64Array(keptSegments * 5);
+  #keptCount = 0;
+  #new = new Float64Array(4096 * 5);
+  #newCount = 0;
   #events: ClusterEvent[] = [];
   #transitions: ClusterEvent[] = [];
   #newEvents: ClusterEvent[] = [];
@@ -171,8 +177,8 @@ export class DashboardFeed {
     this.#lastWorker = undefined;
     this.#prefixNames = [];
     this.#prefixIndex.clear();
-    this.#segments = [];
-    this.#newSegments = [];
+    this.#keptCount = 0;
+    this.#newCount = 0;
     this.#events = [];
     this.#transitions = [];
     this.#newEvents = [];
@@ -303,7 +309,18 @@ export class DashboardFeed {
       this.#lastWorkerIndex = this.#index(by, this.#workers, this.#workerIndex);
     }
     row.index ??= this.#index(row.name, this.#prefixNames, this.#prefixIndex);
-    this.#newSegments.push(this.#lastWorkerIndex, row.index, begin, end, finish === "erred" ? 1 : 0);
+    let at = this.#newCount++ * 5;
+    if (at + 5 > this.#new.length) {
+      const grown = new Float64Array(this.#new.length * 2);
+      grown.set(this.#new);
+      this.#new = grown;
+    }
+    const segs = this.#new;
+    segs[at++] = this.#lastWorkerIndex;
+    segs[at++] = row.index;
+    segs[at++] = begin;
+    segs[at++] = end;
+    segs[at] = finish === "erred" ? 1 : 0;
   }
 
   #index(name: string, list: string[], index: Map<string, number>): number {
@@ -316,6 +333,31 @@ export class DashboardFeed {
     return i;
   }
 
+  /** Adds segments to the ring of kept ones (only the newest ring's worth can stay). */
+  #keep(segments: Float64Array): void {
+    const total = segments.length / 5;
+    let from = Math.max(0, total - keptSegments);
+    this.#keptCount += from;
+    while (from < total) {
+      const slot = this.#keptCount % keptSegments;
+      const n = Math.min(total - from, keptSegments - slot);
+      this.#kept.set(segments.subarray(from * 5, (from + n) * 5), slot * 5);
+      from += n;
+      this.#keptCount += n;
+    }
+  }
+
+  /** The kept segments, oldest first. */
+  #keptInOrder(): Float64Array {
+    const n = Math.min(this.#keptCount, keptSegments);
+    const start = (this.#keptCount - n) % keptSegments;
+    const out = new Float64Array(n * 5);
+    const head = this.#kept.subarray(start * 5, Math.min(start + n, keptSegments) * 5);
+    out.set(head);
+    if (head.length < out.length) out.set(this.#kept.subarray(0, out.length - head.length), head.length);
+    return out;
+  }
+
   #snapshot(): Record<string, unknown> {
     return {
       op: "snapshot",
@@ -323,7 +365,7 @@ export class DashboardFeed {
       workers: this.#workers,
       prefixNames: this.#prefixNames,
       prefixes: [...this.#prefixes.values()].map(sendable),
-      segments: this.#segments,
+      segments: bytesOf(this.#keptInOrder()),
       events: [...this.#events, ...this.#transitions].sort((a, b) => a.seq - b.seq),
       topics: this.#topicCounts(),
       ...(this.#missed > 0 ? { missed: this.#missed } : {}),
@@ -333,18 +375,17 @@ export class DashboardFeed {
   /** Sends what changed since the last frame to every page, as one frame made once. */
   #flush(): void {
     this.#read();
-    const segments = this.#newSegments;
+    const segments = this.#new.subarray(0, this.#newCount * 5);
     const events = this.#newEvents;
     if (this.#changed.length === 0 && segments.length === 0 && events.length === 0 && this.#transitionCount === this.#transitionsAtFlush) return;
     const transitions = this.#takeTransitions();
     const prefixes = this.#changed.map(sendable);
     for (const row of this.#changed) row.dirty = false;
     this.#changed = [];
-    this.#newSegments = [];
+    this.#newCount = 0;
     this.#newEvents = [];
     // Keep recent history for pages that open later.
-    for (let i = 0; i < segments.length; i++) this.#segments.push(segments[i]);
-    if (this.#segments.length > keptSegments * 5 * 2) this.#segments.splice(0, this.#segments.length - keptSegments * 5);
+    this.#keep(segments);
     this.#events.push(...events);
     if (this.#events.length > keptEvents) this.#events.splice(0, this.#events.length - keptEvents);
     this.#transitions.push(...transitions);
@@ -356,7 +397,7 @@ export class DashboardFeed {
       workers: this.#workers.slice(this.#sentWorkers),
       prefixNames: this.#prefixNames.slice(this.#sentPrefixNames),
       prefixes,
-      segments,
+      segments: bytesOf(segments),
       events: [...events, ...transitions].sort((a, b) => a.seq - b.seq),
       topics: this.#topicCounts(),
       finished: this.#finished,
@@ -372,6 +413,11 @@ export class DashboardFeed {
       }
     }
   }
+}
+
+/** A float64 array's bytes (a view: the frame is encoded before the array changes). */
+function bytesOf(values: Float64Array): Uint8Array {
+  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }
 
 /** A row without its bookkeeping. */

@@ -87,7 +87,8 @@ interface FeedMessage {
   workers: string[];
   prefixNames: string[];
   prefixes: PrefixCounts[];
-  segments: number[];
+  /** `[worker, prefix, start, stop, erred]` quintuples: the bytes of a little-endian Float64Array. */
+  segments: Uint8Array;
   events: StreamEvent[];
   topics: Record<string, number>;
   finished?: number;
@@ -106,7 +107,11 @@ function apply(msg: FeedMessage): void {
   workerNames.push(...msg.workers);
   prefixNames.push(...msg.prefixNames);
   model.progress.apply(msg.prefixes);
-  const seg = msg.segments;
+  const bytes = msg.segments;
+  // A copy when the bytes do not start on an 8-byte boundary of their buffer.
+  const seg = bytes.byteOffset % 8 === 0
+    ? new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 3)
+    : new Float64Array(new Uint8Array(bytes).buffer);
   for (let i = 0; i + 4 < seg.length; i += 5) {
     model.stream.add(workerNames[seg[i]], prefixNames[seg[i + 1]], seg[i + 2], seg[i + 3], { erred: seg[i + 4] === 1 });
   }
