@@ -27,6 +27,14 @@ const model = { progress: new Progress(), stream: new TaskStream(), rate: new Ra
 /** Received frames, decoded and applied as animation frames have time for them. */
 let queue: ArrayReader[] = [];
 let queueHead = 0;
+/**
+ * Task-stream segments received and not yet in the model, and where the first array is at: a
+ * frame of a fast graph carries thousands, added a slice at a time within each frame's budget.
+ */
+let pendingSegments: Float64Array[] = [];
+let pendingAt = 0;
+/** Segments added between two looks at the clock. */
+const segmentSlice = 256;
 /** Names the feed numbers workers and prefixes by. */
 let workerNames: string[] = [];
 let prefixNames: string[] = [];
@@ -76,6 +84,8 @@ function connect(): void {
     // The next connection starts with a snapshot.
     queue = [];
     queueHead = 0;
+    pendingSegments = [];
+    pendingAt = 0;
     setTimeout(connect, 1000);
   };
 }
@@ -103,6 +113,8 @@ function apply(msg: FeedMessage): void {
     model.log.clear();
     workerNames = [];
     prefixNames = [];
+    pendingSegments = [];
+    pendingAt = 0;
   }
   workerNames.push(...msg.workers);
   prefixNames.push(...msg.prefixNames);
@@ -112,9 +124,7 @@ function apply(msg: FeedMessage): void {
   const seg = bytes.byteOffset % 8 === 0
     ? new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 3)
     : new Float64Array(new Uint8Array(bytes).buffer);
-  for (let i = 0; i + 4 < seg.length; i += 5) {
-    model.stream.add(workerNames[seg[i]], prefixNames[seg[i + 1]], seg[i + 2], seg[i + 3], { erred: seg[i + 4] === 1 });
-  }
+  if (seg.length > 0) pendingSegments.push(seg);
   for (const e of msg.events) model.log.add(e, true);
   for (const [topic, n] of Object.entries(msg.topics)) model.log.topics.set(topic, n);
   if (msg.events.length > 0 || msg.op === "snapshot") model.log.version++;
@@ -140,9 +150,27 @@ async function poll(): Promise<void> {
   }
 }
 
-/** Applies queued feed messages until the frame's budget is spent. */
+/** Adds pending segments to the task stream until the deadline; returns whether all are in. */
+function addSegments(deadline: number): boolean {
+  while (pendingSegments.length > 0) {
+    const seg = pendingSegments[0];
+    const end = Math.min(seg.length, pendingAt + 5 * segmentSlice);
+    for (let i = pendingAt; i + 4 < end; i += 5) {
+      model.stream.add(workerNames[seg[i]], prefixNames[seg[i + 1]], seg[i + 2], seg[i + 3], { erred: seg[i + 4] === 1 });
+    }
+    pendingAt = end;
+    if (pendingAt >= seg.length) {
+      pendingSegments.shift();
+      pendingAt = 0;
+    }
+    if (performance.now() > deadline) return pendingSegments.length === 0;
+  }
+  return true;
+}
+
+/** Applies queued feed messages (and their segments) until the frame's budget is spent. */
 function fold(deadline: number): void {
-  while (queueHead < queue.length) {
+  while (addSegments(deadline) && queueHead < queue.length) {
     const reader = queue[queueHead];
     if (!reader.done) apply(reader.next() as FeedMessage);
     if (reader.done) queueHead++;
@@ -196,7 +224,7 @@ function wake(): void {
 function frame(): void {
   framePending = false;
   const start = performance.now();
-  timed("feed", () => fold(start + (queue.length - queueHead > 4 ? catchUpBudgetMs : foldBudgetMs)));
+  timed("feed", () => fold(start + (queue.length - queueHead > 4 || pendingSegments.length > 2 ? catchUpBudgetMs : foldBudgetMs)));
   if (infoDirty) {
     infoDirty = false;
     timed("workers", () => {
@@ -219,7 +247,7 @@ function frame(): void {
     setText($("rate"), `${count(series[series.length - 2] ?? 0)}/s`);
   }
   // Throttled panels catch up on the next frames; an idle page requests none.
-  const behind = queueHead < queue.length || model.progress.version !== progressPanel.drawnVersion ||
+  const behind = queueHead < queue.length || pendingSegments.length > 0 || model.progress.version !== progressPanel.drawnVersion ||
     model.log.version !== logPanel.drawnVersion;
   const took = performance.now() - start;
   if (took > stats.maxFrameMs) stats.maxFrameMs = took;
