@@ -55,7 +55,7 @@ export class Tick implements EventItems {
     const text = texts[i];
     if (text !== undefined) return text;
     const item = this.items[i];
-    return texts[i] = item < 0 ? this.otherJson[-1 - item] ?? JSON.stringify(this.others[-1 - item]) : JSON.stringify(this.object(i));
+    return texts[i] = item < 0 ? this.otherJson[-1 - item] ?? JSON.stringify(this.others[-1 - item]) : JSON.stringify(this.#objects?.[i] ?? this.#make(item));
   }
 
   /** Every item's CBOR, written once. */
