@@ -11,9 +11,10 @@
  * reach anyone.
  *
  * Fan-out is per tick, not per event per subscriber: a tick's batch refers to its transitions by
- * their slots in the columns (no object per transition), and its JSON and CBOR are written from
- * the columns at most once (lazily) and shared by every subscriber and plugin (`jsonl`) that
- * wants them (event-batch.ts). Objects are made only for plugins' `logEvent` hooks.
+ * their slots in the columns (no object per transition when it is appended); its CBOR is written
+ * from the columns and its JSON made from them, each at most once (lazily) and shared by every
+ * subscriber and plugin (`jsonl`) that wants them (event-batch.ts). Objects are kept only for
+ * plugins' `logEvent` hooks.
  *
  * @module
  */
