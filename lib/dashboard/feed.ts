@@ -290,8 +290,7 @@ export class DashboardFeed {
     // A task's segment comes from its end alone: the scheduler's transition into memory or
     // erred names the worker and carries the worker's measured compute span (no state per key).
     if (start !== "processing" || (finish !== "memory" && finish !== "erred")) return;
-    const by = worker;
-    if (by === undefined) return;
+    if (worker === undefined) return;
     let begin = time;
     let end = time;
     if (Array.isArray(startstops)) {
@@ -304,9 +303,9 @@ export class DashboardFeed {
     }
     this.#finished++;
     // The worker and the prefix are mostly those of the last segment: no lookup then.
-    if (by !== this.#lastWorker) {
-      this.#lastWorker = by;
-      this.#lastWorkerIndex = this.#index(by, this.#workers, this.#workerIndex);
+    if (worker !== this.#lastWorker) {
+      this.#lastWorker = worker;
+      this.#lastWorkerIndex = this.#index(worker, this.#workers, this.#workerIndex);
     }
     row.index ??= this.#index(row.name, this.#prefixNames, this.#prefixIndex);
     let at = this.#newCount++ * 5;

@@ -409,7 +409,7 @@ export class EventLog {
   flush(): void {
     this.#flushScheduled = false;
     const tick = new EventBatch(this.#takePending());
-    const firstSeq = tick.length > 0 ? tick.firstSeq : Infinity;
+    const firstSeq = tick.firstSeq;
     const byFilter = new Map<string, EventBatch>();
     for (const sub of this.#subscribers) {
       let batch: EventBatch;
