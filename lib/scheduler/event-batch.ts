@@ -13,7 +13,7 @@
  * @module
  */
 import { encodeEventItems } from "./event-cbor.ts";
-import type { ClusterEvent, EncodedItems, EventItems, TransitionColumns } from "./event-types.ts";
+import { arrayHeadRoom, type ClusterEvent, type EncodedItems, type EventItems, type TransitionColumns } from "./event-types.ts";
 
 export type { ClusterEvent, TransitionColumns };
 
@@ -162,15 +162,15 @@ export class EventBatch {
     const all = this.#tick.cbor();
     const { bytes, offsets } = this.#select === null ? all : pick(all, this.#select);
     const n = this.length;
-    const end = offsets[n];
-    const out = new Uint8Array(end + 5);
-    out[0] = 0x9a; // an array with a 4-byte count
-    out[1] = (n >>> 24) & 0xff;
-    out[2] = (n >>> 16) & 0xff;
-    out[3] = (n >>> 8) & 0xff;
-    out[4] = n & 0xff;
-    out.set(bytes.subarray(0, end), 5);
-    return this.#cbor = out;
+    // The head goes into the room left before the items: the same bytes for every batch of the
+    // whole tick, so batches sharing a tick's buffer may each write it.
+    const at = offsets[0] - arrayHeadRoom;
+    bytes[at] = 0x9a; // an array with a 4-byte count
+    bytes[at + 1] = (n >>> 24) & 0xff;
+    bytes[at + 2] = (n >>> 16) & 0xff;
+    bytes[at + 3] = (n >>> 8) & 0xff;
+    bytes[at + 4] = n & 0xff;
+    return this.#cbor = bytes.subarray(at, offsets[n]);
   }
 
   /** The i-th event's CBOR (a view on the batch's bytes: send it, do not keep it). */
@@ -207,11 +207,11 @@ export class EventBatch {
 
 /** The chosen items' bytes, copied one after the other. */
 function pick(all: EncodedItems, select: readonly number[]): EncodedItems {
-  let size = 0;
+  let size = arrayHeadRoom;
   for (const i of select) size += all.offsets[i + 1] - all.offsets[i];
   const bytes = new Uint8Array(size);
   const offsets = new Uint32Array(select.length + 1);
-  let p = 0;
+  let p = arrayHeadRoom;
   for (let k = 0; k < select.length; k++) {
     const i = select[k];
     offsets[k] = p;

@@ -9,7 +9,7 @@
  * @module
  */
 import { encodeCbor } from "../protocol.ts";
-import type { EncodedItems, EventItems } from "./event-types.ts";
+import { arrayHeadRoom, type EncodedItems, type EventItems } from "./event-types.ts";
 
 const textEncoder = new TextEncoder();
 
@@ -58,6 +58,7 @@ function field(cache: Map<string, Uint8Array>, name: string, value: string): Uin
   return bytes;
 }
 
+
 const scratch = new Float64Array(1);
 const scratchBytes = new Uint8Array(scratch.buffer);
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
@@ -71,8 +72,8 @@ function put(out: Uint8Array, p: number, bytes: Uint8Array): number {
 
 /** Copies `out[from..to)` (bytes written earlier in the same buffer) to `p`; returns the position after. */
 function again(out: Uint8Array, p: number, from: number, to: number): number {
-  for (let i = from; i < to; i++) out[p++] = out[i];
-  return p;
+  out.copyWithin(p, from, to);
+  return p + to - from;
 }
 
 /**
@@ -111,13 +112,64 @@ function text(out: Uint8Array, p: number, s: string): number {
   return p + bytes.length;
 }
 
-/** The items' CBOR, one after the other, with where each one starts. */
+/**
+ * Writes `[{action, start, stop}, …]` spans (what workers measure) by hand; returns the position
+ * after, or -1 when a span has another shape (cbor-x writes those). `out` has room for
+ * `spansRoom(spans)` bytes.
+ */
+function spansCbor(out: Uint8Array, p: number, spans: unknown[]): number {
+  const n = spans.length;
+  if (n > 23) return -1;
+  out[p++] = 0x80 | n;
+  for (let i = 0; i < n; i++) {
+    const span = spans[i] as { action?: unknown; start?: unknown; stop?: unknown } | null;
+    if (typeof span !== "object" || span === null || !isSpan(span)) return -1;
+    const { action, start, stop } = span as { action: string; start: number; stop: number };
+    p = put(out, p, spanHead);
+    p = text(out, p, action);
+    p = put(out, p, startField);
+    p = float(out, p, start);
+    p = put(out, p, stopField);
+    p = float(out, p, stop);
+  }
+  return p;
+}
+
+/** Whether a span has exactly `action` (text), `start` and `stop` (numbers), in that order. */
+function isSpan(span: object): boolean {
+  let i = 0;
+  for (const name in span) {
+    if (name !== spanFields[i++]) return false;
+  }
+  const s = span as { action: unknown; start: unknown; stop: unknown };
+  return i === 3 && typeof s.action === "string" && typeof s.start === "number" && typeof s.stop === "number";
+}
+
+const spanFields = ["action", "start", "stop"];
+const spanHead = concat(new Uint8Array([0xa3]), textBytes("action"));
+const startField = textBytes("start");
+const stopField = textBytes("stop");
+
+/** Room for `spansCbor` to write these spans. */
+function spansRoom(spans: unknown[]): number {
+  let room = 1;
+  for (const span of spans) {
+    const action = (span as { action?: unknown } | null)?.action;
+    room += 40 + (typeof action === "string" ? 3 * action.length + 3 : 0);
+  }
+  return room;
+}
+
+/**
+ * The items' CBOR, one after the other, with where each one starts. The first `arrayHeadRoom`
+ * bytes are left free for the head of a CBOR array of all the items (`EventBatch.cbor`).
+ */
 export function encodeEventItems(t: EventItems): EncodedItems {
   const n = t.items.length;
   const c = t.columns;
   let out: Uint8Array = new Uint8Array(64 + n * 128);
   const offsets = new Uint32Array(n + 1);
-  let p = 0;
+  let p = arrayHeadRoom;
   // Workers and stimulus ids repeat from event to event: the last one's bytes are copied again.
   let lastWorker: string | undefined;
   let lastWorkerFrom = 0;
@@ -130,14 +182,12 @@ export function encodeEventItems(t: EventItems): EncodedItems {
     const item = t.items[i];
     let need: number;
     let other: Uint8Array | null = null;
-    let spans: Uint8Array | null = null;
+    let startstops: unknown[] | undefined;
     if (item < 0 || c === null) need = (other = encodeCbor(t.others[-1 - item])).length;
     else {
-      const startstops = c.startstops.size > 0 ? c.startstops.get(item) : undefined;
-      // cbor-x's bytes are a view on its shared buffer: copied out before the next encode.
-      if (startstops !== undefined) spans = encodeCbor(startstops);
+      startstops = c.startstops.size > 0 ? c.startstops.get(item) : undefined;
       const worker = c.worker[item];
-      need = 200 + 3 * (c.key[item].length + c.stimulus[item].length + (worker === undefined ? 0 : worker.length)) + (spans === null ? 0 : spans.length);
+      need = 200 + 3 * (c.key[item].length + c.stimulus[item].length + (worker === undefined ? 0 : worker.length)) + (startstops === undefined ? 0 : spansRoom(startstops));
     }
     if (p + need > out.length) {
       const next = new Uint8Array(Math.max(out.length * 2, p + need));
@@ -150,7 +200,7 @@ export function encodeEventItems(t: EventItems): EncodedItems {
       continue;
     }
     const worker = c!.worker[item];
-    out[p++] = 0xa0 | (7 + (worker === undefined ? 0 : 1) + (spans === null ? 0 : 1)); // a map of 7 to 9 fields
+    out[p++] = 0xa0 | (7 + (worker === undefined ? 0 : 1) + (startstops === undefined ? 0 : 1)); // a map of 7 to 9 fields
     p = put(out, p, seqField);
     // seq: an unsigned integer of 4 bytes, past 2^32 a float64 (as cbor-x does: decoders give a
     // number, not a BigInt).
@@ -187,10 +237,21 @@ export function encodeEventItems(t: EventItems): EncodedItems {
         p = lastWorkerTo = text(out, p, worker);
       }
     }
-    if (spans !== null) {
+    if (startstops !== undefined) {
       p = put(out, p, startstopsField);
-      out.set(spans, p);
-      p += spans.length;
+      const q = spansCbor(out, p, startstops);
+      if (q >= 0) p = q;
+      else {
+        // Another shape: cbor-x's bytes (a view on its shared buffer, copied at once).
+        const spans = encodeCbor(startstops);
+        if (p + spans.length > out.length) {
+          const next = new Uint8Array(Math.max(out.length * 2, p + spans.length + 64));
+          next.set(out.subarray(0, p));
+          out = next;
+        }
+        out.set(spans, p);
+        p += spans.length;
+      }
     }
   }
   offsets[n] = p;

@@ -36,7 +36,13 @@ export interface EventItems {
   readonly otherJson: readonly (string | undefined)[];
 }
 
-/** Items encoded one after the other: item i is `bytes[offsets[i]..offsets[i + 1])`. */
+/** Free bytes before the first encoded item, for the head of an array of them all. */
+export const arrayHeadRoom = 5;
+
+/**
+ * Items encoded one after the other: item i is `bytes[offsets[i]..offsets[i + 1])`, and
+ * `offsets[0]` is `arrayHeadRoom`.
+ */
 export interface EncodedItems {
   readonly bytes: Uint8Array;
   readonly offsets: Uint32Array;
