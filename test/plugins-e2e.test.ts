@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { Client } from "../lib/client/mod.ts";
-import { api, authHeaders, collectEvents, replayEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
+import { api, authHeaders, collectEvents, graphs, replayEvents, root, runCli, sleep, startCluster, startProcess, stopAll, tempDir, waitFor } from "../testkit/mod.ts";
 
 const fixtures = join(root, "test", "fixtures");
 const recorder = join(fixtures, "plugins-recorder.ts");
@@ -439,6 +439,52 @@ describe("runtimes", () => {
         await worker.stop();
         await scheduler.stop();
       }
+    }, 90_000);
+  }
+});
+
+describe("the jsonl built-in on a scheduler", () => {
+  // Each line must be the very text the event stream sends for the same event, none missing, in
+  // order, all there once the scheduler has exited.
+  for (const flavor of ["binary", "deno"] as const) {
+    test(`every event is a line, in seq order, the same JSON as the event stream's (${flavor})`, async () => {
+      const dir = tempDir();
+      const path = join(dir, "events", "all.jsonl");
+      const toml = join(dir, "plugins.toml");
+      writeFileSync(toml, `[[scheduler.plugins]]\nuse = "jsonl"\npath = "${path}"\n`);
+      const cluster = await startCluster({ workers: 2, flavor, workerFlavor: "binary", plugins: toml });
+      let streamed: any[] = [];
+      try {
+        const client = await Client.connect(cluster.url);
+        const graph = graphs.map(3000, "jl");
+        await client.compute(graph);
+        await api(cluster.url, "/api/v1/events/deploys", { method: "POST", body: { version: "0.2.0", note: "é ✓" } });
+        expect(await client.gather(graph.keys.slice(0, 3))).toEqual([1, 2, 3]);
+        await client.gather(graph.keys);
+        const failing = await client.compute({ tasks: [{ key: "jl-fail", fn: "builtin.fail", args: ["boom"] }], keys: ["jl-fail"] });
+        await expect(failing["jl-fail"].result()).rejects.toThrow("boom");
+        await client.close();
+        streamed = await replay(cluster.url, "transition");
+      } finally {
+        await cluster.stop();
+      }
+      const text = readFileSync(path, "utf8");
+      expect(text.endsWith("\n")).toBe(true);
+      const rows = text.trimEnd().split("\n");
+      const events = rows.map((l) => JSON.parse(l));
+      // No seq missing between the first and the last line.
+      for (let i = 1; i < events.length; i++) expect(events[i].seq).toBe(events[i - 1].seq + 1);
+      const transitions = events.filter((e) => e.topic === "transition");
+      expect(transitions.filter((e) => e.finish === "memory" && e.key.startsWith("jl-")).length).toBe(3000);
+      const done = transitions.find((e) => e.finish === "memory");
+      expect(done.startstops[0]).toMatchObject({ action: "compute" });
+      expect(typeof done.worker).toBe("string");
+      expect(events.find((e) => e.topic === "deploys")).toMatchObject({ version: "0.2.0", note: "é ✓" });
+      expect(transitions.some((e) => e.key === "jl-fail" && e.finish === "erred")).toBe(true);
+      // The stream's JSON of the same events, text for text.
+      const bySeq = new Map(events.map((e, i) => [e.seq, rows[i]]));
+      expect(streamed.length).toBeGreaterThan(100);
+      for (const e of streamed) expect(bySeq.get(e.seq)).toBe(JSON.stringify(e));
     }, 90_000);
   }
 });
