@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 
 /** The resident set size (`VmRSS`) and its peak (`VmHWM`) of a process in bytes, from `/proc/PID/status`. */
 export function readMemory(pid: number): { rss: number; peak: number } {
@@ -29,6 +29,35 @@ export function readCpuMs(pid: number): number {
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   // utime and stime are fields 14 and 15 of stat, in clock ticks (100 a second on Linux).
   return (Number(fields[11]) + Number(fields[12])) * 10;
+}
+
+/**
+ * CPU time (ms) of a process and all its descendants alive now (a browser's renderer, GPU and
+ * utility processes); a process gone meanwhile is skipped.
+ */
+export function readTreeCpuMs(root: number): number {
+  const parentOf = new Map<number, number>();
+  for (const name of readdirSync("/proc")) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+      parentOf.set(Number(name), Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]));
+    } catch {
+      // Gone.
+    }
+  }
+  let total = 0;
+  for (const pid of parentOf.keys()) {
+    let p: number | undefined = pid;
+    while (p !== undefined && p !== root && p > 1) p = parentOf.get(p);
+    if (p !== root) continue;
+    try {
+      total += readCpuMs(pid);
+    } catch {
+      // Gone.
+    }
+  }
+  return total;
 }
 
 /** The median of the samples (the mean of the middle two for an even count). */

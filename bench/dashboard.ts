@@ -15,12 +15,12 @@
  *
  * @module
  */
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { loadavg } from "node:os";
 import { parseArgs } from "node:util";
 import { Client } from "../lib/client/mod.ts";
 import { graphs, requireBinary, startCluster, stopAll, waitIdle } from "../testkit/mod.ts";
-import { median, readCpuMs } from "./_lib.ts";
+import { median, readCpuMs, readTreeCpuMs } from "./_lib.ts";
 
 const chromiumPath = "/usr/bin/chromium";
 
@@ -61,29 +61,52 @@ function installFrameProbe(): void {
 
 let prefixCounter = 0;
 
-/** One map: tasks per second from submit to every result gathered, and the scheduler's CPU. */
-async function mapRun(client: Client, url: string, schedulerPid: number): Promise<{ rate: number; cpuMs: number }> {
+/** The browser's pid (its processes' CPU is measured per run), once it is launched. */
+let browserPid = 0;
+const workersCpuMs = () => cluster.workers.reduce((sum, w) => sum + readCpuMs(w.pid), 0);
+
+/**
+ * One map: tasks per second from submit to every result gathered, and the CPU of the scheduler,
+ * of both workers and of every browser process.
+ */
+async function mapRun(client: Client, url: string, schedulerPid: number): Promise<{ rate: number; cpuMs: number; workersCpuMs: number; browserCpuMs: number }> {
   const graph = graphs.map(tasks, `dash-${++prefixCounter}-${crypto.randomUUID().slice(0, 6)}`);
   const cpu0 = readCpuMs(schedulerPid);
+  const workers0 = workersCpuMs();
+  const browser0 = browserPid ? readTreeCpuMs(browserPid) : 0;
   const t0 = performance.now();
   await client.compute(graph);
   const values = await client.gather(graph.keys);
   const seconds = (performance.now() - t0) / 1000;
   const cpuMs = readCpuMs(schedulerPid) - cpu0;
+  const workersCpu = workersCpuMs() - workers0;
+  const browserCpuMs = browserPid ? readTreeCpuMs(browserPid) - browser0 : 0;
   if (values[tasks - 1] !== tasks) throw new Error(`Wrong result: ${JSON.stringify(values[tasks - 1])}`);
   await client.release(graph.keys);
   await waitIdle(url, 120_000);
-  return { rate: tasks / seconds, cpuMs };
+  return { rate: tasks / seconds, cpuMs, workersCpuMs: workersCpu, browserCpuMs };
 }
 
 const cluster = await startCluster();
 const { chromium } = await import("playwright-core");
 const browser = await chromium.launch({ executablePath: chromiumPath, args: ["--no-sandbox"] });
+// Playwright does not tell the browser's pid: it is this process's child named chromium.
+for (const name of readdirSync("/proc")) {
+  try {
+    const stat = readFileSync(`/proc/${name}/stat`, "utf8");
+    const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+    if (comm === "chromium" && Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]) === process.pid) browserPid = Number(name);
+  } catch {
+    // Not a process, or gone.
+  }
+}
 const client = await Client.connect(cluster.url);
-const without: Array<{ rate: number; cpuMs: number }> = [];
+const without: Array<{ rate: number; cpuMs: number; workersCpuMs: number; browserCpuMs: number }> = [];
 const withDash: Array<{
   rate: number;
   cpuMs: number;
+  workersCpuMs: number;
+  browserCpuMs: number;
   maxGapMs: number;
   maxLongTaskMs: number;
   maxWorkMs: number;
@@ -97,7 +120,7 @@ try {
   for (let run = 1; run <= runs; run++) {
     const plain = await mapRun(client, cluster.url, cluster.scheduler.pid);
     without.push(plain);
-    console.log(`  run ${run} without dashboard: ${Math.round(plain.rate).toLocaleString("en")} tasks/s, scheduler CPU ${plain.cpuMs} ms`);
+    console.log(`  run ${run} without dashboard: ${Math.round(plain.rate).toLocaleString("en")} tasks/s, scheduler CPU ${plain.cpuMs} ms, workers ${plain.workersCpuMs} ms`);
 
     const context = await browser.newContext({ viewport: { width: 1400, height: 1000 } });
     const page = await context.newPage();
@@ -128,7 +151,8 @@ try {
     await context.close();
     withDash.push({ ...open, maxGapMs: probe.maxGap, maxLongTaskMs: probe.maxLongTask, maxWorkMs: probe.maxWorkMs, frames: probe.frames, slowest: probe.slowest });
     console.log(
-      `  run ${run} with dashboard:    ${Math.round(open.rate).toLocaleString("en")} tasks/s, scheduler CPU ${open.cpuMs} ms, ` +
+      `  run ${run} with dashboard:    ${Math.round(open.rate).toLocaleString("en")} tasks/s, scheduler CPU ${open.cpuMs} ms, workers ${open.workersCpuMs} ms, ` +
+        `browser ${open.browserCpuMs} ms, ` +
         `longest frame ${probe.maxGap.toFixed(1)} ms, longest task ${probe.maxLongTask.toFixed(1)} ms, ` +
         `longest frame of the page's own work ${probe.maxWorkMs.toFixed(1)} ms, ${probe.frames} frames`,
     );
@@ -149,6 +173,9 @@ const longestTask = Math.max(...withDash.map((r) => r.maxLongTaskMs));
 const longestWork = Math.max(...withDash.map((r) => r.maxWorkMs));
 const cpuBase = median(without.map((r) => r.cpuMs));
 const cpuOpen = median(withDash.map((r) => r.cpuMs));
+const workersBase = median(without.map((r) => r.workersCpuMs));
+const workersOpen = median(withDash.map((r) => r.workersCpuMs));
+const browserCpu = median(withDash.map((r) => r.browserCpuMs));
 const summary = {
   tasks,
   runs,
@@ -159,6 +186,8 @@ const summary = {
   longestTaskMs: Number(longestTask.toFixed(1)),
   longestOwnWorkMs: Number(longestWork.toFixed(1)),
   schedulerCpuMs: { without: cpuBase, with: cpuOpen },
+  workersCpuMs: { without: workersBase, with: workersOpen },
+  browserCpuMs: browserCpu,
   loadAverage: loadavg(),
   consoleErrors: errors,
 };
@@ -167,6 +196,8 @@ throughput without the dashboard  ${Math.round(base).toLocaleString("en")} tasks
 throughput with the dashboard     ${Math.round(open).toLocaleString("en")} tasks/s (median)
 cost                              ${cost.toFixed(1)} %   (target ≤ 10 %)
 scheduler CPU per map             ${cpuBase} ms without, ${cpuOpen} ms with (${((cpuOpen / cpuBase - 1) * 100).toFixed(1)} %)
+workers' CPU per map              ${workersBase} ms without, ${workersOpen} ms with
+browser CPU per map               ${browserCpu} ms (every chromium process: on the same cores)
 longest frame in the page         ${longestFrame.toFixed(1)} ms (target ≤ 50 ms); longest task ${longestTask.toFixed(1)} ms
 longest frame of the page's work  ${longestWork.toFixed(1)} ms (decoding, folding and drawing in one frame)
 load average                      ${loadavg().map((l) => l.toFixed(1)).join(" ")} (a busy machine inflates frame gaps)
