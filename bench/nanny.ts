@@ -5,12 +5,12 @@
  * worker that has run for over 5 s (younger ones are restarted with backoff). Starts everything
  * itself on loopback and stops it.
  *
- * Run: `npx bun build --compile cmd/cluster.ts --outfile dist/cluster && npx bun bench/nanny.ts`
+ * Run: `npm run build && npx bun bench/nanny.ts`
  * (`--json` prints one JSON object instead of the table).
  *
  * @module
  */
-import { api, sleep, startProcess, stopAll } from "../testkit/mod.ts";
+import { api, collectEvents, sleep, startProcess, stopAll } from "../testkit/mod.ts";
 import { median, readMemory } from "./_lib.ts";
 
 const kills = 5;
@@ -29,26 +29,10 @@ function round(n: number, digits = 1): number {
   return Math.round(n * f) / f;
 }
 
-/** Resolves with the arrival time of the next `worker` topic event matching `match`. */
+/** The arrival time of the next `worker` topic event matching `match` (through the handshake). */
 function nextWorkerEvent(url: string, match: (e: Record<string, unknown>) => boolean): { ready: Promise<void>; event: Promise<number> } {
-  const ws = new WebSocket(`${url.replace(/^http/, "ws")}/api/v1/events?topic=worker`);
-  const ready = new Promise<void>((resolve, reject) => {
-    ws.onopen = () => resolve();
-    ws.onerror = () => reject(new Error("Cannot open the event stream"));
-  });
-  const event = new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("No worker event within 30 s")), 30_000);
-    ws.onmessage = (message) => {
-      // The first frame is the handshake's challenge (binary CBOR; auth is off here): not an event.
-      if (typeof message.data !== "string") return;
-      const e = JSON.parse(message.data);
-      if (!match(e)) return;
-      clearTimeout(timer);
-      ws.close();
-      resolve(performance.now());
-    };
-  });
-  return { ready, event };
+  const events = collectEvents(url, "topic=worker", (seen) => seen.some(match), 30_000);
+  return { ready: events.ready, event: events.done.then(() => performance.now()) };
 }
 
 async function main(): Promise<void> {
