@@ -5,6 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { heapStats } from "bun:jsc";
 import { ConflictError } from "../lib/scheduler/errors.ts";
 import { validateGraph } from "../lib/scheduler/graph.ts";
+import { newShard, ShardedMap, ShardedSet } from "../lib/scheduler/sharded.ts";
 import { SmallSet } from "../lib/scheduler/small-set.ts";
 import { type Effects, SchedulerState, type WorkerMessage, type WorkerState } from "../lib/scheduler/state.ts";
 
@@ -404,6 +405,52 @@ describe("memory per task", () => {
     set.clear();
     expect([...set]).toEqual([]);
     expect(() => set.add(undefined as unknown as object)).toThrow(TypeError);
+  });
+
+  test("sharded maps and sets behave as a Map and a Set under random operations", () => {
+    const keys = ["", "a", "ab", "inc-1", "inc-12", "('x', 7)", "('x', 17)", "é✓", ...Array.from({ length: 300 }, (_, i) => `k-${i * 7919}`)];
+    const objects = Array.from({ length: 300 }, () => ({ shard: newShard() }));
+    const map = new ShardedMap<number>();
+    const model = new Map<string, number>();
+    const set = new ShardedSet<{ shard: number }>();
+    const setModel = new Set<{ shard: number }>();
+    let seed = 7;
+    const random = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    for (let step = 0; step < 20_000; step++) {
+      const key = keys[random(keys.length)];
+      const object = objects[random(objects.length)];
+      switch (random(4)) {
+        case 0:
+        case 1:
+          map.set(key, step);
+          model.set(key, step);
+          set.add(object);
+          setModel.add(object);
+          break;
+        case 2:
+          expect(map.delete(key)).toBe(model.delete(key));
+          expect(set.delete(object)).toBe(setModel.delete(object));
+          break;
+        default:
+          expect(map.get(key)).toBe(model.get(key));
+          expect(map.has(key)).toBe(model.has(key));
+          expect(set.has(object)).toBe(setModel.has(object));
+      }
+      expect(map.size).toBe(model.size);
+      expect(set.size).toBe(setModel.size);
+    }
+    const byKey = (a: [string, number], b: [string, number]) => a[0] < b[0] ? -1 : 1;
+    expect([...map].sort(byKey)).toEqual([...model].sort(byKey));
+    expect([...map.keys()].length).toBe(model.size);
+    expect(new Set(set)).toEqual(setModel);
+    // Keys that differ only at their ends land in different shards.
+    const spread = new ShardedMap<number>();
+    for (let i = 0; i < 1600; i++) spread.set(`inc-${i}`, i);
+    expect(spread.size).toBe(1600);
+    map.clear();
+    set.clear();
+    expect(map.size + set.size).toBe(0);
+    expect([...map, ...set]).toEqual([]);
   });
 
   test("a lone compute span is kept as numbers and read back equal; transfers are kept as sent", () => {

@@ -5,6 +5,7 @@
  * @module
  */
 import { builtins } from "../worker/builtins.ts";
+import { ShardedMap } from "./sharded.ts";
 import { checkKeyLength, defaultLimits, LimitError, type Limits, measureValue } from "../limits.ts";
 
 /** One task as submitted. */
@@ -132,7 +133,7 @@ class GraphValidation {
   #tasks: TaskSpec[] = [];
   /** Each fn checked, as its first task spelled it: later tasks share that one string. */
   #knownFns = new Map<string, string>();
-  #byKey = new Map<string, TaskSpec>();
+  #byKey = new ShardedMap<TaskSpec>();
   // One array and one callback for every task's refs: a graph of 100,000 tasks makes one, not 100,000.
   #found: string[] = [];
   #onObject = (object: Record<string, unknown>) => refOf(object, this.#found);
@@ -271,14 +272,14 @@ class GraphValidation {
  */
 class TaskOrder {
   readonly order: string[] = [];
-  #byKey: Map<string, TaskSpec>;
+  #byKey: ReadonlyMap<string, TaskSpec>;
   #roots: string[];
   #tasks: TaskSpec[];
   #next = 0;
   #stack: Array<[TaskSpec, number]> = [];
 
   /** `flat`: no task depends on another and every one is wanted: submission order it is. */
-  constructor(tasks: TaskSpec[], byKey: Map<string, TaskSpec>, keys: string[], flat: boolean) {
+  constructor(tasks: TaskSpec[], byKey: ReadonlyMap<string, TaskSpec>, keys: string[], flat: boolean) {
     this.#tasks = tasks;
     this.#byKey = byKey;
     this.#roots = keys;

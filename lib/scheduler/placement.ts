@@ -10,6 +10,7 @@
  *
  * @module
  */
+import { ShardedSet } from "./sharded.ts";
 import type { TaskState, WorkerState } from "./task-state.ts";
 
 /** The workers that take tasks and the tasks waiting for them. */
@@ -17,7 +18,7 @@ export class Placement {
   /** Running workers, in the order they became ready. */
   readonly running: WorkerState[] = [];
   /** Tasks in `no-worker`: no running worker (or none their `workers=` allow). */
-  readonly noWorker = new Set<TaskState>();
+  readonly noWorker = new ShardedSet<TaskState>();
   /** Extra work queued per worker, in seconds of average task duration (keeps workers fed). */
   pipelineSeconds = 0.002;
   /** The largest number of tasks in flight on one worker thread (near workers). */

@@ -11,6 +11,7 @@ import { Effects } from "./effects.ts";
 import { ConflictError } from "./errors.ts";
 import type { ValidGraph } from "./graph.ts";
 import { Placement } from "./placement.ts";
+import { ShardedMap } from "./sharded.ts";
 import type { Startstop } from "../plugins/types.ts";
 import { allowedFailures, ClientState, own, TaskState, WorkerState } from "./task-state.ts";
 import { Transitions } from "./transitions.ts";
@@ -49,7 +50,7 @@ export interface WorkerInfo {
  * ```
  */
 export class SchedulerState {
-  readonly tasks = new Map<string, TaskState>();
+  readonly tasks = new ShardedMap<TaskState>();
   readonly workers = new Map<string, WorkerState>();
   readonly clients = new Map<string, ClientState>();
   /** What the stimuli led to since the last `effects.clear()`. */

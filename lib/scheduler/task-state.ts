@@ -5,6 +5,7 @@
  * @module
  */
 import type { ClientView, SchedulerTaskStateName, Startstop, WorkerView } from "../plugins/types.ts";
+import { newShard, ShardedSet } from "./sharded.ts";
 import { SmallSet } from "./small-set.ts";
 
 /** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
@@ -30,6 +31,8 @@ export function own(ts: TaskState, field: "deps" | "dependentTasks" | "waitingOn
 /** A task at the scheduler (plugins see it through task-view.ts). */
 export class TaskState {
   state: SchedulerTaskStateName = "released";
+  /** Its shard in the sharded sets of workers and clients (sharded.ts). */
+  readonly shard = newShard();
   // Shared and empty until a task needs one (own(ts, field)); delete and clear work on them.
   deps = noTasks as Set<TaskState>;
   dependentTasks = noTasks as Set<TaskState>;
@@ -126,7 +129,7 @@ export class WorkerState implements WorkerView {
   /** Why the worker is quarantined (the plugin and its message), else null. */
   quarantine: string | null = null;
   readonly processingTasks = new Set<TaskState>();
-  readonly heldTasks = new Set<TaskState>();
+  readonly heldTasks = new ShardedSet<TaskState>();
   nbytes = 0;
   /** The measured round trip to the worker (seconds; 0 until measured): deepens its pipeline. */
   rttSeconds = 0;
@@ -153,7 +156,7 @@ export class WorkerState implements WorkerView {
 
 /** A client at the scheduler. */
 export class ClientState implements ClientView {
-  readonly wantedTasks = new Set<TaskState>();
+  readonly wantedTasks = new ShardedSet<TaskState>();
   constructor(readonly id: string) {}
   get wants(): ReadonlySet<string> {
     return new Set([...this.wantedTasks].map((t) => t.key));

@@ -9,6 +9,7 @@
 import type { SchedulerTaskStateName } from "../plugins/types.ts";
 import type { DepInfo, Effects, TransitionExtra, WorkerMessage } from "./effects.ts";
 import type { Placement } from "./placement.ts";
+import type { ShardedMap } from "./sharded.ts";
 import { own, type TaskState, type WorkerState } from "./task-state.ts";
 
 type Finish = SchedulerTaskStateName;
@@ -26,7 +27,7 @@ const direct: ReadonlySet<string> = new Set([
 
 /** What the transitions work on: the task table, where tasks run, and where effects go. */
 export interface TransitionsContext {
-  readonly tasks: Map<string, TaskState>;
+  readonly tasks: ShardedMap<TaskState>;
   readonly placement: Placement;
   readonly effects: Effects;
 }
@@ -40,7 +41,7 @@ export class Transitions {
     released: 0, waiting: 0, "no-worker": 0, queued: 0, processing: 0, memory: 0, erred: 0, forgotten: 0,
   };
   transitionsTotal = 0;
-  #tasks: Map<string, TaskState>;
+  #tasks: ShardedMap<TaskState>;
   #placement: Placement;
   #fx: Effects;
   /** Tasks with a recommendation (`ts.recommended`), the last recommended on top. */
