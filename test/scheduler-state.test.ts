@@ -5,7 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { heapStats } from "bun:jsc";
 import { ConflictError } from "../lib/scheduler/errors.ts";
 import { validateGraph } from "../lib/scheduler/graph.ts";
-import { newShard, ShardedMap, ShardedSet } from "../lib/scheduler/sharded.ts";
+import { ShardedMap, ShardedSet } from "../lib/scheduler/sharded.ts";
 import { SmallSet } from "../lib/scheduler/small-set.ts";
 import { type Effects, SchedulerState, type WorkerMessage, type WorkerState } from "../lib/scheduler/state.ts";
 
@@ -409,11 +409,11 @@ describe("memory per task", () => {
 
   test("sharded maps and sets behave as a Map and a Set under random operations", () => {
     const keys = ["", "a", "ab", "inc-1", "inc-12", "('x', 7)", "('x', 17)", "é✓", ...Array.from({ length: 300 }, (_, i) => `k-${i * 7919}`)];
-    const objects = Array.from({ length: 300 }, () => ({ shard: newShard() }));
+    const objects = keys.map((key) => ({ key }));
     const map = new ShardedMap<number>();
     const model = new Map<string, number>();
-    const set = new ShardedSet<{ shard: number }>();
-    const setModel = new Set<{ shard: number }>();
+    const set = new ShardedSet<{ key: string }>();
+    const setModel = new Set<{ key: string }>();
     let seed = 7;
     const random = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
     for (let step = 0; step < 20_000; step++) {

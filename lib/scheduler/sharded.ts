@@ -3,18 +3,25 @@
  * entries (tasks by key, a worker's held tasks, a client's wanted tasks). A runtime's `Map` grows
  * by rehashing every entry at once: at 786,432 entries that is one 60–65 ms pause (and shrinking
  * after deletes another 30–40 ms), long enough to stall every socket. Sixteen shards grow one at a
- * time, each pause a sixteenth as long. Lookups cost a few character reads more; iteration goes
- * shard by shard, not in insertion order.
+ * time, each pause a sixteenth as long. Lookups cost a few character reads more (a set of tasks
+ * shards them by key too); iteration goes shard by shard, not in insertion order.
  *
  * @module
  */
 
+/** 16: `shardOf` takes the top four bits. */
 const shardCount = 16;
 
-/** A key's shard: a few of its characters mixed (the ends vary most: `inc-1`, `('x', 7)`). */
+/**
+ * A key's shard: its last four characters and its middle one (where keys differ: `inc-1`,
+ * `('x', 7)`, `x-3-12`), mixed by a multiplication so that numbered keys spread evenly (uneven
+ * shards would grow their tables early and hold more memory). Missing characters count as 0.
+ */
 function shardOf(key: string): number {
   const n = key.length;
-  return (key.charCodeAt(n - 1) + 31 * key.charCodeAt(n - 2) + 961 * key.charCodeAt(n - 3) + 7 * key.charCodeAt(n >> 1)) & (shardCount - 1);
+  const h = key.charCodeAt(n - 1) ^ (key.charCodeAt(n - 2) << 7) ^ (key.charCodeAt(n - 3) << 14) ^ (key.charCodeAt(n - 4) << 21) ^
+    (key.charCodeAt(n >> 1) << 11);
+  return Math.imul(h, 0x9e3779b1) >>> 28;
 }
 
 /**
@@ -73,28 +80,22 @@ export class ShardedMap<V> implements ReadonlyMap<string, V> {
   }
 }
 
-/** What a `ShardedSet` holds: objects that carry their shard, fixed for their life. */
-export interface Sharded {
-  readonly shard: number;
-}
-
-let nextShard = 0;
-
-/** A shard for a new object (objects take the shards in turn). */
-export function newShard(): number {
-  return nextShard++ & (shardCount - 1);
+/** What a `ShardedSet` holds: objects with a key, fixed for their life (tasks). */
+export interface Keyed {
+  readonly key: string;
 }
 
 /**
- * A set of objects that carry their shard, in 16 shards.
+ * A set of objects with a key, in 16 shards by the key (as `ShardedMap`'s): no field more per
+ * object.
  *
  * @example
  * ```ts
- * const held = new ShardedSet<{ shard: number }>();
- * held.add({ shard: newShard() });
+ * const held = new ShardedSet<{ key: string }>();
+ * held.add({ key: "inc-1" });
  * ```
  */
-export class ShardedSet<T extends Sharded> implements Iterable<T> {
+export class ShardedSet<T extends Keyed> implements Iterable<T> {
   #shards: Set<T>[] = Array.from({ length: shardCount }, () => new Set<T>());
   #size = 0;
 
@@ -102,17 +103,17 @@ export class ShardedSet<T extends Sharded> implements Iterable<T> {
     return this.#size;
   }
   has(value: T): boolean {
-    return this.#shards[value.shard].has(value);
+    return this.#shards[shardOf(value.key)].has(value);
   }
   add(value: T): this {
-    const shard = this.#shards[value.shard];
+    const shard = this.#shards[shardOf(value.key)];
     const before = shard.size;
     shard.add(value);
     this.#size += shard.size - before;
     return this;
   }
   delete(value: T): boolean {
-    const deleted = this.#shards[value.shard].delete(value);
+    const deleted = this.#shards[shardOf(value.key)].delete(value);
     if (deleted) this.#size--;
     return deleted;
   }

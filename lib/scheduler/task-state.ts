@@ -5,7 +5,7 @@
  * @module
  */
 import type { ClientView, SchedulerTaskStateName, Startstop, WorkerView } from "../plugins/types.ts";
-import { newShard, ShardedSet } from "./sharded.ts";
+import { ShardedSet } from "./sharded.ts";
 import { SmallSet } from "./small-set.ts";
 
 /** After this many worker deaths while a task ran, the task is erred with KilledWorker. */
@@ -31,8 +31,6 @@ export function own(ts: TaskState, field: "deps" | "dependentTasks" | "waitingOn
 /** A task at the scheduler (plugins see it through task-view.ts). */
 export class TaskState {
   state: SchedulerTaskStateName = "released";
-  /** Its shard in the sharded sets of workers and clients (sharded.ts). */
-  readonly shard = newShard();
   // Shared and empty until a task needs one (own(ts, field)); delete and clear work on them.
   deps = noTasks as Set<TaskState>;
   dependentTasks = noTasks as Set<TaskState>;
