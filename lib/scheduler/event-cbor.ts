@@ -1,9 +1,10 @@
 /**
  * Events as CBOR, one after the other in one buffer: the scheduler's transition events written
  * by hand straight from the event log's columns (`{seq, topic, time, key, start, finish,
- * stimulusId, worker?, startstops?}`), every other event through cbor-x. cbor-x walks each small map generically
- * (`for…in`, a type switch per value); here the field names and the state names are copied as
- * prepared bytes and only the key, stimulus and worker texts are written out. The bytes are
+ * stimulusId, worker?, startstops?}`, the workers' `{action, start, stop}` spans included),
+ * every other event (and spans of another shape) through cbor-x. cbor-x walks each small map
+ * generically (`for…in`, a type switch per value); here the field names and the state names are
+ * copied as prepared bytes and only the key, stimulus, worker and action texts are written out. The bytes are
  * standard CBOR (RFC 8949): any decoder reads them as the objects cbor-x would give.
  *
  * @module
@@ -57,7 +58,6 @@ function field(cache: Map<string, Uint8Array>, name: string, value: string): Uin
   }
   return bytes;
 }
-
 
 const scratch = new Float64Array(1);
 const scratchBytes = new Uint8Array(scratch.buffer);
