@@ -443,10 +443,33 @@ describe("memory per task", () => {
     expect([...map].sort(byKey)).toEqual([...model].sort(byKey));
     expect([...map.keys()].length).toBe(model.size);
     expect(new Set(set)).toEqual(setModel);
-    // Keys that differ only at their ends land in different shards.
-    const spread = new ShardedMap<number>();
-    for (let i = 0; i < 1600; i++) spread.set(`inc-${i}`, i);
-    expect(spread.size).toBe(1600);
+    // Past 32,768 entries both split into 16 tables, and work on as before; emptied, back to one.
+    const big = 40_000;
+    const bigMap = new ShardedMap<number>();
+    const bigSet = new ShardedSet<{ key: string }>();
+    const members = Array.from({ length: big }, (_, i) => ({ key: `inc-${i}` }));
+    for (let i = 0; i < big; i++) {
+      bigMap.set(members[i].key, i);
+      bigSet.add(members[i]);
+    }
+    bigMap.set("inc-7", -7);
+    bigSet.add(members[7]);
+    expect([bigMap.size, bigSet.size]).toEqual([big, big]);
+    expect([bigMap.get("inc-7"), bigMap.get("inc-39999"), bigMap.get("inc-40000")]).toEqual([-7, 39_999, undefined]);
+    expect(bigSet.has(members[32_769]) && !bigSet.has({ key: "inc-5" })).toBe(true);
+    expect(new Set(bigMap.keys()).size).toBe(big);
+    expect([...bigSet].length).toBe(big);
+    let deleted = true;
+    for (let i = 0; i < big; i += 2) deleted &&= bigMap.delete(members[i].key) && bigSet.delete(members[i]);
+    expect(deleted).toBe(true);
+    expect([bigMap.size, bigSet.size, bigMap.get("inc-1"), bigMap.get("inc-2")]).toEqual([big / 2, big / 2, 1, undefined]);
+    for (let i = 1; i < big; i += 2) {
+      bigMap.delete(members[i].key);
+      bigSet.delete(members[i]);
+    }
+    expect([bigMap.size, bigSet.size, [...bigMap].length, [...bigSet].length]).toEqual([0, 0, 0, 0]);
+    bigMap.set("again", 1);
+    expect([...bigMap]).toEqual([["again", 1]]);
     map.clear();
     set.clear();
     expect(map.size + set.size).toBe(0);
