@@ -6,14 +6,20 @@
  * itself on loopback and stops it.
  *
  * Run: `npm run build && npx bun bench/nanny.ts`
- * (`--json` prints one JSON object instead of the table).
+ * (`--json` prints one JSON object instead of the table; `--kills N` kills N times, default 5).
  *
  * @module
  */
 import { api, collectEvents, sleep, startProcess, stopAll } from "../testkit/mod.ts";
 import { median, readMemory } from "./_lib.ts";
 
-const kills = 5;
+/** `--kills N` (default 5): how many times the worker is killed and its replacement timed. */
+const killsFlag = process.argv.indexOf("--kills");
+const kills = killsFlag >= 0 ? Number(process.argv[killsFlag + 1]) : 5;
+if (!Number.isInteger(kills) || kills < 1) {
+  console.error(`bench/nanny: --kills wants a whole number ≥ 1, got "${process.argv[killsFlag + 1]}"`);
+  process.exit(2);
+}
 const idleMs = 2_000;
 /** The nanny's quick-death window (lib/nanny/nanny.ts) plus a margin. */
 const healthyAfterMs = 5_500;

@@ -1,6 +1,6 @@
 /**
- * Smoke test of the benchmark suite (`bench/run.ts`): one quick run with tiny sizes against the
- * real binary, so the script never rots. It checks that every workload ran and has a median,
+ * Smoke test of the benchmark suite (`bench/run.ts`, and `bench/nanny.ts` with one kill): one
+ * quick run with tiny sizes against the real binary, so the scripts never rot. It checks that every workload ran and has a median,
  * not how fast anything is.
  *
  * @module
@@ -32,9 +32,9 @@ const workloads = [
   "cold-start-worker",
 ];
 
-/** Runs `bun bench/run.ts ARGS…`; SIGKILLs it after `timeoutMs` (it stops its own cluster on SIGTERM). */
-function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const child = spawn(process.execPath, [join(root, "bench", "run.ts"), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
+/** Runs `bun bench/SCRIPT ARGS…`; SIGKILLs it after `timeoutMs` (it stops its own cluster on SIGTERM). */
+function runBench(args: string[], timeoutMs: number, script = "run.ts"): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [join(root, "bench", script), ...args], { cwd: root, stdio: ["ignore", "pipe", "pipe"] });
   let stdout = "";
   let stderr = "";
   child.stdout.setEncoding("utf8").on("data", (c: string) => (stdout += c));
@@ -81,3 +81,13 @@ test("the benchmark rejects an unknown workload with exit code 2", async () => {
   expect(code).toBe(2);
   expect(stderr).toContain('Unknown workload "nope"');
 });
+
+test("the nanny benchmark kills a worker under a nanny and times its replacement", async () => {
+  const { code, stdout, stderr } = await runBench(["--kills", "1", "--json"], 60_000, "nanny.ts");
+  if (code !== 0) throw new Error(`bench/nanny.ts exited with ${code}:\n${stdout}\n${stderr}`);
+  const result = JSON.parse(stdout.trim().split("\n").at(-1)!);
+  expect(result.sigkillToRegisteredMs.runs).toHaveLength(1);
+  expect(result.sigkillToRegisteredMs.median).toBeGreaterThan(0);
+  expect(result.restarts).toBe(1);
+  expect(result.idleWorker.peakMiB).toBeGreaterThan(1);
+}, 70_000);
