@@ -75,7 +75,7 @@ export class ShardedMap<V> implements ReadonlyMap<string, V> {
   }
   delete(key: string): boolean {
     const deleted = this.#shard(key).delete(key);
-    if (deleted && --this.#size === 0) this.#shards = [new Map()];
+    if (deleted && --this.#size === 0 && this.#shards.length > 1) this.#shards = [new Map()];
     return deleted;
   }
   clear(): void {
@@ -142,7 +142,7 @@ export class ShardedSet<T extends Keyed> implements Iterable<T> {
   }
   delete(value: T): boolean {
     const deleted = this.#shard(value).delete(value);
-    if (deleted && --this.#size === 0) this.#shards = [new Set()];
+    if (deleted && --this.#size === 0 && this.#shards.length > 1) this.#shards = [new Set()];
     return deleted;
   }
   clear(): void {
