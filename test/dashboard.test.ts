@@ -13,7 +13,7 @@ import { appJs, sourceHash as committedHash } from "../lib/dashboard/_assets.ts"
 import { DashboardFeed, dashboardApp, dashboardLink, hasSession } from "../lib/dashboard/mod.ts";
 import { sessionValue } from "../lib/dashboard/_session.ts";
 import { ArrayReader, decode } from "../lib/dashboard/ui/cbor.ts";
-import { EventRing, keyPrefix, Progress, Rate, TaskStream } from "../lib/dashboard/ui/model.ts";
+import { EventRing, keyPrefix, PackedSegments, packSegments, Progress, Rate, TaskStream } from "../lib/dashboard/ui/model.ts";
 import { pluginPlaces, statusByPlace } from "../lib/dashboard/ui/plugins.ts";
 import { workerCpu, workerHeld, workerMemoryBytes } from "../lib/dashboard/ui/workers.ts";
 import { assetsFile, buildAssets, sourceHash } from "../scripts/build-dashboard.ts";
@@ -68,13 +68,34 @@ describe("dashboard logic", () => {
     const [msg] = decode(got.at(-1)!) as Array<Record<string, any>>;
     off();
     expect(msg.prefixes).toEqual([{ name: "inc", total: 3, waiting: 0, processing: 1, done: 1, erred: 1, order: 0 }]);
-    // Two finished tasks, each a [worker, prefix, start, stop, erred] segment, named by the transition that ends them.
-    const segments = new Float64Array(new Uint8Array(msg.segments).buffer);
-    expect(segments.length).toBe(10);
+    // Two finished tasks, each a packed segment, named by the transition that ends them.
+    const segments = new PackedSegments(msg.segments);
+    expect(segments.length).toBe(2);
     expect(msg.workers).toEqual(["w1"]);
-    expect(segments[9]).toBe(1);
+    expect([segments.worker(1), segments.prefix(1), segments.erred(0), segments.erred(1)]).toEqual([0, 0, false, true]);
+    // Without compute spans, a segment starts and stops at its transition (float32 from the first one's start).
+    expect(Math.abs(segments.stop(0) - 100.07)).toBeLessThan(1e-4);
     expect(msg.events.map((e: { topic: string }) => e.topic)).toContain("worker");
     expect(msg.topics).toEqual({ transition: 10, worker: 1 });
+  });
+
+  test("segments are packed in 16 bytes and read back, wherever the bytes start in their buffer", () => {
+    const base = 1_790_000_000.25;
+    const quintuples = new Float64Array([0, 0, base - 0.5, base - 0.25, 0, 300, 70_000, base - 120.125, base - 119.5, 1]);
+    const packed = packSegments(quintuples);
+    expect(packed.byteLength).toBe(8 + 32);
+    expect(new PackedSegments(packSegments(new Float64Array(0))).length).toBe(0);
+    // As a CBOR decoder may hand them over: at an odd offset of a larger buffer.
+    const shifted = new Uint8Array(packed.byteLength + 3);
+    shifted.set(packed, 3);
+    for (const bytes of [packed, shifted.subarray(3)]) {
+      const s = new PackedSegments(bytes);
+      expect(s.length).toBe(2);
+      expect([s.worker(0), s.prefix(0), s.erred(0), s.worker(1), s.prefix(1), s.erred(1)]).toEqual([0, 0, false, 300, 70_000, true]);
+      expect(s.start(0)).toBe(base - 0.5);
+      expect(Math.abs(s.start(1) - (base - 120.125))).toBeLessThan(1e-5);
+      expect(Math.abs(s.stop(1) - (base - 119.5))).toBeLessThan(1e-5);
+    }
   });
 
   test("the page's progress takes the feed's rows and clears finished ones until they change", () => {

@@ -12,7 +12,7 @@
  */
 import type { ClusterEvent, Subscriber, TransitionVisitor } from "../scheduler/events.ts";
 import { encodeFrame } from "../protocol.ts";
-import { keyPrefix, type PrefixCounts } from "./ui/model.ts";
+import { keyPrefix, packSegments, type PrefixCounts } from "./ui/model.ts";
 
 /**
  * What the feed needs of the event log. With `forEachTransition` (the scheduler's log), the feed
@@ -77,8 +77,8 @@ export class DashboardFeed {
   #prefixIndex = new Map<string, number>();
   /**
    * Segments as flat `[worker, prefix, start, stop, erred]` quintuples of float64: the kept ones
-   * in a ring (a page that opens later gets them), the new ones since the last frame. Sent as
-   * the bytes of a `Float64Array` (little-endian): one copy, not a CBOR number each.
+   * in a ring (a page that opens later gets them), the new ones since the last frame. Sent packed
+   * (`packSegments`: 16 bytes each, float32 times), not as a CBOR number each.
    */
   #kept = new Float64Array(keptSegments * 5);
   #keptCount = 0;
@@ -364,7 +364,7 @@ export class DashboardFeed {
       workers: this.#workers,
       prefixNames: this.#prefixNames,
       prefixes: [...this.#prefixes.values()].map(sendable),
-      segments: bytesOf(this.#keptInOrder()),
+      segments: packSegments(this.#keptInOrder()),
       events: [...this.#events, ...this.#transitions].sort((a, b) => a.seq - b.seq),
       topics: this.#topicCounts(),
       ...(this.#missed > 0 ? { missed: this.#missed } : {}),
@@ -396,7 +396,7 @@ export class DashboardFeed {
       workers: this.#workers.slice(this.#sentWorkers),
       prefixNames: this.#prefixNames.slice(this.#sentPrefixNames),
       prefixes,
-      segments: bytesOf(segments),
+      segments: packSegments(segments),
       events: [...events, ...transitions].sort((a, b) => a.seq - b.seq),
       topics: this.#topicCounts(),
       finished: this.#finished,
@@ -412,11 +412,6 @@ export class DashboardFeed {
       }
     }
   }
-}
-
-/** A float64 array's bytes (a view: the frame is encoded before the array changes). */
-function bytesOf(values: Float64Array): Uint8Array {
-  return new Uint8Array(values.buffer, values.byteOffset, values.byteLength);
 }
 
 /** A row without its bookkeeping. */

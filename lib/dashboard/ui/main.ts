@@ -10,7 +10,7 @@
 import { ArrayReader } from "./cbor.ts";
 import { bytes, count, setText, sparkline } from "./dom.ts";
 import { LogPanel } from "./log.ts";
-import { EventRing, type PrefixCounts, Progress, Rate, type StreamEvent, TaskStream } from "./model.ts";
+import { EventRing, PackedSegments, type PrefixCounts, Progress, Rate, type StreamEvent, TaskStream } from "./model.ts";
 import { type PluginEntry, PluginsPanel, statusByPlace } from "./plugins.ts";
 import { ProgressPanel } from "./progress.ts";
 import { StreamPanel } from "./stream.ts";
@@ -31,7 +31,7 @@ let queueHead = 0;
  * Task-stream segments received and not yet in the model, and where the first array is at: a
  * frame of a fast graph carries thousands, added a slice at a time within each frame's budget.
  */
-let pendingSegments: Float64Array[] = [];
+let pendingSegments: PackedSegments[] = [];
 let pendingAt = 0;
 /** Segments added between two looks at the clock. */
 const segmentSlice = 256;
@@ -97,7 +97,7 @@ interface FeedMessage {
   workers: string[];
   prefixNames: string[];
   prefixes: PrefixCounts[];
-  /** `[worker, prefix, start, stop, erred]` quintuples: the bytes of a little-endian Float64Array. */
+  /** Finished tasks, packed (`packSegments`). */
   segments: Uint8Array;
   events: StreamEvent[];
   topics: Record<string, number>;
@@ -119,12 +119,8 @@ function apply(msg: FeedMessage): void {
   workerNames.push(...msg.workers);
   prefixNames.push(...msg.prefixNames);
   model.progress.apply(msg.prefixes);
-  const bytes = msg.segments;
-  // A copy when the bytes do not start on an 8-byte boundary of their buffer.
-  const seg = bytes.byteOffset % 8 === 0
-    ? new Float64Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >> 3)
-    : new Float64Array(new Uint8Array(bytes).buffer);
-  if (seg.length > 0) pendingSegments.push(seg);
+  const segments = new PackedSegments(msg.segments);
+  if (segments.length > 0) pendingSegments.push(segments);
   for (const e of msg.events) model.log.add(e, true);
   for (const [topic, n] of Object.entries(msg.topics)) model.log.topics.set(topic, n);
   if (msg.events.length > 0 || msg.op === "snapshot") model.log.version++;
@@ -154,9 +150,9 @@ async function poll(): Promise<void> {
 function addSegments(deadline: number): boolean {
   while (pendingSegments.length > 0) {
     const seg = pendingSegments[0];
-    const end = Math.min(seg.length, pendingAt + 5 * segmentSlice);
-    for (let i = pendingAt; i + 4 < end; i += 5) {
-      model.stream.add(workerNames[seg[i]], prefixNames[seg[i + 1]], seg[i + 2], seg[i + 3], { erred: seg[i + 4] === 1 });
+    const end = Math.min(seg.length, pendingAt + segmentSlice);
+    for (let i = pendingAt; i < end; i++) {
+      model.stream.add(workerNames[seg.worker(i)], prefixNames[seg.prefix(i)], seg.start(i), seg.stop(i), seg.erred(i));
     }
     pendingAt = end;
     if (pendingAt >= seg.length) {
@@ -214,16 +210,38 @@ function timed<T>(part: string, fn: () => T): T {
 }
 (globalThis as unknown as { __dashboardStats: typeof stats }).__dashboardStats = stats;
 
-/** Asks for a frame unless one is coming: the page draws only when there is something new. */
-function wake(): void {
-  if (framePending) return;
+/**
+ * Frames at most this often while the feed streams in (it brings news every 200 ms): every frame
+ * the page draws costs the browser style, layout, paint and compositing work, on a small machine
+ * the cluster's CPU. Clicks, typing and catching up with a backlog draw at once.
+ */
+const frameGapMs = 200;
+let lastFrameAt = Number.NEGATIVE_INFINITY;
+let frameTimer: ReturnType<typeof setTimeout> | 0 = 0;
+
+/**
+ * Asks for a frame unless one is coming: the page draws only when there is something new, and
+ * `frameGapMs` after its last frame at the soonest unless `now`.
+ */
+function wake(now = false): void {
+  if (framePending && !(now && frameTimer)) return;
+  if (frameTimer) clearTimeout(frameTimer);
+  frameTimer = 0;
   framePending = true;
-  requestAnimationFrame(frame);
+  const wait = now ? 0 : lastFrameAt + frameGapMs - performance.now();
+  if (wait <= 0) requestAnimationFrame(frame);
+  else {
+    frameTimer = setTimeout(() => {
+      frameTimer = 0;
+      requestAnimationFrame(frame);
+    }, wait);
+  }
 }
 
 function frame(): void {
   framePending = false;
   const start = performance.now();
+  lastFrameAt = start;
   timed("feed", () => fold(start + (queue.length - queueHead > 4 || pendingSegments.length > 2 ? catchUpBudgetMs : foldBudgetMs)));
   if (infoDirty) {
     infoDirty = false;
@@ -246,30 +264,22 @@ function frame(): void {
     sparkline(rateCanvas, series, { color: "#5ee3a1", width: 160, height: 30 });
     setText($("rate"), `${count(series[series.length - 2] ?? 0)}/s`);
   }
-  // Throttled panels catch up on the next frames; an idle page requests none.
-  const behind = queueHead < queue.length || pendingSegments.length > 0 || model.progress.version !== progressPanel.drawnVersion ||
-    model.log.version !== logPanel.drawnVersion;
   const took = performance.now() - start;
   if (took > stats.maxFrameMs) stats.maxFrameMs = took;
   stats.frames++;
-  if (behind) wake();
-  else if (streaming && !streamTimer) {
-    // Only the time axis moves: ten frames a second are enough.
-    streamTimer = setTimeout(() => {
-      streamTimer = 0;
-      wake();
-    }, 100);
-  }
+  // A backlog is folded on the next frames at once; throttled panels and the moving time axis
+  // wait for the next paced frame; an idle page requests none.
+  if (queueHead < queue.length || pendingSegments.length > 0) wake(true);
+  else if (streaming || model.progress.version !== progressPanel.drawnVersion || model.log.version !== logPanel.drawnVersion) wake();
 }
 
-let streamTimer: ReturnType<typeof setTimeout> | 0 = 0;
 addEventListener("resize", () => streamPanel.render(model.stream, schedulerNow(), true));
 // Buttons and the filter change what is shown: draw it.
-addEventListener("click", () => setTimeout(wake));
-addEventListener("input", () => setTimeout(wake));
+addEventListener("click", () => setTimeout(() => wake(true)));
+addEventListener("input", () => setTimeout(() => wake(true)));
 connect();
 poll();
 setInterval(() => {
-  poll().then(wake);
+  poll().then(() => wake());
 }, 1000);
 wake();
