@@ -94,7 +94,7 @@ function eachSlot(msg: Record<string, unknown>, slot: Slot): void {
  * would copy them, so they are sent from their own memory as parts and the frame holds a tag in
  * their place. The messages are changed only while they are encoded, then put back as they were.
  */
-function encodeWithParts(messages: unknown[]): { frame: Uint8Array; parts: Uint8Array[] } {
+function encodeWithParts(messages: unknown[], records: boolean): { frame: Uint8Array; parts: Uint8Array[] } {
   const parts: Uint8Array[] = [];
   const taken: Array<[Record<string, unknown> | unknown[], string | number, Uint8Array]> = [];
   const take: Slot = (holder, key) => {
@@ -105,9 +105,9 @@ function encodeWithParts(messages: unknown[]): { frame: Uint8Array; parts: Uint8
     parts.push(value);
   };
   for (const msg of messages) eachSlot(msg as Record<string, unknown>, take);
-  if (taken.length === 0) return { frame: encodeFrame(messages), parts };
+  if (taken.length === 0) return { frame: encodeFrame(messages, records), parts };
   try {
-    return { frame: encodeFrame(messages), parts };
+    return { frame: encodeFrame(messages, records), parts };
   } finally {
     for (const [holder, key, value] of taken) (holder as Record<string | number, unknown>)[key] = value;
   }
@@ -129,11 +129,11 @@ function putParts(messages: Message[], parts: Uint8Array[]): void {
 export type Undeliverable = (msg: never, reason: string) => unknown | null;
 
 /** The messages that encode, each one that does not replaced by what `undeliverable` gives. */
-function encodable(messages: unknown[], undeliverable: Undeliverable): unknown[] {
+function encodable(messages: unknown[], undeliverable: Undeliverable, records: boolean): unknown[] {
   const out: unknown[] = [];
   const fits = (msg: unknown): string | null => {
     try {
-      encodeWithParts([msg]);
+      encodeWithParts([msg], records);
       return null;
     } catch (err) {
       return `cannot be encoded: ${errorMessage(err)}`;
@@ -185,6 +185,7 @@ function* chunkFrames(id: number, bytes: Uint8Array, part?: number): Generator<U
  */
 export class FrameSender {
   #socket: FrameSocket;
+  #records: boolean;
   /** What waits behind a split frame: each entry makes the WebSocket messages of one frame. */
   #queue: Array<Iterator<Uint8Array>> = [];
   #ids = 0;
@@ -192,8 +193,10 @@ export class FrameSender {
   #sent = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
 
-  constructor(socket: FrameSocket) {
+  /** With `records`, frames use cbor-x's record extension (for the scheduler's own workers and nannies). */
+  constructor(socket: FrameSocket, options: { records?: boolean } = {}) {
     this.#socket = socket;
+    this.#records = options.records ?? false;
   }
 
   /** Whether frames wait to be sent. */
@@ -209,13 +212,13 @@ export class FrameSender {
   send(messages: unknown[], undeliverable?: Undeliverable): void {
     let encoded: { frame: Uint8Array; parts: Uint8Array[] };
     try {
-      encoded = encodeWithParts(messages);
+      encoded = encodeWithParts(messages, this.#records);
     } catch (err) {
       if (!undeliverable) throw err;
       // Rare: find the messages that cannot be encoded, one by one, and send the others.
-      messages = encodable(messages, undeliverable);
+      messages = encodable(messages, undeliverable, this.#records);
       if (messages.length === 0) return;
-      encoded = encodeWithParts(messages);
+      encoded = encodeWithParts(messages, this.#records);
     }
     const { frame, parts } = encoded;
     if (parts.length === 0) return this.sendEncoded(frame);
@@ -355,9 +358,16 @@ const serverSenders = new WeakMap<object, FrameSender>();
 
 /**
  * Sends a frame on a server-side socket through that socket's {@linkcode FrameSender}.
- * `buffered` reads the socket's send buffer (the runtime's `bufferedAmount`).
+ * `buffered` reads the socket's send buffer (the runtime's `bufferedAmount`); `records` (for a
+ * worker's socket) is taken from a socket's first frame.
  */
-export function sendFrame(ws: WSContext, messages: unknown[], buffered: (ws: WSContext) => number, undeliverable?: Undeliverable): void {
+export function sendFrame(
+  ws: WSContext,
+  messages: unknown[],
+  buffered: (ws: WSContext) => number,
+  undeliverable?: Undeliverable,
+  records = false,
+): void {
   const raw = (ws.raw ?? ws) as object;
   let sender = serverSenders.get(raw);
   if (!sender) {
@@ -366,16 +376,16 @@ export function sendFrame(ws: WSContext, messages: unknown[], buffered: (ws: WSC
       buffered: () => buffered(ws),
       // Bun's context holds the state it was made with; the socket itself has the current one.
       open: () => ((raw as { readyState?: number }).readyState ?? ws.readyState) === 1,
-    }));
+    }, { records }));
   }
   sender.send(messages, undeliverable);
 }
 
-/** A sender for a client-side `WebSocket`. */
-export function socketSender(socket: WebSocket): FrameSender {
+/** A sender for a client-side `WebSocket` (`records`: a worker's or nanny's, to its scheduler). */
+export function socketSender(socket: WebSocket, options: { records?: boolean } = {}): FrameSender {
   return new FrameSender({
     send: (b) => socket.send(b as Uint8Array<ArrayBuffer>),
     buffered: () => socket.bufferedAmount,
     open: () => socket.readyState === WebSocket.OPEN,
-  });
+  }, options);
 }

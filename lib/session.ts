@@ -171,7 +171,8 @@ export class SchedulerSession {
       const socket = clientWebSocket(socketUrl(options.scheduler, options.path).href);
       socket.binaryType = "arraybuffer";
       const frames = new FrameAssembler();
-      const sender = socketSender(socket);
+      // To the scheduler, which speaks the same version: frames in cbor-x's record extension.
+      const sender = socketSender(socket, { records: true });
       let settled = false;
       let welcomed = false;
       // No welcome in time (a silent address, a stuck scheduler): this attempt timed out.

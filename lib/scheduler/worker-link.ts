@@ -163,7 +163,8 @@ export class WorkerLinks {
       if (box.length === 0) continue;
       conn.outbox = [];
       try {
-        sendFrame(conn.ws, box, runtime.bufferedAmount, (msg: SchedulerToWorker, reason: string) => this.#undeliverable(conn, msg, reason));
+        // Its own workers: frames in cbor-x's record extension (protocol.ts).
+        sendFrame(conn.ws, box, runtime.bufferedAmount, (msg: SchedulerToWorker, reason: string) => this.#undeliverable(conn, msg, reason), true);
       } catch (err) {
         this.#ctx.log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
       }
