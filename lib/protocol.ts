@@ -21,12 +21,13 @@ export const version = "0.2.0";
  * Plain CBOR maps (what every client and CBOR library reads), or cbor-x's record extension
  * (tags 105 and 57344–57599: an object's keys written once per frame for all objects of that
  * shape, then only their values), used between the scheduler and its own workers and nannies:
- * half the bytes, and decoded in half the time (the plain decoder reads both).
+ * half the bytes, and decoded in half the time (the plain decoder reads both). With
+ * `mapsAsObjects`, both write a `Map` with tag 259, so that it comes back a `Map`.
  */
 const newEncoder = (records: boolean) =>
   new Encoder(
     records
-      ? { useRecords: true, mapsAsObjects: true, largeBigIntToFloat: false, useTag259ForMaps: true }
+      ? { useRecords: true, mapsAsObjects: true, largeBigIntToFloat: false }
       : { useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false },
   );
 let encoder = newEncoder(false);
