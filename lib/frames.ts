@@ -12,9 +12,9 @@
  * @module
  */
 import { errorMessage } from "./errors.ts";
-import { Tag } from "cbor-x";
+import { type Encoder, Tag } from "cbor-x";
 import type { WSContext } from "hono/ws";
-import { decodeFrame, encodeFrame, type Message } from "./protocol.ts";
+import { connectionDecoder, decodeFrame, encodeFrame, type Message, ownBufferBytes, recordsEncoder } from "./protocol.ts";
 
 /** Frames larger than this are split into chunks. */
 export const splitFrameBytes = 8 * 1024 * 1024;
@@ -94,7 +94,7 @@ function eachSlot(msg: Record<string, unknown>, slot: Slot): void {
  * would copy them, so they are sent from their own memory as parts and the frame holds a tag in
  * their place. The messages are changed only while they are encoded, then put back as they were.
  */
-function encodeWithParts(messages: unknown[], records: boolean): { frame: Uint8Array; parts: Uint8Array[] } {
+function encodeWithParts(messages: unknown[], encode: (messages: unknown[]) => Uint8Array): { frame: Uint8Array; parts: Uint8Array[] } {
   const parts: Uint8Array[] = [];
   const taken: Array<[Record<string, unknown> | unknown[], string | number, Uint8Array]> = [];
   const take: Slot = (holder, key) => {
@@ -105,9 +105,9 @@ function encodeWithParts(messages: unknown[], records: boolean): { frame: Uint8A
     parts.push(value);
   };
   for (const msg of messages) eachSlot(msg as Record<string, unknown>, take);
-  if (taken.length === 0) return { frame: encodeFrame(messages, records), parts };
+  if (taken.length === 0) return { frame: encode(messages), parts };
   try {
-    return { frame: encodeFrame(messages, records), parts };
+    return { frame: encode(messages), parts };
   } finally {
     for (const [holder, key, value] of taken) (holder as Record<string | number, unknown>)[key] = value;
   }
@@ -129,11 +129,12 @@ function putParts(messages: Message[], parts: Uint8Array[]): void {
 export type Undeliverable = (msg: never, reason: string) => unknown | null;
 
 /** The messages that encode, each one that does not replaced by what `undeliverable` gives. */
-function encodable(messages: unknown[], undeliverable: Undeliverable, records: boolean): unknown[] {
+function encodable(messages: unknown[], undeliverable: Undeliverable): unknown[] {
   const out: unknown[] = [];
   const fits = (msg: unknown): string | null => {
     try {
-      encodeWithParts([msg], records);
+      // With the shared plain encoder: a trial must not change a connection's record definitions.
+      encodeWithParts([msg], encodeFrame);
       return null;
     } catch (err) {
       return `cannot be encoded: ${errorMessage(err)}`;
@@ -185,7 +186,8 @@ function* chunkFrames(id: number, bytes: Uint8Array, part?: number): Generator<U
  */
 export class FrameSender {
   #socket: FrameSocket;
-  #records: boolean;
+  /** The connection's records encoder, once the peer said it reads records (`useRecords`). */
+  #encoder: Encoder | null = null;
   /** What waits behind a split frame: each entry makes the WebSocket messages of one frame. */
   #queue: Array<Iterator<Uint8Array>> = [];
   #ids = 0;
@@ -193,10 +195,33 @@ export class FrameSender {
   #sent = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
 
-  /** With `records`, frames use cbor-x's record extension (for the scheduler's own workers and nannies). */
-  constructor(socket: FrameSocket, options: { records?: boolean } = {}) {
+  constructor(socket: FrameSocket) {
     this.#socket = socket;
-    this.#records = options.records ?? false;
+  }
+
+  /**
+   * Encodes the frames from now on in cbor-x's record extension (`recordsEncoder`): for a peer
+   * that reads them with its connection's decoder (it said so in `register` or `welcome`).
+   */
+  useRecords(): void {
+    this.#encoder ??= recordsEncoder();
+  }
+
+  #encode(messages: unknown[]): Uint8Array {
+    const encoder = this.#encoder;
+    if (encoder === null) return encodeFrame(messages);
+    let bytes: Uint8Array;
+    try {
+      bytes = encoder.encode(messages);
+    } catch (err) {
+      // It may have defined shapes in a frame that is not sent: a new encoder defines them again.
+      this.#encoder = recordsEncoder();
+      throw err;
+    }
+    if (bytes.byteLength <= ownBufferBytes) return bytes.slice();
+    // A large frame keeps the encoder's buffer; the next encoder defines its shapes again.
+    this.#encoder = recordsEncoder();
+    return bytes;
   }
 
   /** Whether frames wait to be sent. */
@@ -211,14 +236,15 @@ export class FrameSender {
    */
   send(messages: unknown[], undeliverable?: Undeliverable): void {
     let encoded: { frame: Uint8Array; parts: Uint8Array[] };
+    const encode = (m: unknown[]) => this.#encode(m);
     try {
-      encoded = encodeWithParts(messages, this.#records);
+      encoded = encodeWithParts(messages, encode);
     } catch (err) {
       if (!undeliverable) throw err;
       // Rare: find the messages that cannot be encoded, one by one, and send the others.
-      messages = encodable(messages, undeliverable, this.#records);
+      messages = encodable(messages, undeliverable);
       if (messages.length === 0) return;
-      encoded = encodeWithParts(messages, this.#records);
+      encoded = encodeWithParts(messages, encode);
     }
     const { frame, parts } = encoded;
     if (parts.length === 0) return this.sendEncoded(frame);
@@ -287,6 +313,8 @@ export class FrameSender {
  */
 export class FrameAssembler {
   #maxBytes: number;
+  /** The connection's decoder: plain CBOR, and record definitions kept from frame to frame. */
+  #decoder = connectionDecoder();
   #id = 0;
   /** The frame being filled (`null` between frames), then its parts. */
   #buffer: Uint8Array | null = null;
@@ -308,7 +336,7 @@ export class FrameAssembler {
    * for chunks out of order or a frame over the cap.
    */
   decode(data: unknown): Message[] {
-    const messages = decodeFrame(data);
+    const messages = decodeFrame(data, undefined, this.#decoder);
     if (messages.length !== 1 || messages[0].op !== "chunk") return messages;
     const { id, offset, size, bytes, part } = messages[0] as unknown as ChunkMessage;
     if (!(bytes instanceof Uint8Array) || !Number.isSafeInteger(offset) || !Number.isSafeInteger(size) || size < 0) {
@@ -347,7 +375,7 @@ export class FrameAssembler {
     this.#buffer = null;
     this.#parts = [];
     this.#id = 0;
-    const out = decodeFrame(whole, Number.MAX_SAFE_INTEGER);
+    const out = decodeFrame(whole, Number.MAX_SAFE_INTEGER, this.#decoder);
     if (parts.length > 0) putParts(out, parts);
     return out;
   }
@@ -358,8 +386,8 @@ const serverSenders = new WeakMap<object, FrameSender>();
 
 /**
  * Sends a frame on a server-side socket through that socket's {@linkcode FrameSender}.
- * `buffered` reads the socket's send buffer (the runtime's `bufferedAmount`); `records` (for a
- * worker's socket) is taken from a socket's first frame.
+ * `buffered` reads the socket's send buffer (the runtime's `bufferedAmount`); with `records`
+ * (a worker that reads them), this frame and the socket's later ones are records.
  */
 export function sendFrame(
   ws: WSContext,
@@ -376,16 +404,17 @@ export function sendFrame(
       buffered: () => buffered(ws),
       // Bun's context holds the state it was made with; the socket itself has the current one.
       open: () => ((raw as { readyState?: number }).readyState ?? ws.readyState) === 1,
-    }, { records }));
+    }));
   }
+  if (records) sender.useRecords();
   sender.send(messages, undeliverable);
 }
 
-/** A sender for a client-side `WebSocket` (`records`: a worker's or nanny's, to its scheduler). */
-export function socketSender(socket: WebSocket, options: { records?: boolean } = {}): FrameSender {
+/** A sender for a client-side `WebSocket`. */
+export function socketSender(socket: WebSocket): FrameSender {
   return new FrameSender({
     send: (b) => socket.send(b as Uint8Array<ArrayBuffer>),
     buffered: () => socket.bufferedAmount,
     open: () => socket.readyState === WebSocket.OPEN,
-  }, options);
+  });
 }

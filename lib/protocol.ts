@@ -6,7 +6,7 @@
  * @module
  */
 import { createHash, timingSafeEqual as nodeTimingSafeEqual } from "node:crypto";
-import { Encoder } from "cbor-x";
+import { Decoder, Encoder } from "cbor-x";
 
 /** The largest frame a server accepts (bytes). */
 export const maxFrameBytes = 64 * 1024 * 1024;
@@ -17,35 +17,41 @@ export const inlineLimitBytes = 64 * 1024;
 /** The version of this program, reported by /health and --version. */
 export const version = "0.2.0";
 
-/**
- * Plain CBOR maps (what every client and CBOR library reads), or cbor-x's record extension
- * (tags 105 and 57344–57599: an object's keys written once per frame for all objects of that
- * shape, then only their values), used between the scheduler and its own workers and nannies:
- * half the bytes, and decoded in half the time (the plain decoder reads both). With
- * `mapsAsObjects`, both write a `Map` with tag 259, so that it comes back a `Map`.
- */
-const newEncoder = (records: boolean) =>
-  new Encoder(
-    records
-      ? { useRecords: true, mapsAsObjects: true, largeBigIntToFloat: false }
-      : { useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false },
-  );
-let encoder = newEncoder(false);
-let recordsEncoder = newEncoder(true);
+const newEncoder = () => new Encoder({ useRecords: false, mapsAsObjects: true, largeBigIntToFloat: false });
+let encoder = newEncoder();
 /** Past this size an encoding keeps the encoder's buffer for itself (see `encodeShared`). */
-const ownBufferBytes = 8 * 1024 * 1024;
+export const ownBufferBytes = 8 * 1024 * 1024;
 
 /**
- * Encodes with a shared encoder. cbor-x keeps its grown buffer for later calls, so after a
+ * Encodes with the shared encoder. cbor-x keeps its grown buffer for later calls, so after a
  * large value (a 200 MB result) the encoder is replaced: its buffer then belongs to the result
  * alone (no copy needed, `owned`) and is freed with it instead of staying for good.
  */
-function encodeShared(value: unknown, records = false): { bytes: Uint8Array<ArrayBuffer>; owned: boolean } {
-  const bytes = (records ? recordsEncoder : encoder).encode(value) as Uint8Array<ArrayBuffer>;
+function encodeShared(value: unknown): { bytes: Uint8Array<ArrayBuffer>; owned: boolean } {
+  const bytes = encoder.encode(value) as Uint8Array<ArrayBuffer>;
   if (bytes.byteLength <= ownBufferBytes) return { bytes, owned: false };
-  if (records) recordsEncoder = newEncoder(true);
-  else encoder = newEncoder(false);
+  encoder = newEncoder();
   return { bytes, owned: true };
+}
+
+/**
+ * The encoder of one connection's frames in cbor-x's record extension, sequential: the keys of
+ * each shape of object (a worker's `done`, a `compute`) are defined once per connection (tags
+ * 105 and 57344–57599), then every object of that shape is its values alone. Only the peer's own
+ * {@linkcode connectionDecoder} reads such frames (it keeps the definitions), so it is used on a
+ * link only once the peer said it reads them (`records: true` in `register` or `welcome`).
+ */
+export function recordsEncoder(): Encoder {
+  return new Encoder({ useRecords: true, mapsAsObjects: true, largeBigIntToFloat: false, sequential: true } as ConstructorParameters<typeof Encoder>[0]);
+}
+
+/**
+ * The decoder of one connection's frames: reads plain CBOR as the shared decoder does, and the
+ * record definitions of a {@linkcode recordsEncoder} as they come, kept for the frames after
+ * (each shape's reader is compiled once per connection: half the time of a plain map to decode).
+ */
+export function connectionDecoder(): Decoder {
+  return new Decoder({ mapsAsObjects: true, structures: [] } as ConstructorParameters<typeof Decoder>[0]);
 }
 
 /** One protocol message. */
@@ -67,20 +73,19 @@ export function encodeCbor(value: unknown): Uint8Array<ArrayBuffer> {
 }
 
 /**
- * Encodes the messages of one WebSocket frame, with `records` in cbor-x's record extension (for
- * the scheduler's own workers and nannies only). The bytes are copied out of cbor-x's shared
+ * Encodes the messages of one WebSocket frame. The bytes are copied out of cbor-x's shared
  * buffer: a runtime may keep (or take over) a sent buffer while the next frame is encoded.
  */
-export function encodeFrame(messages: unknown[], records = false): Uint8Array<ArrayBuffer> {
-  const { bytes, owned } = encodeShared(messages, records);
+export function encodeFrame(messages: unknown[]): Uint8Array<ArrayBuffer> {
+  const { bytes, owned } = encodeShared(messages);
   return owned ? bytes : bytes.slice();
 }
 
-/** Decodes one CBOR value; throws a `SyntaxError` on malformed input. */
-export function decodeCbor(data: Uint8Array | ArrayBuffer): unknown {
+/** Decodes one CBOR value (with a connection's own decoder if given); throws a `SyntaxError` on malformed input. */
+export function decodeCbor(data: Uint8Array | ArrayBuffer, decoder?: Decoder): unknown {
   const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
   try {
-    return encoder.decode(bytes);
+    return (decoder ?? encoder).decode(bytes);
   } catch (err) {
     throw new SyntaxError(`Malformed CBOR: ${err instanceof Error ? err.message : String(err)}`);
   }
@@ -99,7 +104,7 @@ export function decodeCborSequence(bytes: Uint8Array): unknown[] {
  * Decodes a frame into its messages; throws a `TypeError` when it is not an array of `{op}`, a
  * `RangeError` past `maxBytes` (a frame put together from chunks has its own cap, lib/frames.ts).
  */
-export function decodeFrame(data: unknown, maxBytes = maxFrameBytes): Message[] {
+export function decodeFrame(data: unknown, maxBytes = maxFrameBytes, decoder?: Decoder): Message[] {
   let bytes: Uint8Array;
   if (data instanceof Uint8Array) bytes = data;
   else if (data instanceof ArrayBuffer) bytes = new Uint8Array(data);
@@ -107,7 +112,7 @@ export function decodeFrame(data: unknown, maxBytes = maxFrameBytes): Message[] 
   if (bytes.byteLength > maxBytes) throw new RangeError(`Frame of ${bytes.byteLength} bytes is too large`);
   // Bun's WebSocket client sometimes delivers an empty message after a large fragmented one.
   if (bytes.byteLength === 0) return [];
-  const value = decodeCbor(bytes);
+  const value = decodeCbor(bytes, decoder);
   const messages = Array.isArray(value) ? value : [value];
   for (const msg of messages) {
     if (msg === null || typeof msg !== "object" || typeof (msg as Message).op !== "string") {

@@ -171,8 +171,7 @@ export class SchedulerSession {
       const socket = clientWebSocket(socketUrl(options.scheduler, options.path).href);
       socket.binaryType = "arraybuffer";
       const frames = new FrameAssembler();
-      // To the scheduler, which speaks the same version: frames in cbor-x's record extension.
-      const sender = socketSender(socket, { records: true });
+      const sender = socketSender(socket);
       let settled = false;
       let welcomed = false;
       // No welcome in time (a silent address, a stuck scheduler): this attempt timed out.
@@ -199,6 +198,8 @@ export class SchedulerSession {
         for (const msg of messages) {
           if (msg.op === "welcome" && !welcomed) {
             welcomed = true;
+            // A scheduler that reads records (protocol.ts) gets them from here on.
+            if (msg.records === true) sender.useRecords();
             clearTimeout(timer);
             options.welcome(msg, auth!).then(() => {
               settled = true;

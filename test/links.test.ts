@@ -26,8 +26,12 @@ const tmp = tempDir("cluster-links-test-");
 
 afterAll(() => stopAll());
 
-/** Joins as a worker over a real socket; returns the peer key the scheduler sealed for it. */
-async function joinAsProbe(url: string, token: string): Promise<{ socket: WebSocket; peerKey: Buffer }> {
+/**
+ * Joins as a worker over a real socket (one that does not say it reads records: every frame is
+ * decoded by the shared plain decoder, as an older worker would); returns the peer key the
+ * scheduler sealed for it. `received` gets every message after the handshake.
+ */
+async function joinAsProbe(url: string, token: string, received: Record<string, unknown>[] = []): Promise<{ socket: WebSocket; peerKey: Buffer }> {
   const socket = new WebSocket(`${url.replace("http", "ws")}/api/v1/worker`);
   socket.binaryType = "arraybuffer";
   let resolveWelcome!: (msg: Record<string, unknown>) => void;
@@ -36,7 +40,10 @@ async function joinAsProbe(url: string, token: string): Promise<{ socket: WebSoc
     role: "worker",
     token,
     onMessage: (event) => {
-      for (const msg of decodeFrame(event.data)) if (msg.op === "welcome") resolveWelcome(msg);
+      for (const msg of decodeFrame(event.data)) {
+        received.push(msg);
+        if (msg.op === "welcome") resolveWelcome(msg);
+      }
     },
   });
   socket.send(encodeFrame([{ op: "register", name: `probe-${process.pid}`, nthreads: 1, address: "http://127.0.0.1:9", nanny: false, pid: 0, modules: [], restarts: 0, version: "0.1.0" }]));
@@ -205,6 +212,33 @@ describe("with scoped tokens", () => {
       await scheduler.stop();
     }
   }, 60_000);
+});
+
+describe("records on worker links", () => {
+  test("a worker that does not say it reads records is sent plain CBOR maps; the scheduler says it reads them", async () => {
+    const cluster = await startCluster({ workers: 0, env: tokenEnv });
+    try {
+      const received: Record<string, unknown>[] = [];
+      const { socket } = await joinAsProbe(cluster.url, admin, received);
+      expect(received[0]).toMatchObject({ op: "welcome", records: true });
+      socket.send(encodeFrame([{ op: "ready" }]));
+      const client = await Client.connect(cluster.url, { token: admin });
+      try {
+        const keys = Array.from({ length: 40 }, (_, i) => `plain-${i}`);
+        await client.compute({ tasks: keys.map((key, i) => ({ key, fn: "builtin.inc", args: [i] })), keys });
+        // Compute messages (as many as its one thread gets), each a plain map to the shared decoder.
+        await waitFor("tasks at the probe", () => received.some((m) => m.op === "compute"), { timeoutMs: 10_000 });
+        const computes = received.filter((m) => m.op === "compute");
+        for (const m of computes) expect(keys).toContain(m.key as string);
+        expect(computes[0]).toMatchObject({ fn: "builtin.inc" });
+      } finally {
+        await client.close();
+        socket.close();
+      }
+    } finally {
+      await cluster.stop();
+    }
+  }, 30_000);
 });
 
 describe("a fake scheduler", () => {

@@ -31,6 +31,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
       modules: "string[]?",
       restarts: "number?",
       version: "string?",
+      records: "boolean?",
     },
     ready: {},
     done: { key: "string", nbytes: "number?", duration: "number?", hasValue: "boolean?", stimulusId: "string?", startstops: "startstops?" },
@@ -104,15 +105,35 @@ function kind(value: unknown): string {
  */
 export function checkMessage(link: Link, msg: { op: unknown; [field: string]: unknown }): string | null {
   if (typeof msg.op !== "string") return `Invalid message: "op" must be a string, got ${kind(msg.op)}`;
-  const fields = Object.hasOwn(schemas[link], msg.op) ? schemas[link][msg.op] : undefined;
-  if (!fields) return null;
-  for (const name in fields) {
-    const spec = fields[name];
-    const optional = spec.endsWith("?");
-    const type = (optional ? spec.slice(0, -1) : spec) as FieldType;
+  const checks = Object.hasOwn(compiled[link], msg.op) ? compiled[link][msg.op] : undefined;
+  if (!checks) return null;
+  for (let i = 0; i < checks.length; i++) {
+    const { name, type, optional } = checks[i];
     const value = msg[name];
     if (value === undefined && optional) continue;
     if (!matches(value, type)) return `Invalid "${msg.op}" message: "${name}" must be ${type}, got ${kind(value)}`;
   }
   return null;
 }
+
+/** One field's check, parsed from its schema once (a message is checked per field, per message). */
+interface FieldCheck {
+  name: string;
+  type: FieldType;
+  optional: boolean;
+}
+
+const compiled = Object.fromEntries(
+  Object.entries(schemas).map(([link, ops]) => [
+    link,
+    Object.fromEntries(
+      Object.entries(ops).map(([op, fields]) => [
+        op,
+        Object.entries(fields).map(([name, spec]): FieldCheck => {
+          const optional = spec.endsWith("?");
+          return { name, type: (optional ? spec.slice(0, -1) : spec) as FieldType, optional };
+        }),
+      ]),
+    ),
+  ]),
+) as Record<Link, Record<string, FieldCheck[]>>;

@@ -28,7 +28,7 @@ export interface PluginFailure {
 
 /** Worker → scheduler. */
 export type WorkerToScheduler =
-  | { op: "register"; name: string; nthreads: number; address: string; nanny: boolean; pid: number; modules: string[]; restarts: number; version: string }
+  | { op: "register"; name: string; nthreads: number; address: string; nanny: boolean; pid: number; modules: string[]; restarts: number; version: string; records?: boolean }
   /** After the welcome's plugins were set up; `failed` names those whose setup threw. */
   | { op: "ready"; failed?: PluginFailure[] }
   | { op: "done"; key: string; nbytes: number; duration: number; value?: unknown; hasValue?: boolean; stimulusId?: string; startstops?: Startstop[] }
@@ -46,7 +46,7 @@ export type WorkerToScheduler =
 /** Scheduler → worker. Requests carry an `id` and are answered by one `reply`. */
 export type SchedulerToWorker =
   /** `peerKey`: the cluster's peer-data key, sealed with this connection's session key (auth on). */
-  | { op: "welcome"; plugins: WirePluginSpec[]; version: string; peerKey?: Sealed }
+  | { op: "welcome"; plugins: WirePluginSpec[]; version: string; peerKey?: Sealed; records?: boolean }
   | {
     op: "compute";
     key: string;

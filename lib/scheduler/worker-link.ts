@@ -81,6 +81,8 @@ export interface WorkerConn {
   probeSent: number;
   /** Nothing was in flight on the worker when its last task finished (or it never had one). */
   idle: boolean;
+  /** It reads frames in cbor-x's record extension (it said so in `register`): it is sent them. */
+  records: boolean;
 }
 
 
@@ -163,8 +165,8 @@ export class WorkerLinks {
       if (box.length === 0) continue;
       conn.outbox = [];
       try {
-        // Its own workers: frames in cbor-x's record extension (protocol.ts).
-        sendFrame(conn.ws, box, runtime.bufferedAmount, (msg: SchedulerToWorker, reason: string) => this.#undeliverable(conn, msg, reason), true);
+        // Records (protocol.ts) to a worker that said it reads them.
+        sendFrame(conn.ws, box, runtime.bufferedAmount, (msg: SchedulerToWorker, reason: string) => this.#undeliverable(conn, msg, reason), conn.records);
       } catch (err) {
         this.#ctx.log.warn(`Cannot send to worker "${conn.state.name}": ${errorMessage(err)}`);
       }
@@ -359,12 +361,14 @@ export class WorkerLinks {
       probeKey: null,
       probeSent: 0,
       idle: true,
+      records: msg.records === true,
     };
     this.conns.set(name, conn);
     // Plugins first: the worker confirms them with "ready" before it gets any task.
     remote.welcomed("worker", name, conn.welcomed);
     const peerKey = auth.sessionKey ? seal(ctx.peerKey, auth.sessionKey) : undefined;
-    this.send(state, { op: "welcome", plugins, version, ...(peerKey ? { peerKey } : {}) });
+    // `records`: this scheduler reads frames in cbor-x's record extension (protocol.ts).
+    this.send(state, { op: "welcome", plugins, version, records: true, ...(peerKey ? { peerKey } : {}) });
     return conn;
   }
 
