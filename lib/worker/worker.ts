@@ -253,8 +253,7 @@ export class Worker {
       modules: this.#functions.moduleNames(),
       restarts: Number(process.env.CLUSTER_WORKER_RESTARTS ?? 0),
       version,
-      // It reads frames in cbor-x's record extension (protocol.ts): the scheduler may send them.
-      records: true,
+      records: true, // it reads frames in cbor-x's record extension (protocol.ts)
     };
   }
 
