@@ -2,8 +2,9 @@
 /**
  * The dashboard page: listens to the scheduler's dashboard feed (`/dashboard/feed`, a CBOR
  * frame of what changed every 200 ms: prefix counts, finished tasks, events), polls `info` and
- * `plugins` every second, and redraws in an animation frame only when something changed. Frames
- * are queued as they come and applied within a time budget per frame.
+ * `plugins` every second, and redraws in an animation frame only when something changed, at most
+ * five times a second while the feed streams in. Frames are queued as they come and applied
+ * within a time budget per frame.
  *
  * @module
  */
