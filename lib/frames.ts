@@ -218,10 +218,9 @@ export class FrameSender {
       this.#encoder = recordsEncoder();
       throw err;
     }
-    if (bytes.byteLength <= ownBufferBytes) return bytes.slice();
-    // A large frame keeps the encoder's buffer; the next encoder defines its shapes again.
-    this.#encoder = recordsEncoder();
-    return bytes;
+    // cbor-x writes every encoder's output on into one module-wide buffer, never over what it
+    // returned: a large frame is sent from there as `encodeFrame` does, the others are copied.
+    return bytes.byteLength <= ownBufferBytes ? bytes.slice() : bytes;
   }
 
   /** Whether frames wait to be sent. */
