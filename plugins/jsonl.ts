@@ -1,13 +1,14 @@
 /**
  * The `jsonl` built-in scheduler plugin: appends every event (or those of chosen topics) to a
  * file, one JSON object a line. On a scheduler it takes the event log's batches (one per tick) and
- * appends their JSON lines as they are — the same text every event-stream subscriber shares, made
- * once — so it makes no object and no JSON of its own per event; elsewhere (a plain `logEvent`
- * caller) it buffers one line per call. A timer appends the buffer every ~50 ms (or at once past
+ * appends their JSON lines as they are — UTF-8 bytes made from the same JSON text every
+ * event-stream subscriber shares, made once — so it makes no JSON of its own per event;
+ * elsewhere (a plain `logEvent` caller) it buffers one line per call. A timer appends the buffer every ~50 ms (or at once past
  * ~1 MiB), and `close()` writes what is left.
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { mkdir, open } from "node:fs/promises";
 import type { FileHandle } from "node:fs/promises";
 import { dirname, resolve } from "node:path";
@@ -43,8 +44,8 @@ export class JsonlPlugin implements SchedulerPlugin {
   readonly path: string;
   #topics: Set<string> | null;
   #log: Logger;
-  /** Chunks of whole lines, each ending in a newline, and how many lines each holds. */
-  #chunks: string[] = [];
+  /** Chunks of whole lines in UTF-8, each ending in a newline, and how many lines each holds. */
+  #chunks: Uint8Array[] = [];
   #chunkLines: number[] = [];
   #bytes = 0;
   #unsubscribe: (() => void) | null = null;
@@ -68,7 +69,7 @@ export class JsonlPlugin implements SchedulerPlugin {
     if (scheduler?.subscribeEvents) {
       // Batches of the event log instead of one `logEvent` call per event: without the hook, the
       // scheduler makes no event object for this plugin.
-      this.#unsubscribe = scheduler.subscribeEvents(this.#topics, (batch) => this.#add(batch.jsonLines(), batch.length));
+      this.#unsubscribe = scheduler.subscribeEvents(this.#topics, (batch) => this.#add(batch.jsonLinesBytes(), batch.length));
       (this as { logEvent?: unknown }).logEvent = undefined;
     } else if (scheduler?.eventJson) {
       this.#eventJson = scheduler.eventJson;
@@ -85,15 +86,15 @@ export class JsonlPlugin implements SchedulerPlugin {
       this.#lost++;
       return;
     }
-    this.#add(line + "\n", 1);
+    this.#add(textEncoder.encode(line + "\n"), 1);
   }
 
-  /** Buffers whole lines (`text` ends in a newline). */
-  #add(text: string, lines: number): void {
+  /** Buffers whole lines (`bytes` end in a newline). */
+  #add(bytes: Uint8Array, lines: number): void {
     if (this.#closed) return;
-    this.#chunks.push(text);
+    this.#chunks.push(bytes);
     this.#chunkLines.push(lines);
-    this.#bytes += text.length;
+    this.#bytes += bytes.length;
     if (this.#bytes >= FLUSH_BYTES) this.#flushSoon(0);
     else this.#flushSoon(FLUSH_DELAY_MS);
   }
@@ -159,7 +160,7 @@ export class JsonlPlugin implements SchedulerPlugin {
       this.#bytes = 0;
       try {
         const file = await this.#open();
-        await file.write(chunks.length === 1 ? chunks[0] : chunks.join(""));
+        await file.write(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
         this.#written += lines;
       } catch (err) {
         this.#lost += lines;
@@ -180,6 +181,8 @@ export class JsonlPlugin implements SchedulerPlugin {
     return this.#opening;
   }
 }
+
+const textEncoder = new TextEncoder();
 
 /** One event as a JSON line: the scheduler's event as it is, or `{topic, time, ...msg}`. */
 function eventLine(

@@ -119,12 +119,13 @@ export interface SchedulerApi {
   /** An event's JSON text, made once however many plugins and subscribers need it. */
   eventJson(event: Record<string, unknown>): string;
   /**
-   * Receives the event log's events once per tick as a batch whose JSON (lines or array) is made
-   * once for every subscriber; `topics` null for all. Returns an unsubscribe.
+   * Receives the event log's events once per tick as a batch whose JSON (lines, lines in UTF-8,
+   * or an array) is made once for every subscriber; `topics` null for all. Returns an
+   * unsubscribe.
    */
   subscribeEvents?(
     topics: ReadonlySet<string> | null,
-    deliver: (batch: { readonly length: number; jsonLines(): string; jsonArray(): string }) => void,
+    deliver: (batch: { readonly length: number; jsonLines(): string; jsonLinesBytes(): Uint8Array; jsonArray(): string }) => void,
   ): () => void;
   addPlugin(plugin: SchedulerPlugin): Promise<void>;
   removePlugin(name: string): Promise<void>;
