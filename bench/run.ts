@@ -358,7 +358,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
 
   // The 10,000 map and its variants: a cluster each (a fresh one per plugin set; the subscribers
   // get their own so they disturb nothing else), all started before any run, and their runs
-  // interleaved (map, no-op, jsonl, subscribers, map, …) so that the load of a busy machine and
+  // interleaved (map, no-op, jsonl, subscribers, then backwards, …) so that the load of a busy machine and
   // the JIT warming up fall on every variant alike and the cost ratios compare like with like.
   const variants: Array<{ name: WorkloadName; toml?: string; subscribers?: boolean; batches?: boolean }> = [
     { name: "map" },
@@ -409,13 +409,18 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
         return last.counts.every((n) => n >= expected) || last.closed.some((c) => c !== null);
       }, { timeoutMs: 60_000, intervalMs: 20 });
     };
-    for (let run = 0; run <= runs; run++) {
-      for (const s of mapSetups) {
+    // Three warm-up rounds: a fresh scheduler's CPU per map keeps falling for the first few maps
+    // (the JIT tiering up), more than any event cost.
+    const warmUps = 3;
+    for (let run = 1 - warmUps; run <= runs; run++) {
+      // Forward in even rounds, backward in odd ones: a run right after another variant's (its
+      // cluster still collecting garbage, its subscribers' process still busy) falls on every
+      // variant alike instead of always on the same one.
+      for (const s of (run & 1) === 0 ? mapSetups : [...mapSetups].reverse()) {
         const cpuBefore = readCpuMs(s.cluster.scheduler.pid);
         const subscriberBefore = s.subscribers ? readCpuMs(s.subscribers.proc.pid) : 0;
         const tps = await mapRun(s.client, s.cluster.url, sizes.map, s.name);
         if (run > 0) {
-          // Run 0 is the warm-up.
           s.samples.push(tps);
           s.cpu.push(readCpuMs(s.cluster.scheduler.pid) - cpuBefore);
           if (s.subscribers) s.subscriberCpu.push(readCpuMs(s.subscribers.proc.pid) - subscriberBefore);

@@ -18,7 +18,7 @@
  * @module
  */
 import { encodeEventItems } from "./event-cbor.ts";
-import { arrayHeadRoom, type ClusterEvent, type EncodedItems, type EventItems, type TransitionColumns } from "./event-types.ts";
+import { arrayHeadRoom, type ClusterEvent, type EncodedItems, type EventItems, spansAt, type TransitionColumns } from "./event-types.ts";
 
 export type { ClusterEvent, TransitionColumns };
 
@@ -111,7 +111,7 @@ export class Tick implements EventItems {
     if (item < 0) return this.others[-1 - item];
     const c = this.columns!;
     const event = transitionEvent(c.seq[item], c.time[item], c.key[item], c.start[item], c.finish[item], c.stimulus[item], c.worker[item]);
-    const startstops = c.startstops.get(item);
+    const startstops = spansAt(c, item);
     if (startstops !== undefined) event.startstops = startstops;
     return event;
   }

@@ -70,10 +70,14 @@ function put(out: Uint8Array, p: number, bytes: Uint8Array): number {
   return p;
 }
 
-/** Copies `out[from..to)` (bytes written earlier in the same buffer) to `p`; returns the position after. */
+/**
+ * Copies `out[from..to)` (bytes written earlier in the same buffer) to `p`; returns the position
+ * after. A loop, not `copyWithin`: for the few dozen bytes of an id, the call costs more than
+ * the copy.
+ */
 function again(out: Uint8Array, p: number, from: number, to: number): number {
-  out.copyWithin(p, from, to);
-  return p + to - from;
+  for (let i = from; i < to; i++) out[p++] = out[i];
+  return p;
 }
 
 /**
@@ -149,6 +153,8 @@ const spanFields = ["action", "start", "stop"];
 const spanHead = concat(new Uint8Array([0xa3]), textBytes("action"));
 const startField = textBytes("start");
 const stopField = textBytes("stop");
+/** `startstops: [{action: "compute", start:` — a lone compute span up to its start's value. */
+const computeSpanHead = concat(startstopsField, new Uint8Array([0x81]), spanHead, textBytes("compute"), startField);
 
 /** Room for `spansCbor` to write these spans. */
 function spansRoom(spans: unknown[]): number {
@@ -167,7 +173,8 @@ function spansRoom(spans: unknown[]): number {
 export function encodeEventItems(t: EventItems): EncodedItems {
   const n = t.items.length;
   const c = t.columns;
-  let out: Uint8Array = new Uint8Array(64 + n * 128);
+  // About 150 bytes a transition, 210 with its spans: room for 192 a transition seldom grows.
+  let out: Uint8Array = new Uint8Array(64 + n * 192);
   const offsets = new Uint32Array(n + 1);
   let p = arrayHeadRoom;
   // Workers and stimulus ids repeat from event to event: the last one's bytes are copied again.
@@ -183,9 +190,11 @@ export function encodeEventItems(t: EventItems): EncodedItems {
     let need: number;
     let other: Uint8Array | null = null;
     let startstops: unknown[] | undefined;
+    let spanStart = NaN;
     if (item < 0 || c === null) need = (other = encodeCbor(t.others[-1 - item])).length;
     else {
-      startstops = c.startstops.size > 0 ? c.startstops.get(item) : undefined;
+      spanStart = c.spanStart[item];
+      startstops = spanStart === spanStart || c.startstops.size === 0 ? undefined : c.startstops.get(item);
       const worker = c.worker[item];
       need = 200 + 3 * (c.key[item].length + c.stimulus[item].length + (worker === undefined ? 0 : worker.length)) + (startstops === undefined ? 0 : spansRoom(startstops));
     }
@@ -200,7 +209,8 @@ export function encodeEventItems(t: EventItems): EncodedItems {
       continue;
     }
     const worker = c!.worker[item];
-    out[p++] = 0xa0 | (7 + (worker === undefined ? 0 : 1) + (startstops === undefined ? 0 : 1)); // a map of 7 to 9 fields
+    const hasSpans = spanStart === spanStart || startstops !== undefined;
+    out[p++] = 0xa0 | (7 + (worker === undefined ? 0 : 1) + (hasSpans ? 1 : 0)); // a map of 7 to 9 fields
     p = put(out, p, seqField);
     // seq: an unsigned integer of 4 bytes, past 2^32 a float64 (as cbor-x does: decoders give a
     // number, not a BigInt).
@@ -237,7 +247,13 @@ export function encodeEventItems(t: EventItems): EncodedItems {
         p = lastWorkerTo = text(out, p, worker);
       }
     }
-    if (startstops !== undefined) {
+    if (spanStart === spanStart) {
+      // The lone compute span, from its two numbers.
+      p = put(out, p, computeSpanHead);
+      p = float(out, p, spanStart);
+      p = put(out, p, stopField);
+      p = float(out, p, c!.spanStop[item]);
+    } else if (startstops !== undefined) {
       p = put(out, p, startstopsField);
       const q = spansCbor(out, p, startstops);
       if (q >= 0) p = q;

@@ -21,8 +21,35 @@ export interface TransitionColumns {
   readonly finish: string[];
   readonly stimulus: string[];
   readonly worker: (string | undefined)[];
-  /** The `startstops` of transitions into memory or erred, by slot (sparse). */
+  /** The start of a transition's lone compute span (its `startstops`), by slot; NaN for none. */
+  readonly spanStart: Float64Array;
+  /** The stop of that span, by slot. */
+  readonly spanStop: Float64Array;
+  /** The `startstops` of any other shape, by slot (sparse: rare). */
   readonly startstops: ReadonlyMap<number, unknown[]>;
+}
+
+/**
+ * A lone compute span as the scheduler makes it: `{action: "compute", start, stop}`, those keys
+ * in that order and no other. Nearly every task that reaches memory carries one; the event log
+ * keeps it as two numbers in its columns instead of an object in a map, and the encoders write
+ * it from them.
+ */
+export class ComputeSpan {
+  readonly action = "compute" as const;
+  readonly start: number;
+  readonly stop: number;
+  constructor(start: number, stop: number) {
+    this.start = start;
+    this.stop = stop;
+  }
+}
+
+/** The `startstops` of the transition in a slot, as an event carries them (or undefined). */
+export function spansAt(c: TransitionColumns, slot: number): unknown[] | undefined {
+  const start = c.spanStart[slot];
+  if (start === start) return [new ComputeSpan(start, c.spanStop[slot])];
+  return c.startstops.size > 0 ? c.startstops.get(slot) : undefined;
 }
 
 /**

@@ -20,7 +20,7 @@
  */
 import { checkEvent, defaultLimits, type Limits } from "../limits.ts";
 import { EventBatch, Tick, transitionEvent } from "./event-batch.ts";
-import type { ClusterEvent, TransitionColumns } from "./event-types.ts";
+import { ComputeSpan, type ClusterEvent, spansAt, type TransitionColumns } from "./event-types.ts";
 
 export { EventBatch };
 export type { ClusterEvent };
@@ -76,7 +76,10 @@ export class EventLog {
   #tFinish: string[];
   #tStimulus: string[];
   #tWorker: (string | undefined)[];
-  /** The `startstops` of transitions into memory or erred, by slot. */
+  /** A lone compute span (`startstops` of nearly every transition into memory), by slot: NaN for none. */
+  #tSpanStart: Float64Array;
+  #tSpanStop: Float64Array;
+  /** The `startstops` of any other shape, by slot (sparse). */
   #tStartstops = new Map<number, unknown[]>();
   /** The same columns, as batches read them. */
   #columns: TransitionColumns;
@@ -122,6 +125,8 @@ export class EventLog {
     this.#tFinish = new Array(cap);
     this.#tStimulus = new Array(cap);
     this.#tWorker = new Array(cap);
+    this.#tSpanStart = new Float64Array(cap);
+    this.#tSpanStop = new Float64Array(cap);
     this.#columns = {
       seq: this.#tSeq,
       time: this.#tTime,
@@ -130,6 +135,8 @@ export class EventLog {
       finish: this.#tFinish,
       stimulus: this.#tStimulus,
       worker: this.#tWorker,
+      spanStart: this.#tSpanStart,
+      spanStop: this.#tSpanStop,
       startstops: this.#tStartstops,
     };
     this.#otherCapacity = Math.max(options.otherKept ?? 20_000, 1);
@@ -235,11 +242,18 @@ export class EventLog {
     this.#tFinish[slot] = finish;
     this.#tStimulus[slot] = stimulusId;
     this.#tWorker[slot] = worker;
-    // Dask's transition kwargs: the measured spans of a task that reached memory or erred. Rare
-    // next to the other columns' every transition, so kept sparse; such an event is not of the
-    // fixed shape the batch encoder writes by hand (event-cbor.ts), so it is not "own".
-    if (startstops !== undefined) this.#tStartstops.set(slot, startstops);
-    else if (this.#tStartstops.size > 0) this.#tStartstops.delete(slot);
+    // Dask's transition kwargs: the measured spans of a task that reached memory or erred. The
+    // scheduler's lone compute span goes into two number columns (no object kept, no hashing);
+    // spans of any other shape, rare, into a sparse map.
+    if (startstops !== undefined && startstops.length === 1 && startstops[0] instanceof ComputeSpan) {
+      this.#tSpanStart[slot] = startstops[0].start;
+      this.#tSpanStop[slot] = startstops[0].stop;
+      if (this.#tStartstops.size > 0) this.#tStartstops.delete(slot);
+    } else {
+      this.#tSpanStart[slot] = NaN;
+      if (startstops !== undefined) this.#tStartstops.set(slot, startstops);
+      else if (this.#tStartstops.size > 0) this.#tStartstops.delete(slot);
+    }
     if (this.#transitionCount === this.#readAt) this.#callReaders();
     if (this.#pendingTransitionsWanted) {
       this.#pending.push(slot);
@@ -303,12 +317,11 @@ export class EventLog {
     const tEnd = this.#transitionCount;
     const tSeq = this.#tSeq;
     const lo = this.#firstTransitionAfter(since);
-    const sparse = this.#tStartstops.size > 0;
     let last = since;
     for (let t = lo; t < tEnd; t++) {
       const s = t % tCap;
       last = tSeq[s];
-      fn(this.#tKey[s], this.#tStart[s], this.#tFinish[s], this.#tWorker[s], this.#tTime[s], last, sparse ? this.#tStartstops.get(s) : undefined);
+      fn(this.#tKey[s], this.#tStart[s], this.#tFinish[s], this.#tWorker[s], this.#tTime[s], last, spansAt(this.#columns, s));
     }
     return last;
   }
@@ -368,7 +381,7 @@ export class EventLog {
       if (o >= oEnd || (t < tEnd && tSeq[t % tCap] < this.#others[o % oCap]!.seq)) {
         const s = t++ % tCap;
         const event = transitionEvent(tSeq[s], this.#tTime[s], this.#tKey[s], this.#tStart[s], this.#tFinish[s], this.#tStimulus[s], this.#tWorker[s]);
-        const startstops = this.#tStartstops.get(s);
+        const startstops = spansAt(this.#columns, s);
         if (startstops !== undefined) event.startstops = startstops;
         out.push(event);
       } else {

@@ -5,6 +5,7 @@
  * @module
  */
 import type { ClientView, SchedulerTaskStateName, Startstop, WorkerView } from "../plugins/types.ts";
+import { ComputeSpan } from "./event-types.ts";
 import { ShardedSet } from "./sharded.ts";
 import { SmallSet } from "./small-set.ts";
 
@@ -72,7 +73,7 @@ export class TaskState {
   get startstops(): Startstop[] | null {
     if (this.#spans !== null) return this.#spans;
     if (this.#computeStart !== this.#computeStart) return null; // NaN: none
-    return [{ action: "compute", start: this.#computeStart, stop: this.#computeStop }];
+    return [new ComputeSpan(this.#computeStart, this.#computeStop)];
   }
   set startstops(spans: Startstop[] | null) {
     const one = spans !== null && spans.length === 1 ? spans[0] : null;
