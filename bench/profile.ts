@@ -51,8 +51,9 @@ try {
   const nWorkers = Number(values.workers);
   const workerArgs = nWorkers > 2 ? ["--nthreads", "1"] : [];
   await Promise.all(Array.from({ length: nWorkers }, () => startWorker(scheduler.url, { args: workerArgs, timeoutMs: 120_000 })));
-  if (values.variant === "subscribers") {
-    await startProcess([join(root, "bench", "fixtures", "subscribers.ts"), scheduler.url], { command: [process.execPath], ready: /^ready$/m });
+  if (values.variant === "subscribers" || values.variant === "batch-subscribers") {
+    const batches = values.variant === "batch-subscribers" ? ["batches"] : [];
+    await startProcess([join(root, "bench", "fixtures", "subscribers.ts"), scheduler.url, ...batches], { command: [process.execPath], ready: /^ready$/m });
   }
   const client = await Client.connect(scheduler.url);
   const n = Number(values.size);
