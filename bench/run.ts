@@ -140,7 +140,9 @@ interface Options {
 
 const usage = `Usage: bun bench/run.ts [--runs N] [--sizes full|small] [--only NAME[,NAME]] [--json FILE]
 
-  --runs N        measured runs per workload, after one warm-up (default 5)
+  --runs N        measured runs per workload, after one warm-up (default 5); the 10,000 map,
+                  its event variants and the far-worker map run 3 x N after two or three
+                  warm-up rounds, the 100-worker map N after two
   --sizes S       "full" (the target sizes, default) or "small" (a quick smoke run)
   --only NAMES    only these workloads: ${workloadNames.join(", ")}, round-trip
   --json FILE     also write every sample, the medians and the ratios to FILE
@@ -195,6 +197,26 @@ async function repeat<T>(runs: number, fn: (run: number) => Promise<T>): Promise
 }
 
 let prefixCounter = 0;
+
+/**
+ * Runs `a` and `b` in turns: `warmUps` rounds first (not kept), then `runs` rounds, each in the
+ * other order than the one before, so that neither always runs right after the other (its
+ * garbage still being collected, its processes still busy).
+ */
+async function alternating<T>(runs: number, warmUps: number, a: () => Promise<T>, b: () => Promise<T>): Promise<{ a: T[]; b: T[] }> {
+  const out = { a: [] as T[], b: [] as T[] };
+  for (let run = 1 - warmUps; run <= runs; run++) {
+    const bFirst = (run & 1) === 1;
+    const early = bFirst ? await b() : null;
+    const x = await a();
+    const y = early ?? await b();
+    if (run > 0) {
+      out.a.push(x);
+      out.b.push(y);
+    }
+  }
+  return out;
+}
 
 /** A key prefix no earlier run used. */
 function uniquePrefix(name: string): string {
@@ -410,9 +432,12 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       }, { timeoutMs: 60_000, intervalMs: 20 });
     };
     // Three warm-up rounds: a fresh scheduler's CPU per map keeps falling for the first few maps
-    // (the JIT tiering up), more than any event cost.
+    // (the JIT tiering up), more than any event cost. Then three times --runs rounds: a 10,000
+    // map takes a fifth of a second, and its scheduler CPU varies by a third from run to run, as
+    // much as the costs measured against it.
     const warmUps = 3;
-    for (let run = 1 - warmUps; run <= runs; run++) {
+    const variantRuns = 3 * runs;
+    for (let run = 1 - warmUps; run <= variantRuns; run++) {
       // Forward in even rounds, backward in odd ones: a run right after another variant's (its
       // cluster still collecting garbage, its subscribers' process still busy) falls on every
       // variant alike instead of always on the same one.
@@ -489,14 +514,11 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       const farSamples: number[] = [];
       await withClient(near.url, (nearClient) =>
         withClient(farScheduler.url, async (farClient) => {
-          for (let run = 0; run <= runs; run++) {
-            const n = await mapRun(nearClient, near.url, sizes.map, "near");
-            const f = await mapRun(farClient, farScheduler.url, sizes.map, "far");
-            if (run > 0) {
-              nearSamples.push(n);
-              farSamples.push(f);
-            }
-          }
+          // Like the map's variants: two warm-up rounds (the far pipeline learns its round trip),
+          // then 3 × --runs rounds of these quick maps.
+          const turns = await alternating(3 * runs, 2, () => mapRun(nearClient, near.url, sizes.map, "near"), () => mapRun(farClient, farScheduler.url, sizes.map, "far"));
+          nearSamples.push(...turns.a);
+          farSamples.push(...turns.b);
         }));
       record("map-far-workers", farSamples, { nearSamples, pairedRatios: farSamples.map((f, i) => f / nearSamples[i]), oneWayDelayMs: 25 });
     } finally {
@@ -561,21 +583,17 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
           };
           // Two warm-up rounds: a hundred fresh processes each compile the same hot code, and
           // the JIT's work (seconds of CPU across them in the first maps) is start-up, not a cost
-          // per task. Then the two clusters take turns, in alternating order, so that neither
-          // always runs right after the other.
-          for (let run = -1; run <= runs; run++) {
-            const manyFirst = (run & 1) === 1;
-            const b1 = manyFirst ? await runMany() : null;
-            const a = await runTwo();
-            const b = b1 ?? await runMany();
-            if (run > 0) {
-              twoSamples.push(a.tps);
-              manySamples.push(b.tps);
-              twoCpu.push(a.cpu);
-              manyCpu.push(b.cpu);
-              twoWorkersCpu.push(a.workersCpu);
-              manyWorkersCpu.push(b.workersCpu);
-            }
+          // per task.
+          const turns = await alternating(runs, 2, runTwo, runMany);
+          for (const a of turns.a) {
+            twoSamples.push(a.tps);
+            twoCpu.push(a.cpu);
+            twoWorkersCpu.push(a.workersCpu);
+          }
+          for (const b of turns.b) {
+            manySamples.push(b.tps);
+            manyCpu.push(b.cpu);
+            manyWorkersCpu.push(b.workersCpu);
           }
         }));
       record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, registerAfterLastSpawnSeconds, startCpuMsPerWorker, schedulerRegisterCpuMs, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]), schedulerCpuMs: manyCpu, twoWorkerSchedulerCpuMs: twoCpu, workersCpuMs: manyWorkersCpu, twoWorkersCpuMs: twoWorkersCpu });
