@@ -24,7 +24,7 @@ export class Placement {
   /** The largest number of tasks in flight on one worker thread (near workers). */
   maxPipeline = 256;
   /** The largest number of tasks in flight on one worker thread behind a slow link. */
-  maxFarPipeline = 2048;
+  maxFarPipeline = 4096;
   /** Queued tasks taken for a worker by `reserve` (fillWorkers): decideWorker gives them that one. */
   #reserved = new Map<TaskState, WorkerState>();
   #queue: TaskState[] = [];
