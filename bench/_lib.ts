@@ -51,6 +51,28 @@ export function readCpuMs(pid: number): number {
 }
 
 /**
+ * The CPU time (ms) of a process's JIT compiler threads (JavaScriptCore names them
+ * `JITWorker`), from the same `schedstat` files: how much of a process's CPU went to compiling
+ * its hot code rather than running it. 0 where there are none or no `/proc`.
+ */
+export function readJitCpuMs(pid: number): number {
+  let total = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        if (!readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").startsWith("JITWorker")) continue;
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      } catch {
+        // That thread ended meanwhile.
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return total / 1e6;
+}
+
+/**
  * CPU time (ms) of a process and all its descendants alive now (a browser's renderer, GPU and
  * utility processes); a process gone meanwhile is skipped.
  */

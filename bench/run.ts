@@ -41,7 +41,7 @@ import {
   waitFor,
   waitIdle,
 } from "../testkit/mod.ts";
-import { median, percentile, readCpuMs, readMemory, readRss } from "./_lib.ts";
+import { median, percentile, readCpuMs, readJitCpuMs, readMemory, readRss } from "./_lib.ts";
 
 /** How big each workload is. */
 export interface Sizes {
@@ -567,6 +567,8 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
       const workersCpuMs = (ws: Proc[]) => ws.reduce((sum, w) => sum + readCpuMs(w.pid), 0);
       const twoWorkersCpu: number[] = [];
       const manyWorkersCpu: number[] = [];
+      // Of which their JIT compiler threads: a hundred processes each compiling the same code.
+      const manyWorkersJit: number[] = [];
       await withClient(two.url, (twoClient) =>
         withClient(many.url, async (manyClient) => {
           const runTwo = async () => {
@@ -575,11 +577,13 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
             const tps = await mapRun(twoClient, two.url, sizes.mapBig, "two");
             return { tps, cpu: readCpuMs(two.scheduler.pid) - cpu0, workersCpu: workersCpuMs(two.workers) - w0 };
           };
+          const workersJitMs = (ws: Proc[]) => ws.reduce((sum, w) => sum + readJitCpuMs(w.pid), 0);
           const runMany = async () => {
             const cpu0 = readCpuMs(many.pid);
             const w0 = workersCpuMs(procs);
+            const j0 = workersJitMs(procs);
             const tps = await mapRun(manyClient, many.url, sizes.mapBig, "many");
-            return { tps, cpu: readCpuMs(many.pid) - cpu0, workersCpu: workersCpuMs(procs) - w0 };
+            return { tps, cpu: readCpuMs(many.pid) - cpu0, workersCpu: workersCpuMs(procs) - w0, workersJit: workersJitMs(procs) - j0 };
           };
           // Two warm-up rounds: a hundred fresh processes each compile the same hot code, and
           // the JIT's work (seconds of CPU across them in the first maps) is start-up, not a cost
@@ -594,9 +598,10 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
             manySamples.push(b.tps);
             manyCpu.push(b.cpu);
             manyWorkersCpu.push(b.workersCpu);
+            manyWorkersJit.push(b.workersJit);
           }
         }));
-      record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, registerAfterLastSpawnSeconds, startCpuMsPerWorker, schedulerRegisterCpuMs, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]), schedulerCpuMs: manyCpu, twoWorkerSchedulerCpuMs: twoCpu, workersCpuMs: manyWorkersCpu, twoWorkersCpuMs: twoWorkersCpu });
+      record("map-many-workers", manySamples, { workers: sizes.manyWorkers, registerSeconds, registerAfterLastSpawnSeconds, startCpuMsPerWorker, schedulerRegisterCpuMs, twoWorkerSamples: twoSamples, pairedRatios: manySamples.map((m, i) => m / twoSamples[i]), schedulerCpuMs: manyCpu, twoWorkerSchedulerCpuMs: twoCpu, workersCpuMs: manyWorkersCpu, workersJitCpuMs: manyWorkersJit, twoWorkersCpuMs: twoWorkersCpu });
     } finally {
       await Promise.all(procs.map((w) => w.stop()));
       await many.stop();
