@@ -17,6 +17,7 @@
 import { closeCodeFailure, ConnectError, diagnose } from "../connect-error.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
 import { decodeCbor, socketUrl } from "../protocol.ts";
+import { decodeEventBatch } from "./event-batch.ts";
 import { FrameAssembler, type FrameSender, socketSender } from "../frames.ts";
 import { authenticate, HandshakeError, peerToken } from "../auth/handshake.ts";
 import { preparePluginFiles } from "../plugins/prepare.ts";
@@ -332,7 +333,8 @@ export class Client {
       role: "events",
       token: this.#token,
       onMessage: (event) => {
-        const batch = decodeCbor(event.data as ArrayBuffer) as Record<string, unknown>[];
+        // Transition batches are read in the scheduler's own layout, the rest by cbor-x.
+        const batch = decodeEventBatch(new Uint8Array(event.data as ArrayBuffer)) as Record<string, unknown>[];
         for (const e of batch) handler(e);
       },
     }).catch(() => {
