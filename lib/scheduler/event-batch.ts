@@ -244,6 +244,9 @@ export class EventBatch {
   only(topics: ReadonlySet<string> | null, after = 0): EventBatch {
     const tick = this.#tick;
     const n = this.length;
+    // A whole tick of transitions only, all after `after`, for a filter that takes transitions:
+    // all of it, without a look at each event.
+    if (this.#select === null && tick.others.length === 0 && (topics === null || topics.has("transition")) && (n === 0 || this.firstSeq > after)) return this;
     let all = true;
     for (let i = 0; i < n && all; i++) {
       const item = tick.items[this.#index(i)];

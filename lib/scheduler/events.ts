@@ -229,11 +229,11 @@ export class EventLog {
 
   /**
    * Appends a `transition` event: the scheduler's hot path. Kept as columns; an object is made
-   * only when someone listens now.
+   * only when someone listens now. `time` (unix seconds, now by default) may be read once for
+   * all the transitions of one stimulus.
    */
-  appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined, startstops?: unknown[]): void {
+  appendTransition(key: string, start: string, finish: string, stimulusId: string, worker: string | undefined, startstops?: unknown[], time: number = Date.now() / 1000): void {
     const seq = ++this.#seq;
-    const time = Date.now() / 1000;
     const slot = this.#transitionCount++ % this.#transitionCapacity;
     this.#tSeq[slot] = seq;
     this.#tTime[slot] = time;

@@ -334,6 +334,8 @@ export class Scheduler {
     try {
       const hooks = this.#transitionHooks;
       const events = this.events;
+      // The transitions of one stimulus happen at once: one clock reading for their events.
+      const time = Date.now() / 1000;
       for (let i = 0; i < fx.length; i++) {
         const key = fx.tasks[i].key;
         const start = fx.starts[i];
@@ -351,7 +353,7 @@ export class Scheduler {
             }
           }
         }
-        events.appendTransition(key, start, finish, stimulusId, extra?.worker, extra?.startstops);
+        events.appendTransition(key, start, finish, stimulusId, extra?.worker, extra?.startstops, time);
       }
       if (fx.finishedCount > 0 && this.results.waiting) this.results.wake(fx.finished, fx.finishedCount);
       for (let i = 0; i < fx.messageCount; i++) this.workers.send(fx.recipients[i], fx.messages[i]);
