@@ -23,26 +23,53 @@ export function readRss(pid: number): number {
   return readMemory(pid).rss;
 }
 
+/** Per process, each thread's name and CPU time (ns) when last read, ended threads included. */
+const threadTimes = new Map<number, Map<string, { name: string; ns: number }>>();
+
+/**
+ * Reads the CPU time of each thread of a process from `/proc/PID/task/TID/schedstat` (in
+ * nanoseconds) into `threadTimes`; a thread that has ended keeps the time it had when last read,
+ * so that totals never go back. Returns the process's threads, or null without a task directory.
+ */
+function readThreads(pid: number): Map<string, { name: string; ns: number }> | null {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return null;
+  }
+  let threads = threadTimes.get(pid);
+  if (!threads) threadTimes.set(pid, threads = new Map());
+  for (const tid of tids) {
+    try {
+      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      const known = threads.get(tid);
+      if (known && ns >= known.ns) known.ns = ns;
+      else {
+        // A new thread, or a new one under an ended thread's id: the ended one keeps its time.
+        if (known) threads.set(`${tid}-ended-${threads.size}`, known);
+        threads.set(tid, { name: readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").trim(), ns });
+      }
+    } catch {
+      // That thread ended meanwhile.
+    }
+  }
+  return threads;
+}
+
 /**
  * The CPU time a process has used so far, in milliseconds (Linux `/proc`): the sum of its
  * threads' time on a CPU from `/proc/PID/task/TID/schedstat`, kept in nanoseconds (`stat`'s
- * user and system times come in 10 ms ticks, a twentieth of a 10,000-task map's scheduler
- * CPU). A thread that ended between two readings takes its time with it (the runtimes keep
- * their threads, so in practice none does); without `schedstat`, the ticks of `stat`.
+ * user and system times come in 10 ms ticks, a tenth of a 10,000-task map's scheduler CPU). A
+ * thread that ends counts with the time it had when last read (the runtimes end idle compiler
+ * threads now and then); without `schedstat`, the ticks of `stat`.
  */
 export function readCpuMs(pid: number): number {
-  let total = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-      } catch {
-        // That thread ended meanwhile.
-      }
-    }
-    if (Number.isFinite(total) && total > 0) return total / 1e6;
-  } catch {
-    // No task directory (not Linux, or the process is gone): try stat, which says which.
+  const threads = readThreads(pid);
+  if (threads !== null && threads.size > 0) {
+    let total = 0;
+    for (const { ns } of threads.values()) total += ns;
+    return total / 1e6;
   }
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
@@ -52,23 +79,12 @@ export function readCpuMs(pid: number): number {
 
 /**
  * The CPU time (ms) of a process's JIT compiler threads (JavaScriptCore names them
- * `JITWorker`), from the same `schedstat` files: how much of a process's CPU went to compiling
- * its hot code rather than running it. 0 where there are none or no `/proc`.
+ * `JITWorker`), read as `readCpuMs` reads: how much of a process's CPU went to compiling its
+ * hot code rather than running it. 0 where there are none or no `/proc`.
  */
 export function readJitCpuMs(pid: number): number {
   let total = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        if (!readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").startsWith("JITWorker")) continue;
-        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
-      } catch {
-        // That thread ended meanwhile.
-      }
-    }
-  } catch {
-    return 0;
-  }
+  for (const { name, ns } of readThreads(pid)?.values() ?? []) if (name.startsWith("JITWorker")) total += ns;
   return total / 1e6;
 }
 
