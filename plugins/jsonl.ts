@@ -3,8 +3,9 @@
  * file, one JSON object a line. On a scheduler it takes the event log's batches (one per tick) and
  * appends their JSON lines as they are — UTF-8 bytes made from the same JSON text every
  * event-stream subscriber shares, made once — so it makes no JSON of its own per event;
- * elsewhere (a plain `logEvent` caller) it buffers one line per call. A timer appends the buffer every ~50 ms (or at once past
- * ~1 MiB), and `close()` writes what is left.
+ * elsewhere (a plain `logEvent` caller) it buffers one line per call. A timer appends the
+ * buffer every ~50 ms (or at once past ~1 MiB), a tick's lines a write, and `close()` writes
+ * what is left.
  *
  * @module
  */
