@@ -16,7 +16,7 @@
  */
 import { closeCodeFailure, ConnectError, diagnose } from "../connect-error.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
-import { decodeCbor, socketUrl } from "../protocol.ts";
+import { socketUrl } from "../protocol.ts";
 import { decodeEventBatch } from "./event-batch.ts";
 import { FrameAssembler, type FrameSender, socketSender } from "../frames.ts";
 import { authenticate, HandshakeError, peerToken } from "../auth/handshake.ts";
