@@ -18,7 +18,7 @@
  * @module
  */
 import { encodeEventItems } from "./event-cbor.ts";
-import { arrayHeadRoom, type ClusterEvent, type EncodedItems, type EventItems, spansAt, type TransitionColumns } from "./event-types.ts";
+import { arrayHeadRoom, type ClusterEvent, type EncodedItems, type EventItems, spansAt, type TickBuffer, type TransitionColumns } from "./event-types.ts";
 
 export type { ClusterEvent, TransitionColumns };
 
@@ -32,12 +32,15 @@ export class Tick implements EventItems {
   #joined: JoinedJson | null | undefined;
   #cbor: EncodedItems | undefined;
   #objects: (ClusterEvent | undefined)[] | undefined;
+  readonly #buffer: TickBuffer | null;
 
-  constructor(columns: TransitionColumns | null, items: ArrayLike<number>, others: readonly ClusterEvent[], otherJson: readonly (string | undefined)[] = []) {
+  /** `buffer`: where its CBOR is written, reused by the next tick (null: a buffer of its own). */
+  constructor(columns: TransitionColumns | null, items: ArrayLike<number>, others: readonly ClusterEvent[], otherJson: readonly (string | undefined)[] = [], buffer: TickBuffer | null = null) {
     this.columns = columns;
     this.items = items;
     this.others = others;
     this.otherJson = otherJson;
+    this.#buffer = buffer;
   }
 
   /** A tick of event objects only (a replay). */
@@ -98,7 +101,7 @@ export class Tick implements EventItems {
 
   /** Every item's CBOR, written once. */
   cbor(): EncodedItems {
-    return this.#cbor ??= encodeEventItems(this);
+    return this.#cbor ??= encodeEventItems(this, this.#buffer);
   }
 
   /** The i-th item as an object (made once, for the few who want objects). */

@@ -10,7 +10,7 @@
  * @module
  */
 import { encodeCbor } from "../protocol.ts";
-import { arrayHeadRoom, type EncodedItems, type EventItems } from "./event-types.ts";
+import { arrayHeadRoom, type EncodedItems, type EventItems, type TickBuffer } from "./event-types.ts";
 
 const textEncoder = new TextEncoder();
 
@@ -170,11 +170,12 @@ function spansRoom(spans: unknown[]): number {
  * The items' CBOR, one after the other, with where each one starts. The first `arrayHeadRoom`
  * bytes are left free for the head of a CBOR array of all the items (`EventBatch.cbor`).
  */
-export function encodeEventItems(t: EventItems): EncodedItems {
+export function encodeEventItems(t: EventItems, buffer: TickBuffer | null = null): EncodedItems {
   const n = t.items.length;
   const c = t.columns;
   // About 150 bytes a transition, 210 with its spans: room for 192 a transition seldom grows.
-  let out: Uint8Array = new Uint8Array(64 + n * 192);
+  const room = 64 + n * 192;
+  let out: Uint8Array = buffer !== null && buffer.bytes.length >= room ? buffer.bytes : new Uint8Array(room);
   const offsets = new Uint32Array(n + 1);
   let p = arrayHeadRoom;
   // Workers and stimulus ids repeat from event to event: the last one's bytes are copied again.
@@ -271,5 +272,9 @@ export function encodeEventItems(t: EventItems): EncodedItems {
     }
   }
   offsets[n] = p;
+  if (buffer !== null && out.length > buffer.bytes.length && out.length <= tickBufferLimit) buffer.bytes = out;
   return { bytes: out, offsets };
 }
+
+/** The largest buffer kept for the next tick (a bigger tick writes into one of its own). */
+const tickBufferLimit = 16 * 1024 * 1024;

@@ -63,6 +63,15 @@ export interface EventItems {
   readonly otherJson: readonly (string | undefined)[];
 }
 
+/**
+ * A buffer the ticks of one event log write their CBOR into, one tick after the other: a tick's
+ * bytes are valid while it is delivered, and a fresh buffer a tick (a megabyte for a busy one)
+ * would be garbage for the collector and pages to zero.
+ */
+export interface TickBuffer {
+  bytes: Uint8Array;
+}
+
 /** Free bytes before the first encoded item, for the head of an array of them all. */
 export const arrayHeadRoom = 5;
 

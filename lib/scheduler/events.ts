@@ -20,7 +20,7 @@
  */
 import { checkEvent, defaultLimits, type Limits } from "../limits.ts";
 import { EventBatch, Tick, transitionEvent } from "./event-batch.ts";
-import { ComputeSpan, type ClusterEvent, spansAt, type TransitionColumns } from "./event-types.ts";
+import { ComputeSpan, type ClusterEvent, spansAt, type TickBuffer, type TransitionColumns } from "./event-types.ts";
 
 export { EventBatch };
 export type { ClusterEvent };
@@ -110,6 +110,10 @@ export class EventLog {
   /** Transition slots in `#pending`: past half the ring, the tick is delivered at once. */
   #pendingTransitions = 0;
   #flushScheduled = false;
+  /** Whether a flush is delivering now (one started from a subscriber writes its own CBOR). */
+  #flushing = false;
+  /** Where each flushed tick writes its CBOR (valid while it is delivered). */
+  #tickBuffer: TickBuffer = { bytes: new Uint8Array(0) };
   #onEvent: ((event: ClusterEvent) => void) | null = null;
   /** Whether anyone takes events as they come (subscribers or `onEvent`). */
   #listening = false;
@@ -421,7 +425,16 @@ export class EventLog {
    */
   flush(): void {
     this.#flushScheduled = false;
-    const tick = new EventBatch(this.#takePending());
+    const nested = this.#flushing;
+    this.#flushing = true;
+    try {
+      this.#deliver(new EventBatch(this.#takePending(nested ? null : this.#tickBuffer)));
+    } finally {
+      this.#flushing = nested;
+    }
+  }
+
+  #deliver(tick: EventBatch): void {
     const firstSeq = tick.firstSeq;
     const byFilter = new Map<string, EventBatch>();
     for (const sub of this.#subscribers) {
@@ -450,9 +463,9 @@ export class EventLog {
     }
   }
 
-  /** The pending events as a tick, and nothing pending any more. */
-  #takePending(): Tick {
-    const tick = new Tick(this.#columns, this.#pending, this.#pendingOthers, this.#pendingOtherJson);
+  /** The pending events as a tick (its CBOR written into `buffer`, where given), and nothing pending any more. */
+  #takePending(buffer: TickBuffer | null = null): Tick {
+    const tick = new Tick(this.#columns, this.#pending, this.#pendingOthers, this.#pendingOtherJson, buffer);
     this.#pending = [];
     this.#pendingOthers = [];
     this.#pendingOtherJson = [];
