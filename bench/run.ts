@@ -894,7 +894,7 @@ async function main(argv: string[]): Promise<number> {
   const startedAt = new Date();
   const loadBefore = loadavg();
   const runtime = process.versions.bun ? `bun ${process.versions.bun}` : `node ${process.versions.node}`;
-  console.log(`cluster ${version} benchmark: ${options.runs} runs after a warm-up, ${options.sizes} sizes, ` +
+  console.log(`cluster ${version} benchmark: ${options.runs} runs after a warm-up (the quick maps ${3 * options.runs} after 2–3), ${options.sizes} sizes, ` +
     `${cpus().length} CPUs, load ${loadBefore.map((l) => l.toFixed(2)).join(" ")}, ${runtime}`);
   let results: Map<WorkloadName, WorkloadResult>;
   try {
