@@ -7,6 +7,7 @@ import fc from "fast-check";
 import { decodeEventBatch } from "../lib/client/event-batch.ts";
 import { decodeCbor, encodeCbor } from "../lib/protocol.ts";
 import { ComputeSpan } from "../lib/scheduler/event-types.ts";
+import { appendStep, type EventStep, eventStep, text, time } from "./_event-steps.ts";
 import { EventLog } from "../lib/scheduler/events.ts";
 
 /** Decodes with both; both throw, or both give the same JSON text (same values, same key order). */
@@ -23,50 +24,24 @@ function same(bytes: Uint8Array): void {
     return;
   }
   // Key order counts; an altered byte can make a 64-bit integer, which cbor-x gives as a BigInt.
-  const text = (value: unknown) => JSON.stringify(value, (_, v) => typeof v === "bigint" ? `${v}n` : v);
-  expect(text(decodeEventBatch(bytes))).toBe(text(want));
+  const json = (value: unknown) => JSON.stringify(value, (_, v) => typeof v === "bigint" ? `${v}n` : v);
+  expect(json(decodeEventBatch(bytes))).toBe(json(want));
   expect(decodeEventBatch(bytes)).toEqual(want as unknown[]);
 }
 
-const text = fc.string({ unit: "binary", maxLength: 30 });
-const time = fc.oneof(fc.constantFrom(1764472000.125, 0, 7, 2 ** 33), fc.double({ noNaN: true, noDefaultInfinity: true }).map((x) => x === 0 ? 0 : x));
-const span = fc.oneof(
-  fc.tuple(time, time).map(([start, stop]) => new ComputeSpan(start, stop)),
-  fc.record({ action: fc.oneof(fc.constantFrom("compute", "transfer"), text), start: time, stop: time }),
-  fc.record({ start: time, stop: time, action: fc.constant("compute") }),
-  fc.record({ action: fc.constant("transfer"), start: time, stop: time, source: text }),
-);
-const step = fc.oneof(
-  fc.record({
-    kind: fc.constant("transition" as const),
-    key: text,
-    start: fc.constantFrom("released", "waiting", "processing", "memory"),
-    finish: fc.constantFrom("waiting", "processing", "memory", "forgotten", "erred"),
-    stimulus: fc.oneof(text, fc.constantFrom("task-finished-1", "update-graph-2")),
-    worker: fc.option(fc.oneof(text, fc.constantFrom("tcp://127.0.0.1:1", "w-é")), { nil: undefined }),
-    startstops: fc.option(fc.oneof(fc.tuple(time, time).map(([a, b]) => [new ComputeSpan(a, b)]), fc.array(span, { maxLength: 4 })), { nil: undefined }),
-  }),
-  fc.record({ kind: fc.constant("other" as const), topic: fc.constantFrom("log", "alerts"), message: text }),
-);
-
-type Step = typeof step extends fc.Arbitrary<infer T> ? T : never;
-
 /** The CBOR batches a subscriber of these topics receives for these steps (copies). */
-function batches(steps: Step[], topics: ReadonlySet<string> | null): Uint8Array[] {
+function batches(steps: EventStep[], topics: ReadonlySet<string> | null): Uint8Array[] {
   const log = new EventLog(10_000);
   const out: Uint8Array[] = [];
   log.subscribe({ topics, deliver: (batch) => out.push(batch.cbor().slice()) });
-  for (const s of steps) {
-    if (s.kind === "transition") log.appendTransition(s.key, s.start, s.finish, s.stimulus, s.worker, s.startstops);
-    else log.append(s.topic, { message: s.message });
-  }
+  for (const s of steps) appendStep(log, s);
   log.flush();
   return out;
 }
 
 describe("event batches read by the client", () => {
   test("the scheduler's batches, of transitions alone or mixed with other events, read as cbor-x reads them", () => {
-    fc.assert(fc.property(fc.array(step, { maxLength: 25 }), (steps) => {
+    fc.assert(fc.property(fc.array(eventStep, { maxLength: 25 }), (steps) => {
       for (const topics of [new Set(["transition"]), null]) for (const bytes of batches(steps, topics)) same(bytes);
     }), { numRuns: 300 });
   });
@@ -85,7 +60,7 @@ describe("event batches read by the client", () => {
     fc.assert(fc.property(fc.array(fc.dictionary(fc.constantFrom("seq", "topic", "time", "key", "start", "finish", "stimulusId", "worker", "startstops", "x"), fc.oneof(text, time, fc.integer())), { maxLength: 5 }), (events) => {
       same(encodeCbor(events).slice());
     }), { numRuns: 300 });
-    fc.assert(fc.property(fc.array(step, { minLength: 1, maxLength: 8 }), fc.nat(), fc.nat(255), (steps, where, value) => {
+    fc.assert(fc.property(fc.array(eventStep, { minLength: 1, maxLength: 8 }), fc.nat(), fc.nat(255), (steps, where, value) => {
       for (const bytes of batches(steps, new Set(["transition"]))) {
         same(bytes.subarray(0, where % bytes.length));
         const altered = bytes.slice();

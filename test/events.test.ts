@@ -6,7 +6,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { type ClusterEvent, EventLog } from "../lib/scheduler/events.ts";
-import { ComputeSpan } from "../lib/scheduler/event-types.ts";
+import { appendStep, eventStep } from "./_event-steps.ts";
 import { defaultLimits, LimitError, resolveLimits } from "../lib/limits.ts";
 
 /** A value nested `depth` deep, built without recursion. */
@@ -226,36 +226,9 @@ describe("a tick's encodings, written from the columns", () => {
     if (startstops !== undefined) e.startstops = startstops;
     return e;
   }
-  // Texts that hold the separator of events in a JSON array (escaped there, so never taken for one).
-  const text = fc.oneof(fc.string({ unit: "binary", maxLength: 40 }), fc.constantFrom('},{"seq":1', '"},{"seq":'));
-  // Spans as workers send them (written by hand) and of other shapes (written by cbor-x).
-  const time = fc.oneof(fc.constantFrom(1764472000.125, 0, 7), fc.double({ noNaN: true }).map((x) => x === 0 ? 0 : x)); // cbor-x writes -0 as 0
-  const span = fc.oneof(
-    fc.record({ action: fc.oneof(fc.constantFrom("compute", "transfer"), text), start: time, stop: time }),
-    fc.record({ start: time, stop: time, action: fc.constant("compute") }),
-    fc.record({ action: fc.constant("transfer"), start: time, stop: time, source: text }),
-    fc.record({ action: fc.constant("compute"), start: fc.constant("x"), stop: time }),
-  );
-  // The scheduler's own lone compute span (kept as two numbers in the columns), or spans as they come.
-  const spans = fc.oneof(fc.tuple(time, time).map(([start, stop]) => [new ComputeSpan(start, stop)]), fc.array(span, { maxLength: 25 }));
-  const step = fc.oneof(
-    fc.record({
-      kind: fc.constant("transition" as const),
-      key: text,
-      start: fc.constantFrom("released", "waiting", "processing", "memory"),
-      finish: fc.constantFrom("waiting", "processing", "memory", "forgotten", "erred"),
-      stimulus: fc.oneof(text, fc.constantFrom("task-finished-1", "task-finished-2")),
-      worker: fc.option(fc.oneof(text, fc.constantFrom("http://127.0.0.1:1", "w-é")), { nil: undefined }),
-      startstops: fc.option(spans, { nil: undefined }),
-    }),
-    fc.record({ kind: fc.constant("other" as const), topic: fc.constantFrom("log", "worker", "alerts"), message: text }),
-    // An event whose JSON holds the separator itself: the tick's JSON is then made event by event.
-    fc.record({ kind: fc.constant("nested" as const), topic: fc.constant("alerts"), message: text }),
-  );
-
   test("JSON texts, arrays, lines and CBOR (whole and per event) are the events as JSON.stringify and cbor-x see them, for every topic filter", async () => {
     const { decodeCbor } = await import("../lib/protocol.ts");
-    fc.assert(fc.property(fc.array(step, { maxLength: 30 }), (steps) => {
+    fc.assert(fc.property(fc.array(eventStep, { maxLength: 30 }), (steps) => {
       const log = new EventLog(10_000);
       const filters: Array<ReadonlySet<string> | null> = [null, new Set(["transition"]), new Set(["log", "alerts"])];
       const got = filters.map(() => [] as Array<() => void>);
@@ -282,15 +255,9 @@ describe("a tick's encodings, written from the columns", () => {
         })
       );
       for (const s of steps) {
-        if (s.kind === "transition") {
-          log.appendTransition(s.key, s.start, s.finish, s.stimulus, s.worker, s.startstops);
-          const t = log.replay(log.lastSeq - 1, null)[0];
-          all.push(expected(log.lastSeq, t.time, s.key, s.start, s.finish, s.stimulus, s.worker, s.startstops));
-        } else if (s.kind === "nested") {
-          all.push(log.post(s.topic, { list: [{ seq: 1 }, { seq: 2, message: s.message }] }));
-        } else {
-          all.push(log.append(s.topic, { message: s.message }));
-        }
+        const event = appendStep(log, s);
+        // A transition as it was appended (its spans as given), not as the log gives it back.
+        all.push(s.kind === "transition" ? expected(event.seq, event.time, s.key, s.start, s.finish, s.stimulus, s.worker, s.startstops) : event);
       }
       log.flush();
       for (let f = 0; f < filters.length; f++) {
