@@ -1,9 +1,10 @@
 /**
  * Profiles the scheduler under the 10,000-task map: runs the scheduler from the sources under
- * `bun --cpu-prof` (plain, with 3 event subscribers, or with the `jsonl` plugin), two workers of
- * `dist/cluster` (or `--workers N` single-threaded ones), runs the map `--runs` times, stops the
- * scheduler and prints where the profile (Chrome `.cpuprofile` and Bun's markdown summary) was
- * written.
+ * `bun --cpu-prof` (`--variant plain|noop|jsonl|subscribers|batch-subscribers`: plain, with a
+ * no-op plugin, with the `jsonl` plugin, with the mixed 3 event subscribers or with 3 CBOR-batch
+ * ones), two workers of `dist/cluster` (or `--workers N` single-threaded ones), runs the map
+ * `--runs` times, stops the scheduler and prints where the profile (Chrome `.cpuprofile` and
+ * Bun's markdown summary) was written.
  *
  * ```sh
  * bun bench/profile.ts --variant subscribers --runs 20 --out /tmp/prof
