@@ -380,8 +380,9 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
 
   // The 10,000 map and its variants: a cluster each (a fresh one per plugin set; the subscribers
   // get their own so they disturb nothing else), all started before any run, and their runs
-  // interleaved (map, no-op, jsonl, subscribers, then backwards, …) so that the load of a busy machine and
-  // the JIT warming up fall on every variant alike and the cost ratios compare like with like.
+  // interleaved (map, no-op, jsonl, subscribers, then backwards, …) so that the load of a busy
+  // machine and the JIT warming up fall on every variant alike and the cost ratios compare like
+  // with like.
   const variants: Array<{ name: WorkloadName; toml?: string; subscribers?: boolean; batches?: boolean }> = [
     { name: "map" },
     { name: "map-noop-transition", toml: `[[scheduler.plugins]]\nuse = ${JSON.stringify(join(root, "bench", "fixtures", "noop-transition.ts"))}\n` },
