@@ -592,18 +592,19 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
             return { tps, cpu: readCpuMs(many.pid) - cpu0, workersCpu: workersCpuMs(procs) - w0, workersJit: workersJitMs(procs) - j0 };
           };
           // Warm-up, as much per worker process on both sides: each fresh process compiles the
-          // same hot code as its functions cross JavaScriptCore's tiers, over its first ~15,000
-          // tasks. Two workers get there within one map; a hundred, running 1,000 tasks a map
-          // each, take a dozen maps, seconds of JIT CPU each on cores the scheduler shares. So
-          // the many workers run maps alone until one map's compiling is under 5 % of their CPU
-          // (at most 20): what is measured is the cluster's steady rate, and the warm-up maps'
-          // rates and JIT CPU are kept to show what fresh workers cost.
-          for (let i = 0; i < 20; i++) {
+          // same hot code as its functions cross JavaScriptCore's tiers, in bursts over its first
+          // ~15,000 tasks (one worker's log of compilations: 63, 0.42 s, the last in its 15th
+          // thousand). Two workers get there within their first map; a hundred, 1,000 tasks a map
+          // each, after 15, seconds of JIT CPU a map on the cores the scheduler shares. So the
+          // many workers first run maps alone until each has run 16,000 tasks: what is measured
+          // is the cluster's steady rate, and those maps' rates and JIT CPU are kept to show what
+          // fresh workers cost.
+          const warmUpMaps = Math.ceil(16_000 * sizes.manyWorkers / sizes.mapBig);
+          for (let i = 0; i < warmUpMaps; i++) {
             const w = await runMany();
             warmUpSamples.push(w.tps);
             warmUpJitCpuMs.push(w.workersJit);
             warmUpWorkersCpuMs.push(w.workersCpu);
-            if (w.workersJit < 0.05 * w.workersCpu) break;
           }
           const turns = await alternating(runs, 2, runTwo, runMany);
           for (const a of turns.a) {
