@@ -459,7 +459,7 @@ async function runSuite(options: Options, tmp: string, report: (r: WorkloadResul
     }
     for (const s of mapSetups) {
       if (!s.subscribers) {
-        record(s.name, s.samples, { schedulerCpuMs: s.cpu });
+        record(s.name, s.samples, { schedulerCpuMs: s.cpu, tasks: sizes.map });
         continue;
       }
       const url = s.cluster.url;
@@ -797,6 +797,16 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
   }
   const base = results.get("map");
   if (!base) return out;
+  const baseCpuMs = median((base.details?.schedulerCpuMs as number[] | undefined) ?? []);
+  const baseTasks = base.details?.tasks as number | undefined;
+  if (Number.isFinite(baseCpuMs) && baseTasks) {
+    const perTask = baseCpuMs * 1000 / baseTasks;
+    out.push({
+      name: "map-scheduler-cpu-per-task", label: "scheduler CPU per task of the map", unit: "µs", value: perTask,
+      target: { op: "<=", value: 15 }, ok: perTask <= 15,
+      description: "the scheduler's CPU (all its threads) per task of the plain map, median of its runs",
+    });
+  }
   const big = results.get("map-big");
   if (big) {
     out.push({
@@ -832,12 +842,11 @@ function ratios(results: Map<WorkloadName, WorkloadResult>): RatioResult[] {
     });
   }
   // The same costs in the scheduler's CPU time per run, which a busy machine disturbs far less.
-  const baseCpu = median((base.details?.schedulerCpuMs as number[] | undefined) ?? []);
   for (const [workload, name, label] of costs) {
     const limit = cpuLimits[workload]!;
     const cpu = median((results.get(workload)?.details?.schedulerCpuMs as number[] | undefined) ?? []);
-    if (!Number.isFinite(cpu) || !Number.isFinite(baseCpu) || baseCpu <= 0) continue;
-    const cost = cpu / baseCpu - 1;
+    if (!Number.isFinite(cpu) || !Number.isFinite(baseCpuMs) || baseCpuMs <= 0) continue;
+    const cost = cpu / baseCpuMs - 1;
     out.push({
       name: `${name}-cpu`,
       label: `${label} (scheduler CPU)`,

@@ -64,7 +64,7 @@ test("the benchmark runs every workload with tiny sizes and writes a median for 
       expect(Number.isFinite(report.medians[name]), `median of "${name}"`).toBe(true);
       expect(report.workloads[name].samples).toHaveLength(tripled.has(name) ? 3 : 1);
     }
-    for (const name of ["map-big-per-task-cost", "noop-plugin", "jsonl", "events-3-subscribers", "events-3-batch-subscribers", "far-vs-near", "many-vs-two-workers", "many-fresh-vs-two-workers"]) {
+    for (const name of ["map-big-per-task-cost", "noop-plugin", "jsonl", "events-3-subscribers", "events-3-batch-subscribers", "far-vs-near", "many-vs-two-workers", "many-fresh-vs-two-workers", "map-scheduler-cpu-per-task"]) {
       expect(Number.isFinite(report.ratios[name].value), `ratio "${name}"`).toBe(true);
     }
     for (const name of ["map-3-subscribers", "map-3-batch-subscribers"]) {
