@@ -31,7 +31,7 @@ afterAll(() => stopAll());
  * decoded by the shared plain decoder, as an older worker would); returns the peer key the
  * scheduler sealed for it. `received` gets every message after the handshake.
  */
-async function joinAsProbe(url: string, token: string, received: Record<string, unknown>[] = []): Promise<{ socket: WebSocket; peerKey: Buffer }> {
+async function joinAsProbe(url: string, token: string, received: Record<string, unknown>[] = [], as: { name?: string; nthreads?: number; modules?: string[] } = {}): Promise<{ socket: WebSocket; peerKey: Buffer }> {
   const socket = new WebSocket(`${url.replace("http", "ws")}/api/v1/worker`);
   socket.binaryType = "arraybuffer";
   let resolveWelcome!: (msg: Record<string, unknown>) => void;
@@ -46,7 +46,7 @@ async function joinAsProbe(url: string, token: string, received: Record<string, 
       }
     },
   });
-  socket.send(encodeFrame([{ op: "register", name: `probe-${process.pid}`, nthreads: 1, address: "http://127.0.0.1:9", nanny: false, pid: 0, modules: [], restarts: 0, version: "0.1.0" }]));
+  socket.send(encodeFrame([{ op: "register", name: as.name ?? `probe-${process.pid}`, nthreads: as.nthreads ?? 1, address: "http://127.0.0.1:9", nanny: false, pid: 0, modules: as.modules ?? [], restarts: 0, version: "0.1.0" }]));
   const msg = await welcome;
   return { socket, peerKey: unseal(msg.peerKey as Sealed, auth.sessionKey!) };
 }
@@ -314,6 +314,38 @@ describe("a fake scheduler", () => {
       }
     }, 60_000);
   }
+});
+
+describe("a worker's big frame", () => {
+  test("30,000 results in one frame are handled a slice at a time: the API answers meanwhile, and every result counts", async () => {
+    const cluster = await startCluster({ workers: 0, env: { CLUSTER_TOKEN: admin } });
+    try {
+      const received: Record<string, unknown>[] = [];
+      // A worker with a thread per task, so that every task is sent to it at once.
+      const n = 30_000;
+      const { socket } = await joinAsProbe(cluster.url, admin, received, { name: "big-frame", nthreads: n, modules: ["builtin"] });
+      socket.send(encodeFrame([{ op: "ready" }]));
+      const client = await Client.connect(cluster.url, { token: admin });
+      try {
+        await client.compute({ tasks: Array.from({ length: n }, (_, i) => ({ key: `big-frame-${i}`, fn: "builtin.inc", args: [i] })) });
+        const computes = () => received.filter((m) => m.op === "compute") as Array<{ key: string }>;
+        await waitFor("every task sent to the worker", () => computes().length === n, { timeoutMs: 60_000 });
+        const info = async () => (await api(cluster.url, "/api/v1/info", { token: admin })).body as { tasks: Record<string, number> };
+        expect((await info()).tasks.processing).toBe(n);
+        socket.send(encodeFrame(computes().map((c) => ({ op: "done", key: c.key, nbytes: 8, duration: 0.0001 }))));
+        // Asked once the frame is on its way: answered between its slices, before all of it is handled.
+        await waitFor("the first results of the frame", async () => (await info()).tasks.memory > 0, { intervalMs: 1 });
+        expect((await info()).tasks.memory).toBeLessThan(n);
+        await waitFor("every result of the frame", async () => (await info()).tasks.memory === n, { timeoutMs: 60_000 });
+        expect((await info()).tasks.processing).toBe(0);
+      } finally {
+        await client.close();
+        socket.close();
+      }
+    } finally {
+      await cluster.stop();
+    }
+  }, 120_000);
 });
 
 describe("robustness", () => {

@@ -59,6 +59,16 @@ export interface WorkerLinkContext {
 }
 
 /** One connected worker. */
+/** Handling a registered worker's frames takes about this long at a time (ms). */
+const sliceMs = 10;
+
+/** A frame's messages from `next` on, or (`messages` null) the worker's socket closing. */
+interface InboxItem {
+  readonly conn: WorkerConn;
+  readonly messages: readonly WorkerToScheduler[] | null;
+  next: number;
+}
+
 export interface WorkerConn {
   readonly ws: WSContext;
   readonly state: WorkerState;
@@ -99,6 +109,15 @@ export class WorkerLinks {
   #flushScheduled = false;
   /** A message of this flush could not be delivered. */
   #undelivered = false;
+  /**
+   * Registered workers' frames (and closes) not handled yet, in the order they came: a frame of
+   * thousands of results is handled about `sliceMs` at a time, the event loop running between
+   * (`/health`, clients, the other workers' sockets), and whatever comes meanwhile waits its turn.
+   */
+  #inbox: InboxItem[] = [];
+  #inboxHead = 0;
+  /** A later turn of the event loop goes on with the inbox. */
+  #inboxScheduled = false;
 
   constructor(context: WorkerLinkContext) {
     this.#ctx = context;
@@ -232,31 +251,95 @@ export class WorkerLinks {
           ws.close(1007, errorMessage(err).slice(0, 120));
           return;
         }
-        if (conn) conn.state.lastSeen = Date.now();
-        for (const msg of messages) {
+        if (conn) {
+          conn.state.lastSeen = Date.now();
+          this.#receive({ conn, messages, next: 0 });
+          return;
+        }
+        for (let i = 0; i < messages.length; i++) {
+          const msg = messages[i];
+          const invalid = checkMessage("worker", msg);
+          if (invalid !== null) {
+            this.#ctx.log.warn(`Dropped a message from worker "?": ${invalid}`);
+            continue;
+          }
+          if (msg.op !== "register") {
+            ws.close(4002, "Expected a register message first");
+            return;
+          }
+          if (!(conn = this.#register(ws, msg, auth))) return;
+          // What came in the same frame after the register message.
+          if (i + 1 < messages.length) this.#receive({ conn, messages, next: i + 1 });
+          else this.#ctx.apply();
+          return;
+        }
+      },
+      onClose: () => {
+        // After the frames that came before it.
+        if (conn) this.#receive({ conn, messages: null, next: 0 });
+      },
+    };
+  }
+
+  /** Takes a frame's messages (or a close) in turn: handled now, unless earlier ones still wait. */
+  #receive(item: InboxItem): void {
+    this.#inbox.push(item);
+    if (!this.#inboxScheduled) this.#drain();
+  }
+
+  /**
+   * Handles the inbox for about `sliceMs`, then leaves the rest to a later turn of the event loop.
+   * The effects of everything handled go out in one pass at the end of each slice.
+   */
+  #drain(): void {
+    this.#inboxScheduled = false;
+    const inbox = this.#inbox;
+    const t0 = performance.now();
+    let handled = 0;
+    try {
+      while (this.#inboxHead < inbox.length) {
+        const item = inbox[this.#inboxHead];
+        const { conn, messages } = item;
+        if (messages === null) {
+          this.#inboxHead++;
+          this.#ctx.apply();
+          void this.remove(conn, "connection closed");
+          continue;
+        }
+        // A worker removed meanwhile (silent past its TTL, or replaced): its results no longer count.
+        if (this.conns.get(conn.state.name) !== conn) {
+          this.#inboxHead++;
+          continue;
+        }
+        while (item.next < messages.length) {
+          const msg = messages[item.next++];
           // Field types checked first (lib/messages/validate.ts): a bad message is dropped with a reason.
           const invalid = checkMessage("worker", msg);
           if (invalid !== null) {
-            this.#ctx.log.warn(`Dropped a message from worker "${conn?.state.name ?? "?"}": ${invalid}`);
+            this.#ctx.log.warn(`Dropped a message from worker "${conn.state.name}": ${invalid}`);
             continue;
           }
-          if (conn) {
+          try {
             this.#handle(conn, msg);
-          } else if (msg.op !== "register") {
-            ws.close(4002, "Expected a register message first");
-            return;
-          } else if (!(conn = this.#register(ws, msg, auth))) {
+          } catch (err) {
+            // A bug, not the worker's doing: said, and the rest of the inbox still handled.
+            this.#ctx.log.error(`Handling "${msg.op}" from worker "${conn.state.name}" failed: ${errorMessage(err)}`);
+          }
+          if ((++handled & 63) === 0 && performance.now() - t0 > sliceMs && (item.next < messages.length || this.#inboxHead + 1 < inbox.length)) {
+            this.#inboxScheduled = true;
+            setTimeout(() => this.#drain(), 0);
             return;
           }
         }
-        // One pass over the effects of every result in the frame.
-        this.#ctx.apply();
-        this.#ctx.afterFrame();
-      },
-      onClose: () => {
-        if (conn) this.remove(conn, "connection closed");
-      },
-    };
+        this.#inboxHead++;
+      }
+      this.#inbox = [];
+      this.#inboxHead = 0;
+    } finally {
+      // One pass over the effects of every result handled.
+      this.#ctx.apply();
+      this.#ctx.afterFrame();
+    }
   }
 
   #handle(conn: WorkerConn, msg: WorkerToScheduler): void {
