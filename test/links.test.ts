@@ -317,7 +317,7 @@ describe("a fake scheduler", () => {
 });
 
 describe("a worker's big frame", () => {
-  test("30,000 results in one frame are handled a slice at a time: the API answers meanwhile, and every result counts", async () => {
+  test("30,000 results in one frame are handled a slice at a time: the API answers meanwhile, every result counts, and a close waits its turn", async () => {
     const cluster = await startCluster({ workers: 0, env: { CLUSTER_TOKEN: admin } });
     try {
       const received: Record<string, unknown>[] = [];
@@ -338,6 +338,28 @@ describe("a worker's big frame", () => {
         expect((await info()).tasks.memory).toBeLessThan(n);
         await waitFor("every result of the frame", async () => (await info()).tasks.memory === n, { timeoutMs: 60_000 });
         expect((await info()).tasks.processing).toBe(0);
+
+        // A frame of results and the socket closed right after: the close waits for the frame's
+        // slices, so every result counts before the worker is removed.
+        const m = 20_000;
+        await client.compute({ tasks: Array.from({ length: m }, (_, i) => ({ key: `big-close-${i}`, fn: "builtin.inc", args: [i] })) });
+        const closing = () => computes().filter((c) => c.key.startsWith("big-close-"));
+        await waitFor("every task sent to the worker", () => closing().length === m, { timeoutMs: 60_000 });
+        const since = ((await api(cluster.url, "/api/v1/info", { token: admin })).body as { events: { lastSeq: number } }).events.lastSeq;
+        let inMemory = 0;
+        let atRemoval = -1;
+        const unsubscribe = client.subscribe("transition,worker", (e) => {
+          if (e.topic === "worker" && e.action === "remove") atRemoval = inMemory;
+          else if (e.topic === "transition" && e.finish === "memory" && String(e.key).startsWith("big-close-")) inMemory++;
+        }, { since });
+        try {
+          socket.send(encodeFrame(closing().map((c) => ({ op: "done", key: c.key, nbytes: 8, duration: 0.0001 }))));
+          socket.close();
+          await waitFor("the worker's removal", () => atRemoval >= 0, { timeoutMs: 60_000 });
+          expect(atRemoval).toBe(m);
+        } finally {
+          unsubscribe();
+        }
       } finally {
         await client.close();
         socket.close();

@@ -58,17 +58,21 @@ export interface WorkerLinkContext {
   readonly peerKey: Uint8Array;
 }
 
-/** One connected worker. */
 /** Handling a registered worker's frames takes about this long at a time (ms). */
 const sliceMs = 10;
 
-/** A frame's messages from `next` on, or (`messages` null) the worker's socket closing. */
+/**
+ * A frame's messages from `next` on, or (`messages` null) the worker's socket closing; `received`
+ * is when it came (performance.now()), which round-trip samples count to, not when it is handled.
+ */
 interface InboxItem {
   readonly conn: WorkerConn;
   readonly messages: readonly WorkerToScheduler[] | null;
+  readonly received: number;
   next: number;
 }
 
+/** One connected worker. */
 export interface WorkerConn {
   readonly ws: WSContext;
   readonly state: WorkerState;
@@ -167,10 +171,10 @@ export class WorkerLinks {
   }
 
   /** Ends the round-trip sample of a finished task: the worker's estimate moves toward it. */
-  #probeDone(conn: WorkerConn, key: string, duration: number | undefined): void {
+  #probeDone(conn: WorkerConn, key: string, duration: number | undefined, received: number): void {
     if (conn.probeKey !== key) return;
     conn.probeKey = null;
-    const sample = Math.max(0, (performance.now() - conn.probeSent) / 1000 - (duration ?? 0));
+    const sample = Math.max(0, (received - conn.probeSent) / 1000 - (duration ?? 0));
     const ws = conn.state;
     ws.rttSeconds = ws.rttSeconds === 0 ? sample : ws.rttSeconds * 0.7 + sample * 0.3;
   }
@@ -253,7 +257,7 @@ export class WorkerLinks {
         }
         if (conn) {
           conn.state.lastSeen = Date.now();
-          this.#receive({ conn, messages, next: 0 });
+          this.#receive({ conn, messages, received: performance.now(), next: 0 });
           return;
         }
         for (let i = 0; i < messages.length; i++) {
@@ -269,14 +273,14 @@ export class WorkerLinks {
           }
           if (!(conn = this.#register(ws, msg, auth))) return;
           // What came in the same frame after the register message.
-          if (i + 1 < messages.length) this.#receive({ conn, messages, next: i + 1 });
+          if (i + 1 < messages.length) this.#receive({ conn, messages, received: performance.now(), next: i + 1 });
           else this.#ctx.apply();
           return;
         }
       },
       onClose: () => {
         // After the frames that came before it.
-        if (conn) this.#receive({ conn, messages: null, next: 0 });
+        if (conn) this.#receive({ conn, messages: null, received: performance.now(), next: 0 });
       },
     };
   }
@@ -320,7 +324,7 @@ export class WorkerLinks {
             continue;
           }
           try {
-            this.#handle(conn, msg);
+            this.#handle(conn, msg, item.received);
           } catch (err) {
             // A bug, not the worker's doing: said, and the rest of the inbox still handled.
             this.#ctx.log.error(`Handling "${msg.op}" from worker "${conn.state.name}" failed: ${errorMessage(err)}`);
@@ -342,13 +346,14 @@ export class WorkerLinks {
     }
   }
 
-  #handle(conn: WorkerConn, msg: WorkerToScheduler): void {
+  /** `received`: when the message's frame came (performance.now()). */
+  #handle(conn: WorkerConn, msg: WorkerToScheduler, received: number): void {
     const ctx = this.#ctx;
     const state = ctx.state;
     const ws = conn.state;
     switch (msg.op) {
       case "done":
-        if (conn.probeKey !== null) this.#probeDone(conn, msg.key, msg.duration);
+        if (conn.probeKey !== null) this.#probeDone(conn, msg.key, msg.duration, received);
         state.taskFinished(ws, msg, msg.stimulusId ?? state.stimulusId("task-finished"));
         if (ws.processingTasks.size === 0) conn.idle = true;
         break;
