@@ -143,7 +143,8 @@ const usage = `Usage: bun bench/run.ts [--runs N] [--sizes full|small] [--only N
 
   --runs N        measured runs per workload, after one warm-up (default 5); the 10,000 map,
                   its event variants and the far-worker map run 3 x N after two or three
-                  warm-up rounds, the 100-worker map N after two
+                  warm-up rounds, the 100-worker map N after two once each of its
+                  workers has run 16,000 tasks
   --sizes S       "full" (the target sizes, default) or "small" (a quick smoke run)
   --only NAMES    only these workloads: ${workloadNames.join(", ")}, round-trip
   --json FILE     also write every sample, the medians and the ratios to FILE

@@ -330,9 +330,11 @@ describe("a worker's big frame", () => {
         await client.compute({ tasks: Array.from({ length: n }, (_, i) => ({ key: `big-frame-${i}`, fn: "builtin.inc", args: [i] })) });
         const computes = () => received.filter((m) => m.op === "compute") as Array<{ key: string }>;
         await waitFor("every task sent to the worker", () => computes().length === n, { timeoutMs: 60_000 });
-        const info = async () => (await api(cluster.url, "/api/v1/info", { token: admin })).body as { tasks: Record<string, number> };
+        const info = async () => (await api(cluster.url, "/api/v1/info", { token: admin })).body as { tasks: Record<string, number>; events: { lastSeq: number } };
+        /** One frame of a result for each of these tasks. */
+        const results = (tasks: Array<{ key: string }>) => encodeFrame(tasks.map((c) => ({ op: "done", key: c.key, nbytes: 8, duration: 0.0001 })));
         expect((await info()).tasks.processing).toBe(n);
-        socket.send(encodeFrame(computes().map((c) => ({ op: "done", key: c.key, nbytes: 8, duration: 0.0001 }))));
+        socket.send(results(computes()));
         // Asked once the frame is on its way: answered between its slices, before all of it is handled.
         await waitFor("the first results of the frame", async () => (await info()).tasks.memory > 0, { intervalMs: 1 });
         expect((await info()).tasks.memory).toBeLessThan(n);
@@ -345,7 +347,7 @@ describe("a worker's big frame", () => {
         await client.compute({ tasks: Array.from({ length: m }, (_, i) => ({ key: `big-close-${i}`, fn: "builtin.inc", args: [i] })) });
         const closing = () => computes().filter((c) => c.key.startsWith("big-close-"));
         await waitFor("every task sent to the worker", () => closing().length === m, { timeoutMs: 60_000 });
-        const since = ((await api(cluster.url, "/api/v1/info", { token: admin })).body as { events: { lastSeq: number } }).events.lastSeq;
+        const since = (await info()).events.lastSeq;
         let inMemory = 0;
         let atRemoval = -1;
         const unsubscribe = client.subscribe("transition,worker", (e) => {
@@ -353,7 +355,7 @@ describe("a worker's big frame", () => {
           else if (e.topic === "transition" && e.finish === "memory" && String(e.key).startsWith("big-close-")) inMemory++;
         }, { since });
         try {
-          socket.send(encodeFrame(closing().map((c) => ({ op: "done", key: c.key, nbytes: 8, duration: 0.0001 }))));
+          socket.send(results(closing()));
           socket.close();
           await waitFor("the worker's removal", () => atRemoval >= 0, { timeoutMs: 60_000 });
           expect(atRemoval).toBe(m);
