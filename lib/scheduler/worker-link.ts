@@ -264,7 +264,7 @@ export class WorkerLinks {
           const msg = messages[i];
           const invalid = checkMessage("worker", msg);
           if (invalid !== null) {
-            this.#ctx.log.warn(`Dropped a message from worker "?": ${invalid}`);
+            this.#ctx.log.warn(`Dropped a message sent before the worker's register: ${invalid}`);
             continue;
           }
           if (msg.op !== "register") {
@@ -337,7 +337,8 @@ export class WorkerLinks {
         }
         this.#inboxHead++;
       }
-      this.#inbox = [];
+      // All handled: the same array takes the next frames (no new one a frame).
+      inbox.length = 0;
       this.#inboxHead = 0;
     } finally {
       // One pass over the effects of every result handled.
