@@ -10,7 +10,13 @@
  *
  * @module
  */
+import { Buffer } from "node:buffer";
 import { decodeCbor } from "../protocol.ts";
+
+/** No frame: what `frame` is between reads. */
+const noFrame: Buffer = Buffer.alloc(0);
+/** The frame being read, as a `Buffer` (for its Latin-1 texts). */
+let frame: Buffer = noFrame;
 
 const textDecoder = new TextDecoder("utf-8", { fatal: true });
 
@@ -43,35 +49,44 @@ function matches(bytes: Uint8Array, p: number, expected: Uint8Array): boolean {
   return true;
 }
 
-const charCodes: number[] = [];
+/** Slots of a `Texts` (a power of two), and the longest text a slot keeps (bytes). */
+const slots = 64;
+const slotBytes = 64;
 
 /**
- * The last texts read of one field (states, ids, worker names repeat from event to event): their
- * bytes and the strings made of them, so that a repeated one is compared, not made again.
+ * Texts of one field read lately (states, ids, worker names repeat from event to event), a slot
+ * each by their length and last bytes: their bytes and the strings made of them, so that a
+ * repeated one is compared, not made again. One look a text (no scan of every slot), and the
+ * bytes are copied into the slot (no view, which would keep its frame).
  */
 class Texts {
-  readonly #bytes: Uint8Array[] = [];
-  readonly #texts: string[] = [];
-  #next = 0;
+  /** Each slot's bytes (up to `slotBytes`), its length (-1: empty) and its string. */
+  readonly #bytes = new Uint8Array(slots * slotBytes);
+  readonly #length = new Int32Array(slots).fill(-1);
+  readonly #texts: string[] = new Array(slots).fill("");
 
-  /** The string of `bytes[p, end)` if it was read lately. */
-  find(bytes: Uint8Array, p: number, end: number): string | undefined {
+  /**
+   * The string of `bytes[p, end)`: the one kept in its slot (chosen by its length and last
+   * bytes, where ids differ) when the bytes are the same, else made and kept there. `undefined`
+   * when the bytes are not UTF-8.
+   */
+  text(bytes: Uint8Array, p: number, end: number): string | undefined {
     const n = end - p;
-    for (let k = 0; k < this.#bytes.length; k++) {
-      const known = this.#bytes[k];
-      if (known.length !== n) continue;
-      let i = 0;
-      while (i < n && known[i] === bytes[p + i]) i++;
-      if (i === n) return this.#texts[k];
+    if (n > slotBytes) return makeText(bytes, p, end);
+    const k = n === 0 ? 0 : (n * 7 + bytes[p] * 3 + bytes[end - 1] * 31 + bytes[end - 2 >= p ? end - 2 : p] * 5) & (slots - 1);
+    const known = this.#bytes;
+    const from = k * slotBytes;
+    if (this.#length[k] === n) {
+      let i = n - 1;
+      while (i >= 0 && known[from + i] === bytes[p + i]) i--;
+      if (i < 0) return this.#texts[k];
     }
-    return undefined;
-  }
-
-  add(bytes: Uint8Array, p: number, end: number, text: string): void {
-    const k = this.#next;
-    this.#next = (k + 1) & 7;
-    this.#bytes[k] = bytes.slice(p, end);
+    const text = makeText(bytes, p, end);
+    if (text === undefined) return undefined;
+    for (let i = 0; i < n; i++) known[from + i] = bytes[p + i];
+    this.#length[k] = n;
     this.#texts[k] = text;
+    return text;
   }
 }
 
@@ -101,31 +116,23 @@ function readText(bytes: Uint8Array, p: number, known?: Texts): string | undefin
   const end = p + n;
   if (!(end <= bytes.length)) return undefined; // also a length cut off by the end of the frame
   at = end;
-  if (known !== undefined) {
-    const seen = known.find(bytes, p, end);
-    if (seen !== undefined) return seen;
-    const text = makeText(bytes, p, end);
-    if (text !== undefined) known.add(bytes, p, end, text);
-    return text;
-  }
-  return makeText(bytes, p, end);
+  return known !== undefined ? known.text(bytes, p, end) : makeText(bytes, p, end);
 }
 
 /** The string of UTF-8 `bytes[p, end)`, or `undefined` when they are not UTF-8. */
 function makeText(bytes: Uint8Array, p: number, end: number): string | undefined {
   const n = end - p;
   if (n <= 64) {
-    // Short ASCII (keys, states, ids, names): the char codes into one reused array, made into a
-    // string in one call (cheaper than a view on the bytes per text, or a character at a time).
-    const codes = charCodes;
-    codes.length = n;
+    // Short ASCII (keys, states, ids, names): made by the runtime's Latin-1 slice of the frame
+    // (a native call, cheaper than char codes made into a string, or a decoder's view).
     let ascii = true;
-    for (let i = 0; i < n; i++) {
-      const c = bytes[p + i];
-      codes[i] = c;
-      if (c > 0x7f) ascii = false;
+    for (let i = p; i < end; i++) {
+      if (bytes[i] > 0x7f) {
+        ascii = false;
+        break;
+      }
     }
-    if (ascii) return String.fromCharCode.apply(null, codes);
+    if (ascii) return frame.toString("latin1", p, end);
   }
   try {
     return textDecoder.decode(bytes.subarray(p, end));
@@ -134,7 +141,9 @@ function makeText(bytes: Uint8Array, p: number, end: number): string | undefined
   }
 }
 
-const scratch = new DataView(new ArrayBuffer(8));
+const scratchFloat = new Float64Array(1);
+const scratchBytes = new Uint8Array(scratchFloat.buffer);
+const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** A number at `p` (an unsigned integer or a float), or `undefined` (`at` is after it). */
 function readNumber(bytes: Uint8Array, p: number): number | undefined {
@@ -157,9 +166,11 @@ function readNumber(bytes: Uint8Array, p: number): number | undefined {
     at = p + 5;
     return ((bytes[p + 1] << 24) >>> 0) + ((bytes[p + 2] << 16) | (bytes[p + 3] << 8) | bytes[p + 4]);
   }
-  for (let i = 0; i < 8; i++) scratch.setUint8(i, bytes[p + 1 + i]);
+  // Big-endian on the wire, the machine's order in the scratch float.
+  if (littleEndian) for (let i = 0; i < 8; i++) scratchBytes[i] = bytes[p + 8 - i];
+  else for (let i = 0; i < 8; i++) scratchBytes[i] = bytes[p + 1 + i];
   at = p + 9;
-  return scratch.getFloat64(0);
+  return scratchFloat[0];
 }
 
 /**
@@ -232,6 +243,16 @@ function readSpans(bytes: Uint8Array, p: number): unknown[] | undefined {
  * ```
  */
 export function decodeEventBatch(bytes: Uint8Array): unknown[] {
+  frame = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  try {
+    return readBatch(bytes);
+  } finally {
+    frame = noFrame;
+  }
+}
+
+/** The events of a frame, `frame` being set to it. */
+function readBatch(bytes: Uint8Array): unknown[] {
   // The head of an array: the scheduler writes a 4-byte count; any count is read.
   const head = bytes[0];
   let n: number;
