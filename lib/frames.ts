@@ -70,8 +70,10 @@ function eachSlot(msg: Record<string, unknown>, slot: Slot): void {
   switch (msg?.op) {
     case "reply":
       for (const field of ["data", "values"]) {
-        const record = msg[field] as Record<string, unknown> | undefined;
-        if (record !== null && typeof record === "object") for (const key in record) slot(record, key);
+        const values = msg[field] as Record<string, unknown> | unknown[] | undefined;
+        // A gather's values come as a list (by index: `for…in` would make 10,000 index strings).
+        if (Array.isArray(values)) for (let i = 0; i < values.length; i++) slot(values, i);
+        else if (values !== null && typeof values === "object") for (const key in values) slot(values, key);
       }
       break;
     case "compute":

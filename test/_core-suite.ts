@@ -157,6 +157,26 @@ export function coreSuite(name: string, options: { flavor: Flavor; workerFlavor:
         expect(a.body.exception).toBe("Error: boom");
       });
 
+      test("the client's gather and results tell values, erred keys and unknown keys apart, in the keys' order", async () => {
+        const g = {
+          tasks: [
+            { key: "mixed-ok", fn: "builtin.inc", args: [1] },
+            { key: "mixed-bad", fn: "builtin.fail", args: ["nope"] },
+            { key: "toString", fn: "builtin.identity", args: [null] },
+          ],
+        };
+        await client.compute(g);
+        const keys = ["mixed-bad", "mixed-ok", "mixed-unknown", "toString", "mixed-ok"];
+        expect(await client.gather(keys, { errors: "skip" })).toEqual([undefined, 2, undefined, null, 2]);
+        await expect(client.gather(["mixed-ok", "mixed-bad"])).rejects.toThrow("nope");
+        await expect(client.gather(["mixed-ok", "mixed-unknown"])).rejects.toThrow('Key "mixed-unknown" was lost or released');
+        const { values, errors } = await client.results(keys);
+        expect(Object.entries(values).sort()).toEqual([["mixed-ok", 2], ["toString", null]]);
+        expect(Object.keys(errors)).toEqual(["mixed-bad"]);
+        expect(errors["mixed-bad"].error).toContain("nope");
+        await client.release(["mixed-ok", "mixed-bad", "toString"]);
+      });
+
       test("retries are honoured before a task is erred", async () => {
         const events = collectEvents(cluster.url, "topic=transition", (evs) => evs.some((e) => e.key === "retry-a" && e.finish === "erred"));
         await events.ready;

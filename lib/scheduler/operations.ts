@@ -18,7 +18,7 @@ import { validateGraph, validateGraphSliced, yieldToLoop } from "./graph.ts";
 import type { Limits } from "../limits.ts";
 import type { NannyLinks } from "./nanny-link.ts";
 import type { Registration } from "./remote-plugins.ts";
-import type { GatherResult, Results } from "./results.ts";
+import type { GatherListResult, GatherResult, Results } from "./results.ts";
 import type { ClientState, SchedulerState } from "./state.ts";
 import type { WorkerLinks } from "./worker-link.ts";
 
@@ -123,6 +123,11 @@ export class Operations {
   /** Waits for keys and answers their values, errors and the keys that are gone. */
   gather(keys: string[]): Promise<GatherResult> {
     return this.#ctx.results.gather(keys);
+  }
+
+  /** The same, the values as a list in the keys' order. */
+  gatherList(keys: string[]): Promise<GatherListResult> {
+    return this.#ctx.results.gather(keys, true);
   }
 
   /** One key's value, waiting up to `timeoutSeconds`. */

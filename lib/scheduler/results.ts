@@ -8,9 +8,20 @@
 import type { SchedulerState } from "./state.ts";
 import type { WorkerConn, WorkerLinks } from "./worker-link.ts";
 
-/** What `gather` answers. */
+/** What `gather` answers: values by key. */
 export interface GatherResult {
   values: Record<string, unknown>;
+  errors: Record<string, { error: string; traceback: string }>;
+  missing: string[];
+}
+
+/**
+ * What `gather` answers with `list`: the values in the keys' order (a key without one, erred or
+ * missing, has `undefined` in its place). An object of 10,000 keys costs the scheduler 0.5 µs a
+ * key to build and encode, and a client as much to decode; a list 0.02.
+ */
+export interface GatherListResult {
+  values: unknown[];
   errors: Record<string, { error: string; traceback: string }>;
   missing: string[];
 }
@@ -95,52 +106,64 @@ export class Results {
    * The results of finished keys: values (fetched from workers when not kept here), or errors.
    * Waits for the keys first; results lost with a worker are waited for again.
    */
-  async gather(keys: string[]): Promise<GatherResult> {
-    const values: Record<string, unknown> = {};
+  async gather(keys: string[]): Promise<GatherResult>;
+  async gather(keys: string[], list: true): Promise<GatherListResult>;
+  async gather(keys: string[], list = false): Promise<GatherResult | GatherListResult> {
+    const values = new Array<unknown>(keys.length);
+    const has = new Uint8Array(keys.length);
     const errors: Record<string, { error: string; traceback: string }> = {};
     const missing: string[] = [];
-    let todo = keys;
+    // Indices into `keys` of those not settled yet.
+    let todo: number[] = Array.from(keys.keys());
     for (let attempt = 0; todo.length > 0 && attempt < 20; attempt++) {
-      await this.waitForKeys(todo);
-      const remote = new Map<WorkerConn, string[]>();
-      const retry: string[] = [];
-      for (const key of todo) {
+      await this.waitForKeys(todo.length === keys.length ? keys : todo.map((i) => keys[i]));
+      const remote = new Map<WorkerConn, number[]>();
+      const retry: number[] = [];
+      for (const i of todo) {
+        const key = keys[i];
         const ts = this.#state.tasks.get(key);
         if (!ts) {
           missing.push(key);
         } else if (ts.state === "erred") {
           errors[key] = { error: ts.exception ?? "Error", traceback: ts.traceback ?? "" };
         } else if (ts.state === "memory") {
-          if (ts.hasValue) values[key] = ts.value;
-          else {
+          if (ts.hasValue) {
+            values[i] = ts.value;
+            has[i] = 1;
+          } else {
             let holder: WorkerConn | undefined;
             for (const w of ts.whoHas) if ((holder = this.#workers.connOf(w))) break;
-            if (!holder) retry.push(key);
+            if (!holder) retry.push(i);
             else {
-              let list = remote.get(holder);
-              if (!list) remote.set(holder, list = []);
-              list.push(key);
+              let at = remote.get(holder);
+              if (!at) remote.set(holder, at = []);
+              at.push(i);
             }
           }
         } else {
-          retry.push(key);
+          retry.push(i);
         }
       }
-      await Promise.all([...remote].map(async ([conn, list]) => {
+      await Promise.all([...remote].map(async ([conn, at]) => {
         try {
-          const data = await this.#workers.getData(conn, list);
-          for (const key of list) {
-            if (key in data) values[key] = data[key];
-            else retry.push(key);
+          const data = await this.#workers.getData(conn, at.map((i) => keys[i]));
+          for (const i of at) {
+            if (keys[i] in data) {
+              values[i] = data[keys[i]];
+              has[i] = 1;
+            } else retry.push(i);
           }
         } catch {
-          retry.push(...list);
+          retry.push(...at);
         }
       }));
       todo = retry;
       if (todo.length > 0) await new Promise((r) => setTimeout(r, 50));
     }
-    missing.push(...todo);
-    return { values, errors, missing };
+    for (const i of todo) missing.push(keys[i]);
+    if (list) return { values, errors, missing };
+    const byKey: Record<string, unknown> = {};
+    for (let i = 0; i < keys.length; i++) if (has[i]) byKey[keys[i]] = values[i];
+    return { values: byKey, errors, missing };
   }
 }
