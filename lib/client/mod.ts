@@ -259,14 +259,16 @@ export class Client {
     const keys = futures.map((f) => (typeof f === "string" ? f : f.key));
     const { values, errors, missing } = await this.#gather(keys);
     const lost = missing.length > 0 ? new Set(missing) : null;
-    const out = new Array<unknown>(keys.length);
+    const out: unknown[] = [];
     for (let i = 0; i < keys.length; i++) {
       const key = keys[i];
       if (Object.hasOwn(errors, key)) {
         if (options.errors !== "skip") throw new TaskError(key, errors[key].error, errors[key].traceback);
+        out.push(undefined);
       } else if (lost?.has(key)) {
         if (options.errors !== "skip") throw new TaskError(key, `Key "${key}" was lost or released`, "");
-      } else out[i] = values[i];
+        out.push(undefined);
+      } else out.push(values[i]);
     }
     return out;
   }
