@@ -9,6 +9,8 @@ import { ConflictError } from "../lib/scheduler/errors.ts";
 import { EventLog } from "../lib/scheduler/events.ts";
 import { validateGraph, validateGraphSliced } from "../lib/scheduler/graph.ts";
 import { SchedulerState } from "../lib/scheduler/state.ts";
+import { Results } from "../lib/scheduler/results.ts";
+import type { WorkerLinks } from "../lib/scheduler/worker-link.ts";
 
 function mapGraph(n: number, prefix = "m") {
   const tasks = Array.from({ length: n }, (_, i) => ({ key: `${prefix}-${i}`, fn: "builtin.inc", args: [i] }));
@@ -106,6 +108,32 @@ describe("graphs in slices", () => {
     }).toThrow(ConflictError);
     expect(state.tasks.size).toBe(0);
     expect(state.counts.released).toBe(0);
+  });
+
+  test("whoever waits for a task of a graph taken back is woken, and gathers it as missing", async () => {
+    const state = new SchedulerState();
+    const results = new Results(state, {} as WorkerLinks);
+    const client = state.addClient("c");
+    state.updateGraph(client, validateGraph({ tasks: [{ key: "base", fn: "builtin.inc", args: [1] }] }, context(state)), "s").clear();
+    const graph = validateGraph({ tasks: [...mapGraph(5000).tasks, { key: "top", fn: "builtin.inc", args: [{ $ref: "base" }] }] }, context(state));
+    const steps = state.addGraphSlices(client, graph, 500);
+    while (state.tasks.size < 1000) steps.next();
+    const key = [...state.tasks.keys()].find((k) => k !== "base")!;
+    let woken = false;
+    const waited = results.waitForKeys([key]).then((done) => woken = done);
+    const gathered = results.gather([key], true);
+    expect(results.waiting).toBe(true);
+    state.releaseKeys(client, ["base"], "release").clear();
+    expect(() => {
+      for (;;) if (steps.next().done) break;
+    }).toThrow(/forgotten while the graph was added/);
+    const fx = state.effects;
+    results.wake(fx.finished, fx.finishedCount);
+    fx.clear();
+    await waited;
+    expect(woken).toBe(true);
+    expect(results.waiting).toBe(false);
+    expect(await gathered).toEqual({ values: [undefined], errors: {}, missing: [key] });
   });
 
   test("a dependency forgotten while a graph is added fails the graph and takes it back", () => {

@@ -58,8 +58,8 @@ export class Effects {
   readonly recipients: WorkerState[] = [];
   readonly messages: WorkerMessage[] = [];
   messageCount = 0;
-  /** Keys that reached memory, erred or forgotten (below `finishedCount`): what clients wait for. */
-  readonly finished: string[] = [];
+  /** Tasks that reached memory, erred or forgotten (below `finishedCount`): what clients wait for. */
+  readonly finished: TaskState[] = [];
   finishedCount = 0;
 
   /** Records one transition. */
@@ -77,7 +77,12 @@ export class Effects {
     this.finishes[i] = finish;
     this.stimulusIds[i] = stimulusId;
     this.extras[i] = extra;
-    if (finishedStates[finish]) this.finished[this.finishedCount++] = ts.key;
+    if (finishedStates[finish]) this.finished[this.finishedCount++] = ts;
+  }
+
+  /** A task gone without a transition (a graph taken back): its waiters are woken as for one. */
+  gone(ts: TaskState): void {
+    this.finished[this.finishedCount++] = ts;
   }
 
   /** Records one message for a worker. */
@@ -110,7 +115,7 @@ export class Effects {
 
   /** The finished keys (allocates: for tests and debugging). */
   finishedKeys(): string[] {
-    return this.finished.slice(0, this.finishedCount);
+    return this.finished.slice(0, this.finishedCount).map((ts) => ts.key);
   }
 
   /** The messages for each worker name, in order (allocates: for tests and debugging). */

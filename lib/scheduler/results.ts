@@ -6,6 +6,7 @@
  * @module
  */
 import type { SchedulerState } from "./state.ts";
+import type { TaskState } from "./task-state.ts";
 import type { WorkerConn, WorkerLinks } from "./worker-link.ts";
 
 /** What `gather` answers: values by key. */
@@ -30,29 +31,33 @@ type KeyWaiter = () => void;
 
 const isFinished = (state: string) => state === "memory" || state === "erred" || state === "forgotten";
 
-/** Waiters per key and the gathering of results. */
+/** Waiters for tasks to finish, and the gathering of results. */
 export class Results {
   #state: SchedulerState;
   #workers: WorkerLinks;
-  /** Who waits for each key: one waiter (the common case, no set made) or several. */
-  #keyWaiters = new Map<string, KeyWaiter | KeyWaiter[]>();
+  /**
+   * How many tasks someone waits for. The waiters are kept on the tasks (`finishWaiters`): a
+   * gather of 10,000 keys then costs no table by key to fill and, as they finish, to look up.
+   */
+  #waitedFor = 0;
 
   constructor(state: SchedulerState, workers: WorkerLinks) {
     this.#state = state;
     this.#workers = workers;
   }
 
-  /** Whether anyone waits for a key (callers skip `wake` otherwise). */
+  /** Whether anyone waits for a task (callers skip `wake` otherwise). */
   get waiting(): boolean {
-    return this.#keyWaiters.size > 0;
+    return this.#waitedFor > 0;
   }
 
-  /** Wakes whoever waits for these keys (they reached memory, erred or forgotten). */
-  wake(keys: readonly string[], count = keys.length): void {
+  /** Wakes whoever waits for these tasks (they reached memory, erred or forgotten). */
+  wake(tasks: readonly TaskState[], count = tasks.length): void {
     for (let i = 0; i < count; i++) {
-      const waiters = this.#keyWaiters.get(keys[i]);
-      if (waiters !== undefined) {
-        this.#keyWaiters.delete(keys[i]);
+      const waiters = tasks[i].finishWaiters;
+      if (waiters !== null) {
+        tasks[i].finishWaiters = null;
+        this.#waitedFor--;
         if (typeof waiters === "function") waiters();
         else for (const w of waiters) w();
       }
@@ -60,43 +65,57 @@ export class Results {
   }
 
   /** Waits until every key is in memory, erred or gone; false on timeout. */
-  waitForKeys(keys: string[], timeoutMs?: number): Promise<boolean> {
+  async waitForKeys(keys: string[], timeoutMs?: number): Promise<boolean> {
+    return (await this.#waitFor(keys, timeoutMs)).done;
+  }
+
+  /**
+   * Waits as `waitForKeys` does; also gives each key's task as it was found when the wait began
+   * (undefined for a key unknown then).
+   */
+  #waitFor(keys: string[], timeoutMs?: number): Promise<{ done: boolean; tasks: (TaskState | undefined)[] }> {
+    const tasks = new Array<TaskState | undefined>(keys.length);
     let pending = 0;
     return new Promise((resolve) => {
       let timer: ReturnType<typeof setTimeout> | undefined;
-      const registered: string[] = [];
+      const registered: TaskState[] = [];
       // One waiter for all the keys of this call (a gather of 10,000 keys makes one, not 10,000).
       const done: KeyWaiter = () => {
         if (--pending === 0) {
           if (timer) clearTimeout(timer);
-          resolve(true);
+          resolve({ done: true, tasks });
         }
       };
-      const waiters = this.#keyWaiters;
-      for (const key of keys) {
-        const ts = this.#state.tasks.get(key);
+      for (let i = 0; i < keys.length; i++) {
+        const ts = tasks[i] = this.#state.tasks.get(keys[i]);
         if (!ts || isFinished(ts.state)) continue;
-        const existing = waiters.get(key);
-        if (existing === undefined) waiters.set(key, done);
-        else if (existing === done || (typeof existing !== "function" && existing.includes(done))) continue; // a key asked twice
-        else if (typeof existing === "function") waiters.set(key, [existing, done]);
+        const existing = ts.finishWaiters;
+        if (existing === null) {
+          ts.finishWaiters = done;
+          this.#waitedFor++;
+        } else if (existing === done || (typeof existing !== "function" && existing.includes(done))) continue; // a key asked twice
+        else if (typeof existing === "function") ts.finishWaiters = [existing, done];
         else existing.push(done);
         pending++;
-        if (timeoutMs !== undefined) registered.push(key);
+        if (timeoutMs !== undefined) registered.push(ts);
       }
-      if (pending === 0) return resolve(true);
+      if (pending === 0) return resolve({ done: true, tasks });
       if (timeoutMs !== undefined) {
         timer = setTimeout(() => {
-          for (const key of registered) {
-            const existing = waiters.get(key);
-            if (existing === done) waiters.delete(key);
-            else if (existing !== undefined && typeof existing !== "function") {
+          for (const ts of registered) {
+            const existing = ts.finishWaiters;
+            if (existing === done) {
+              ts.finishWaiters = null;
+              this.#waitedFor--;
+            } else if (existing !== null && typeof existing !== "function") {
               const rest = existing.filter((w) => w !== done);
-              if (rest.length === 0) waiters.delete(key);
-              else waiters.set(key, rest.length === 1 ? rest[0] : rest);
+              if (rest.length === 0) {
+                ts.finishWaiters = null;
+                this.#waitedFor--;
+              } else ts.finishWaiters = rest.length === 1 ? rest[0] : rest;
             }
           }
-          resolve(false);
+          resolve({ done: false, tasks });
         }, timeoutMs);
       }
     });
@@ -116,12 +135,15 @@ export class Results {
     // Indices into `keys` of those not settled yet.
     let todo: number[] = Array.from(keys.keys());
     for (let attempt = 0; todo.length > 0 && attempt < 20; attempt++) {
-      await this.waitForKeys(todo.length === keys.length ? keys : todo.map((i) => keys[i]));
+      // The first wait gives the keys' tasks: one that finished in memory or erred is still the
+      // key's task (forgetting one makes it `forgotten`), so it is not looked up again.
+      const found = attempt === 0 ? (await this.#waitFor(keys)).tasks : (await this.#waitFor(todo.map((i) => keys[i])), null);
       const remote = new Map<WorkerConn, number[]>();
       const retry: number[] = [];
       for (const i of todo) {
         const key = keys[i];
-        const ts = this.#state.tasks.get(key);
+        let ts = found?.[i];
+        if (ts === undefined || (ts.state !== "memory" && ts.state !== "erred")) ts = this.#state.tasks.get(key);
         if (!ts) {
           missing.push(key);
         } else if (ts.state === "erred") {

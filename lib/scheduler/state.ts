@@ -220,6 +220,11 @@ export class SchedulerState {
       this.tasks.delete(ts.key);
       counts.released--;
       for (const dep of ts.deps) dep.dependentTasks.delete(ts);
+      // Whoever began to wait for it between slices (a gather) is told it is gone.
+      if (ts.finishWaiters !== null) {
+        ts.state = "forgotten";
+        this.effects.gone(ts);
+      }
     }
   }
 

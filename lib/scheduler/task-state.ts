@@ -61,6 +61,8 @@ export class TaskState {
   #spans: Startstop[] | null = null;
   /** The state the transition engine's loop will move it to next (null: none pending). */
   recommended: SchedulerTaskStateName | null = null;
+  /** Who waits for it to finish (clients' gathers, results.ts): one waiter, several, or none. */
+  finishWaiters: (() => void) | Array<() => void> | null = null;
   constructor(
     readonly key: string,
     readonly fn: string,
