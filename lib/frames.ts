@@ -36,7 +36,7 @@ export interface ChunkMessage {
   part?: number;
 }
 
-/** Collect garbage after this many bytes received in chunks (see `collectGarbage`). */
+/** Collect garbage after this many bytes received or sent in chunks at least (see `transferred`). */
 export const gcEveryBytes = 32 * 1024 * 1024;
 const bunGc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
 /** V8's collector, where the process was started with `--v8-flags=--expose-gc`. */
@@ -51,6 +51,16 @@ const v8Gc = (globalThis as { gc?: () => void }).gc;
 export function collectGarbage(): void {
   if (bunGc) bunGc(true);
   else v8Gc?.();
+}
+
+/** Bytes moved in chunks since the last collection, by every transfer of the process. */
+let transferredBytes = 0;
+
+/** Counts bytes of data received or sent in chunks, and collects garbage every `gcEveryBytes`. */
+export function transferred(bytes: number): void {
+  if ((transferredBytes += bytes) < gcEveryBytes) return;
+  transferredBytes = 0;
+  collectGarbage();
 }
 
 /** Binary values at least this large travel as parts (see `eachSlot`). */
@@ -193,8 +203,6 @@ export class FrameSender {
   /** What waits behind a split frame: each entry makes the WebSocket messages of one frame. */
   #queue: Array<Iterator<Uint8Array>> = [];
   #ids = 0;
-  /** Bytes sent in chunks since the last collection. */
-  #sent = 0;
   #timer: ReturnType<typeof setTimeout> | null = null;
 
   constructor(socket: FrameSocket) {
@@ -295,10 +303,7 @@ export class FrameSender {
       }
       socket.send(next.value);
       // Each chunk was encoded into a frame of its own, garbage once sent (see collectGarbage).
-      if ((this.#sent += next.value.byteLength) >= gcEveryBytes) {
-        this.#sent = 0;
-        collectGarbage();
-      }
+      transferred(next.value.byteLength);
     }
   }
 }
@@ -323,12 +328,19 @@ export class FrameAssembler {
   #filled = 0;
   /** Bytes of the current frame and its parts so far, against the cap. */
   #total = 0;
-  /** Bytes received since the last collection. */
-  #received = 0;
 
-  /** `maxBytes` caps a frame with its parts (a `RangeError` past it). */
-  constructor(options: { maxBytes?: number } = {}) {
+  /** Split frames at least this big (without parts) are given back undecoded (`takeAbove`). */
+  #takeAbove: number;
+
+  /**
+   * `maxBytes` caps a frame with its parts (a `RangeError` past it). With `takeAbove`, a split
+   * frame of at least that many bytes and without parts comes back from `decode` as its bytes,
+   * undecoded, for the caller to decode in slices (a client's graph of a million tasks is 50 MB
+   * of CBOR: decoding it in one piece blocks the event loop for a second).
+   */
+  constructor(options: { maxBytes?: number; takeAbove?: number } = {}) {
     this.#maxBytes = options.maxBytes ?? Number.MAX_SAFE_INTEGER;
+    this.#takeAbove = options.takeAbove ?? Number.MAX_SAFE_INTEGER;
   }
 
   /**
@@ -337,6 +349,12 @@ export class FrameAssembler {
    * for chunks out of order or a frame over the cap.
    */
   decode(data: unknown): Message[] {
+    const out = this.receive(data);
+    return out instanceof Uint8Array ? decodeFrame(out, Number.MAX_SAFE_INTEGER, this.#decoder) : out;
+  }
+
+  /** As `decode`, but a split frame of `takeAbove` bytes or more comes back as its bytes. */
+  receive(data: unknown): Message[] | Uint8Array {
     const messages = decodeFrame(data, undefined, this.#decoder);
     if (messages.length !== 1 || messages[0].op !== "chunk") return messages;
     const { id, offset, size, bytes, part } = messages[0] as unknown as ChunkMessage;
@@ -366,16 +384,17 @@ export class FrameAssembler {
     if (offset + bytes.byteLength > size) throw new RangeError(`Chunk ${id}@${offset} overruns its frame`);
     this.#buffer!.set(bytes, offset);
     this.#filled = offset + bytes.byteLength;
-    if ((this.#received += bytes.byteLength) >= gcEveryBytes) {
-      this.#received = 0;
-      collectGarbage();
-    }
+    // Only a frame's parts (large binary values) count: the chunks of a frame's own body (a
+    // client's graph of a million tasks is 50 MB) are not worth a full collection, which costs
+    // what the heap holds (half a second or more with a million tasks held), not the garbage.
+    if (part !== undefined) transferred(bytes.byteLength);
     if (this.#filled < size || part !== undefined) return [];
     const whole = this.#buffer!;
     const parts = this.#parts;
     this.#buffer = null;
     this.#parts = [];
     this.#id = 0;
+    if (parts.length === 0 && whole.byteLength >= this.#takeAbove) return whole;
     const out = decodeFrame(whole, Number.MAX_SAFE_INTEGER, this.#decoder);
     if (parts.length > 0) putParts(out, parts);
     return out;

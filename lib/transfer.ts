@@ -14,7 +14,7 @@
  */
 import { Encoder } from "cbor-x";
 import { decodeCbor } from "./protocol.ts";
-import { collectGarbage, gcEveryBytes } from "./frames.ts";
+import { transferred } from "./frames.ts";
 
 /** The media type of a data answer. */
 export const valueSequenceType = "application/cbor-seq";
@@ -126,8 +126,6 @@ class StreamReader {
   #chunk: Uint8Array = new Uint8Array(0);
   #at = 0;
   #idleMs: number;
-  /** Bytes read since the last collection. */
-  #received = 0;
 
   constructor(stream: ReadableStream<Uint8Array>, idleMs: number) {
     this.#reader = stream.getReader();
@@ -171,10 +169,7 @@ class StreamReader {
       target.set(this.#chunk.subarray(this.#at, this.#at + n), filled);
       this.#at += n;
       filled += n;
-      if ((this.#received += n) >= gcEveryBytes) {
-        this.#received = 0;
-        collectGarbage();
-      }
+      transferred(n);
     }
   }
 

@@ -95,6 +95,41 @@ describe("graphs in slices", () => {
     expect(sliced.log).toEqual(whole.log);
   });
 
+  test("keys released and a client removed in slices make the same transitions as in one piece", () => {
+    const run = (how: "whole" | "sliced", what: "release" | "remove") => {
+      const state = new SchedulerState();
+      const ws = state.addWorker({ name: "w", address: "", nthreads: 2, nanny: false, modules: [], pid: 1 }, 0);
+      state.workerReady(ws, "ready").clear();
+      const client = state.addClient("c");
+      const map = mapGraph(3000);
+      const tree = treeGraph(2000);
+      state.updateGraph(client, validateGraph({ tasks: [...map.tasks, ...tree.tasks], keys: [...map.keys, ...tree.keys] }, context(state)), "s").clear();
+      // Some results in, so that tasks in memory, processing, queued and waiting are let go.
+      for (const ts of [...ws.processingTasks].slice(0, 2)) state.taskFinished(ws, { key: ts.key, nbytes: 8 }, `done-${ts.key}`).clear();
+      const log: string[] = [];
+      const take = () => {
+        const fx = state.effects;
+        for (let i = 0; i < fx.length; i++) log.push(`${fx.tasks[i].key} ${fx.starts[i]}>${fx.finishes[i]}`);
+        fx.clear();
+      };
+      const keys = [...map.keys, ...tree.keys];
+      if (how === "sliced") {
+        const steps = what === "release" ? state.releaseKeysSlices(client, keys, "r", 100) : state.removeClientSlices("c", "r", 100);
+        expect(drive(steps, take).slices).toBeGreaterThan(10);
+      } else if (what === "release") state.releaseKeys(client, keys, "r");
+      else state.removeClient("c", "r");
+      take();
+      return { log: log.sort(), counts: { ...state.counts }, tasks: state.tasks.size, clients: state.clients.size };
+    };
+    for (const what of ["release", "remove"] as const) {
+      const whole = run("whole", what);
+      const sliced = run("sliced", what);
+      expect(sliced).toEqual(whole);
+      expect(whole.log.length).toBeGreaterThan(5000);
+      expect(whole.clients).toBe(what === "remove" ? 0 : 1);
+    }
+  });
+
   test("a restart while a graph is added takes back what was added: nothing is half submitted", () => {
     const state = new SchedulerState();
     const client = state.addClient("c");
@@ -284,6 +319,25 @@ describe("big CBOR bodies decoded in slices", () => {
     const extra = new Uint8Array(bytes.length + 1);
     extra.set(bytes);
     await expect(decodeCborSliced(extra)).rejects.toThrow(SyntaxError);
+  });
+
+  test("a client's frame (one message holding the graph) is walked too: the loop runs between its runs of tasks", async () => {
+    const { decodeCbor, encodeFrame } = await import("../lib/protocol.ts");
+    const { decodeCborSliced } = await import("../lib/scheduler/cbor-slices.ts");
+    const tasks = Array.from({ length: 40_000 }, (_, i) => ({ key: `f-${i}`, fn: "builtin.inc", args: [i] }));
+    const bytes = encodeFrame([{ op: "graph", id: 7, graph: { tasks, keys: tasks.map((t) => t.key) } }]).slice();
+    let turns = 0;
+    let done = false;
+    const tick = () => {
+      turns++;
+      if (!done) setTimeout(tick, 0);
+    };
+    tick();
+    const sliced = await decodeCborSliced(bytes, 0);
+    done = true;
+    expect(sliced).toEqual(decodeCbor(bytes));
+    // 40,000 tasks and as many keys: about 40 runs of 2,048, each followed by a turn of the loop.
+    expect(turns).toBeGreaterThan(20);
   });
 });
 

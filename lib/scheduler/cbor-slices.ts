@@ -14,6 +14,8 @@ import { yieldToLoop } from "./graph.ts";
 const wholeBytes = 256 * 1024;
 /** Items of a big array decoded per run. */
 const runItems = 2048;
+/** Arrays of at most this many items are walked item by item. */
+const fewItems = 16;
 
 /**
  * Decodes `bytes` like `decodeCbor`, yielding to the event loop about every `sliceMs`.
@@ -48,6 +50,19 @@ class Walker {
   /** The item at `pos` and where it ends: big arrays and maps walked, the rest decoded whole. */
   async item(pos: number): Promise<{ value: unknown; end: number }> {
     const head = this.#head(pos);
+    if (head.major === 4 && head.length >= 0 && head.length <= fewItems) {
+      // Few items (a client's frame: one message holding a graph): each walked, none skipped
+      // first (skipping a 50 MB message is itself a block of a quarter of a second).
+      const out: unknown[] = [];
+      let at = head.next;
+      for (let i = 0; i < head.length; i++) {
+        const one = await this.item(at);
+        out.push(one.value);
+        at = one.end;
+        await this.#maybeYield();
+      }
+      return { value: out, end: at };
+    }
     if (head.major === 4 && head.length >= 0) {
       const out: unknown[] = [];
       let at = head.next;

@@ -13,7 +13,7 @@ import { errorMessage } from "../errors.ts";
 import type { ClientToScheduler, SchedulerToClient } from "../messages/client.ts";
 import type { PluginManager } from "../plugins/manager.ts";
 import type { SchedulerApi, SchedulerPlugin } from "../plugins/types.ts";
-import { maxFrameBytes, version } from "../protocol.ts";
+import { type Message, maxFrameBytes, version } from "../protocol.ts";
 import { chunkBytes, FrameAssembler, sendFrame } from "../frames.ts";
 import { runtime } from "../runtime/mod.ts";
 import { checkMessage } from "../messages/validate.ts";
@@ -59,7 +59,7 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
   let client: ClientState | null = null;
   // Hooks and requests of this client, in order.
   let chain: Promise<unknown> = Promise.resolve();
-  const frames = new FrameAssembler({ maxBytes: ctx.maxMessageBytes });
+  const frames = new FrameAssembler({ maxBytes: ctx.maxMessageBytes, takeAbove: slicedFrameBytes });
   const send = (ws: WSContext, msg: SchedulerToClient) => {
     try {
       sendFrame(ws, [msg], runtime.bufferedAmount, (m: SchedulerToClient, reason: string) =>
@@ -89,6 +89,18 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
       if (msg.id !== undefined) send(ws, { op: "reply", id: msg.id, error: errorMessage(err), status: httpStatus(err) });
     }
   };
+  /** The messages of a frame decoded at once, each in its turn. */
+  const handle = (ws: WSContext, messages: ClientToScheduler[]) => {
+    // A gather sent right after its graph finds the graph applied, but a gather's long wait
+    // does not hold up what follows it.
+    for (const msg of messages) {
+      if (!accepted(ws, msg)) continue;
+      chain = chain.then(() => {
+        const running = run(ws, msg);
+        return msg.op === "gather" ? undefined : running;
+      });
+    }
+  };
   return {
     onOpen: (_e: Event, ws: WSContext) => {
       client = ctx.state.addClient(id);
@@ -97,46 +109,38 @@ export function clientSocket(ctx: ClientLinkContext, scope: Scope) {
       send(ws, { op: "welcome", client: id, version });
     },
     onMessage: (event: MessageEvent, ws: WSContext) => {
-      const data = event.data;
-      if ((data instanceof Uint8Array || data instanceof ArrayBuffer) && data.byteLength >= slicedFrameBytes && data.byteLength <= maxFrameBytes) {
-        // A big frame (a graph of a million tasks): decoded in slices, in its place in the order.
-        chain = chain.then(async () => {
-          let messages: ClientToScheduler[];
-          try {
-            messages = frameMessages(await decodeCborSliced(data instanceof Uint8Array ? data : new Uint8Array(data))) as ClientToScheduler[];
-          } catch (err) {
-            ws.close(1007, errorMessage(err).slice(0, 120));
-            return;
-          }
-          for (const msg of messages) {
-            if (!accepted(ws, msg)) continue;
-            const running = run(ws, msg);
-            if (msg.op !== "gather") await running;
-          }
-        });
-        return;
+      let data = event.data;
+      if (!((data instanceof Uint8Array || data instanceof ArrayBuffer) && data.byteLength >= slicedFrameBytes && data.byteLength <= maxFrameBytes)) {
+        let received: Message[] | Uint8Array;
+        try {
+          received = frames.receive(data);
+        } catch (err) {
+          ws.close(1007, errorMessage(err).slice(0, 120));
+          return;
+        }
+        if (!(received instanceof Uint8Array)) return handle(ws, received as unknown as ClientToScheduler[]);
+        data = received; // a big frame sent in chunks, now whole
       }
-      let messages: ClientToScheduler[];
-      try {
-        messages = frames.decode(event.data) as unknown as ClientToScheduler[];
-      } catch (err) {
-        ws.close(1007, errorMessage(err).slice(0, 120));
-        return;
-      }
-      // A gather sent right after its graph finds the graph applied, but a gather's long wait
-      // does not hold up what follows it.
-      for (const msg of messages) {
-        if (!accepted(ws, msg)) continue;
-        chain = chain.then(() => {
+      // A big frame (a graph of a million tasks): decoded in slices, in its place in the order.
+      const bytes = data instanceof Uint8Array ? data : new Uint8Array(data);
+      chain = chain.then(async () => {
+        let messages: ClientToScheduler[];
+        try {
+          messages = frameMessages(await decodeCborSliced(bytes)) as ClientToScheduler[];
+        } catch (err) {
+          ws.close(1007, errorMessage(err).slice(0, 120));
+          return;
+        }
+        for (const msg of messages) {
+          if (!accepted(ws, msg)) continue;
           const running = run(ws, msg);
-          return msg.op === "gather" ? undefined : running;
-        });
-      }
+          if (msg.op !== "gather") await running;
+        }
+      });
     },
     onClose: () => {
       chain = chain.then(async () => {
-        ctx.state.removeClient(id, ctx.state.stimulusId("remove-client"));
-        ctx.apply();
+        await ctx.operations.removeClient(id);
         ctx.events.append("client", { action: "remove", client: id });
         if (ctx.plugins.has("removeClient")) await ctx.plugins.callAsync("removeClient", ctx.api, id);
       });

@@ -150,15 +150,24 @@ export class Operations {
     return ts.toJSON();
   }
 
-  /** The client no longer wants these keys. */
-  release(client: ClientState, keys: string[], options: { mustExist?: boolean } = {}): Record<string, never> {
+  /** The client no longer wants these keys (many of them: in slices, the event loop running between). */
+  async release(client: ClientState, keys: string[], options: { mustExist?: boolean } = {}): Promise<Record<string, never>> {
     const { state } = this.#ctx;
     if (options.mustExist) {
       for (const key of keys) if (!state.tasks.has(key)) throw new NotFoundError(`Unknown key "${key}"`);
     }
-    state.releaseKeys(client, keys, state.stimulusId("client-releases-keys"));
+    const stimulusId = state.stimulusId("client-releases-keys");
+    if (keys.length > slicedGraphTasks) await runSliced(state.releaseKeysSlices(client, keys, stimulusId), () => this.#ctx.apply());
+    else state.releaseKeys(client, keys, stimulusId);
     this.#ctx.apply();
     return {};
+  }
+
+  /** A client left: everything it wanted is released, in slices. */
+  async removeClient(id: string): Promise<void> {
+    const { state } = this.#ctx;
+    await runSliced(state.removeClientSlices(id, state.stimulusId("remove-client")), () => this.#ctx.apply());
+    this.#ctx.apply();
   }
 
   /** Logs an event on a topic. */

@@ -36,8 +36,8 @@ export function apiRoutes(ops: Operations, httpClient: ClientState, limits: Limi
     return c.body(jsonArrayStream("keys", answer.keys), 202, { "content-type": "application/json" });
   });
   api.get("/tasks/:key{.+}", (c) => c.json(ops.task(c.req.param("key"))));
-  api.delete("/tasks/:key{.+}", (c) => {
-    ops.release(httpClient, [c.req.param("key")], { mustExist: true });
+  api.delete("/tasks/:key{.+}", async (c) => {
+    await ops.release(httpClient, [c.req.param("key")], { mustExist: true });
     return c.body(null, 204);
   });
   api.get("/results/:key{.+}", async (c) => {

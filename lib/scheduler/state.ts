@@ -280,31 +280,72 @@ export class SchedulerState {
   }
 
   /** A client no longer wants these keys (Dask's `client_releases_keys`). */
-  releaseKeys(client: ClientState, keys: Iterable<string>, stimulusId: string): Effects {
-    const engine = this.#engine;
-    for (const key of keys) {
-      const ts = this.tasks.get(key);
-      if (!ts || !ts.whoWants.has(client)) continue;
-      ts.whoWants.delete(client);
-      client.wantedTasks.delete(ts);
-      if (ts.whoWants.size === 0) {
-        if (ts.dependentTasks.size === 0) engine.recommend(ts, "forgotten");
-        else if (ts.state !== "erred" && ts.waiters.size === 0) engine.recommend(ts, "released");
+  releaseKeys(client: ClientState, keys: readonly string[], stimulusId: string): Effects {
+    return finish(this.releaseKeysSlices(client, keys, stimulusId, Infinity));
+  }
+
+  /**
+   * `releaseKeys` in slices of `every` keys, yielding the effects of each but the last (which it
+   * returns): releasing a million keys at once holds the scheduler for seconds.
+   */
+  *releaseKeysSlices(client: ClientState, keys: readonly string[], stimulusId: string, every = 2048): Generator<Effects, Effects> {
+    let at = 0;
+    return yield* this.#releaseSlices(client, () => {
+      while (at < keys.length) {
+        const ts = this.tasks.get(keys[at++]);
+        if (ts) return ts;
       }
-    }
-    engine.run(stimulusId);
-    // Released tasks may have freed slots that queued tasks are waiting for.
-    engine.fillWorkers();
-    engine.run(stimulusId);
-    return this.effects;
+      return undefined;
+    }, stimulusId, every);
   }
 
   /** Removes a client and releases everything it wanted. */
   removeClient(id: string, stimulusId: string): Effects {
+    return finish(this.removeClientSlices(id, stimulusId, Infinity));
+  }
+
+  /** `removeClient` in slices of `every` tasks (see `releaseKeysSlices`). */
+  *removeClientSlices(id: string, stimulusId: string, every = 2048): Generator<Effects, Effects> {
     const cs = this.clients.get(id);
     if (!cs) return this.effects;
-    this.releaseKeys(cs, [...cs.wantedTasks].map((t) => t.key), stimulusId);
+    // Each task is taken out of the set as it is released: the set's iterator goes on past it.
+    const wanted = cs.wantedTasks.values();
+    yield* this.#releaseSlices(cs, () => {
+      const next = wanted.next();
+      return next.done ? undefined : next.value;
+    }, stimulusId, every);
     this.clients.delete(id);
+    return this.effects;
+  }
+
+  /** Releases the tasks `next` gives (until undefined) for `client`, `every` a slice. */
+  *#releaseSlices(client: ClientState, next: () => TaskState | undefined, stimulusId: string, every: number): Generator<Effects, Effects> {
+    const engine = this.#engine;
+    for (let more = true; more;) {
+      for (let n = 0; n < every; n++) {
+        const ts = next();
+        if (ts === undefined) {
+          more = false;
+          break;
+        }
+        if (!ts.whoWants.has(client)) continue;
+        ts.whoWants.delete(client);
+        client.wantedTasks.delete(ts);
+        if (ts.whoWants.size === 0) {
+          if (ts.dependentTasks.size === 0) engine.recommend(ts, "forgotten");
+          else if (ts.state !== "erred" && ts.waiters.size === 0) engine.recommend(ts, "released");
+        }
+      }
+      engine.run(stimulusId);
+      if (more) {
+        yield this.effects;
+        continue;
+      }
+      // Released tasks may have freed slots that queued tasks are waiting for: filled once all
+      // are released (between slices, queued tasks about to be released would be sent too).
+      engine.fillWorkers();
+      engine.run(stimulusId);
+    }
     return this.effects;
   }
 
