@@ -218,7 +218,7 @@ export class Client {
     const keys = this.#batchKeys;
     this.#batch = [];
     this.#batchKeys = [];
-    const sent = this.#request({ op: "graph", graph: { tasks, keys } });
+    const sent = this.#request({ op: "graph", graph: { tasks, keys }, echo: false });
     // A rejected batch surfaces at the next flush/gather, not as an unhandled rejection.
     sent.catch(() => {});
     this.#lastBatch = sent;
@@ -247,9 +247,12 @@ export class Client {
    * Throws when the scheduler rejects it (with the message naming the key).
    */
   async compute(graph: { tasks: GraphTask[]; keys?: string[] }): Promise<Record<string, Future>> {
-    const reply = await this.#request({ op: "graph", graph });
+    const reply = await this.#request({ op: "graph", graph, echo: false });
+    // The wanted keys: the graph's own, or every task's (as the scheduler takes them). A
+    // scheduler from before `echo` sends them back.
+    const keys = Array.isArray(reply.keys) ? reply.keys as string[] : graph.keys ?? graph.tasks.map((t) => t.key);
     const out: Record<string, Future> = {};
-    for (const key of reply.keys as string[]) out[key] = new Future(key, this);
+    for (const key of keys) out[key] = new Future(key, this);
     return out;
   }
 

@@ -8,7 +8,7 @@ import type { ReplyMessage } from "../rpc.ts";
 
 /** Client → scheduler. */
 export type ClientToScheduler =
-  | { op: "graph"; id: number; graph: unknown }
+  | { op: "graph"; id: number; graph: unknown; echo?: boolean }
   | { op: "gather"; id: number; keys: string[]; list?: boolean }
   | { op: "release"; id?: number; keys: string[] }
   | { op: "event"; id?: number; topic: string; msg: Record<string, unknown> }

@@ -59,7 +59,7 @@ const schemas: Record<Link, Record<string, Fields>> = {
     reply,
   },
   client: {
-    graph: { id: "number?" },
+    graph: { id: "number?", echo: "boolean?" },
     gather: { id: "number?", keys: "string[]", list: "boolean?" },
     release: { id: "number?", keys: "string[]" },
     event: { id: "number?", topic: "string" },
