@@ -27,6 +27,7 @@ const workloads = [
   "map-many-workers",
   "submit-1m",
   "submit-1m-json",
+  "submit-1m-client",
   "scheduler-rss",
   "cold-start-scheduler",
   "cold-start-worker",
