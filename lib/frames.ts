@@ -36,7 +36,7 @@ export interface ChunkMessage {
   part?: number;
 }
 
-/** Collect garbage after this many bytes received or sent in chunks at least (see `transferred`). */
+/** Bytes of data moved in chunks between two forced collections (see `transferred`). */
 export const gcEveryBytes = 32 * 1024 * 1024;
 const bunGc = (globalThis as { Bun?: { gc(force: boolean): void } }).Bun?.gc;
 /** V8's collector, where the process was started with `--v8-flags=--expose-gc`. */

@@ -66,9 +66,9 @@ function deliver<E>(ws: BunSocket, handler: (event: E, ws: WSContext) => unknown
 /**
  * Bun's WebSocket handlers for routes upgraded by Hono's `upgradeWebSocket`. Hono's own make a
  * context (and parse the socket's URL) and a DOM `MessageEvent` for every frame — 4–5 % of the
- * scheduler's CPU in a map of small tasks; here a socket has one
- * context, and a frame's event is just its `data` (all the links read of it): a string, or the
- * frame's bytes as the `Uint8Array` Bun gives.
+ * scheduler's CPU in a map of small tasks; here a socket has one context, and a frame's event is
+ * just its `data` (all the links read of it): a string, or the frame's bytes as the `Uint8Array`
+ * Bun gives.
  */
 const websocket = {
   open(ws: BunSocket) {
