@@ -135,9 +135,10 @@ export class Results {
     // Indices into `keys` of those not settled yet.
     let todo: number[] = Array.from(keys.keys());
     for (let attempt = 0; todo.length > 0 && attempt < 20; attempt++) {
-      // The first wait gives the keys' tasks: one that finished in memory or erred is still the
-      // key's task (forgetting one makes it `forgotten`), so it is not looked up again.
-      const found = attempt === 0 ? (await this.#waitFor(keys)).tasks : (await this.#waitFor(todo.map((i) => keys[i])), null);
+      const waited = await this.#waitFor(attempt === 0 ? keys : todo.map((i) => keys[i]));
+      // The first wait found every key's task, by index: one that finished in memory or erred is
+      // still the key's task (forgetting one makes it `forgotten`), so it is not looked up again.
+      const found = attempt === 0 ? waited.tasks : null;
       const remote = new Map<WorkerConn, number[]>();
       const retry: number[] = [];
       for (const i of todo) {
